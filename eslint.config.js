@@ -1,0 +1,22 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/', 'node_modules/', 'test/fixtures/'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
+    },
+  },
+  {
+    // The core is platform-neutral: Node built-ins belong in src/node and src/cli only.
+    files: ['src/**/*.ts'],
+    ignores: ['src/node/**', 'src/cli/**'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: ['node:*', 'fs', 'path', 'os', 'worker_threads'] }],
+      'no-restricted-globals': ['error', 'process', 'Buffer', '__dirname', 'require'],
+    },
+  },
+);

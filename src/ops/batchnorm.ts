@@ -1,0 +1,80 @@
+import { formatShape } from '../tensor/tensor.js';
+import { expectRank, fail } from './shape.js';
+import type { BatchNormAttrs, OpSpec } from './types.js';
+
+/**
+ * Batch norm over NCHW (or NC) channels. In inference it uses the running statistics; with ctx.training it
+ * normalises with the batch's biased variance and updates the running buffers with the unbiased one, as PyTorch does.
+ */
+export const batchnorm: OpSpec<BatchNormAttrs> = {
+  arity: 1,
+  params: (a) => [
+    { slot: 'weight', kind: 'parameter', shape: [a.channels] },
+    { slot: 'bias', kind: 'parameter', shape: [a.channels] },
+    { slot: 'running_mean', kind: 'buffer', shape: [a.channels] },
+    { slot: 'running_var', kind: 'buffer', shape: [a.channels] },
+  ],
+  shape([x], a) {
+    if (!x || (x.length !== 4 && x.length !== 2)) fail(`input must be NCHW or NC, got ${x ? formatShape(x) : 'nothing'}`);
+    if (x[1] !== a.channels) fail(`input ${formatShape(x)} has ${x[1]} channels, expected ${a.channels}`);
+    return x;
+  },
+  macs: () => 0,
+  reference({ out, inputs: [x], params, attrs: a, ctx }) {
+    const [n, c] = x!.shape as [number, number];
+    const hw = x!.shape.length === 4 ? x!.shape[2]! * x!.shape[3]! : 1;
+    const gamma = params.weight!.data;
+    const beta = params.bias!.data;
+    const rm = params.running_mean!.data;
+    const rv = params.running_var!.data;
+    const xd = x!.data;
+    const od = out.data;
+    for (let ch = 0; ch < c; ch++) {
+      let mean: number;
+      let variance: number;
+      if (ctx.training) {
+        const stats = channelStats(xd, n, c, hw, ch);
+        mean = stats.mean;
+        variance = stats.variance;
+        const count = n * hw;
+        const unbiased = count > 1 ? (variance * count) / (count - 1) : variance;
+        rm[ch] = (1 - a.momentum) * rm[ch]! + a.momentum * mean;
+        rv[ch] = (1 - a.momentum) * rv[ch]! + a.momentum * unbiased;
+      } else {
+        mean = rm[ch]!;
+        variance = rv[ch]!;
+      }
+      const scale = gamma[ch]! / Math.sqrt(variance + a.eps);
+      const shift = beta[ch]! - mean * scale;
+      for (let b = 0; b < n; b++) {
+        const base = (b * c + ch) * hw;
+        for (let i = 0; i < hw; i++) od[base + i] = xd[base + i]! * scale + shift;
+      }
+    }
+  },
+};
+
+/** Mean and biased variance of one channel over batch and space (two passes, float64). */
+export function channelStats(
+  xd: Float32Array,
+  n: number,
+  c: number,
+  hw: number,
+  ch: number,
+): { mean: number; variance: number } {
+  let sum = 0;
+  for (let b = 0; b < n; b++) {
+    const base = (b * c + ch) * hw;
+    for (let i = 0; i < hw; i++) sum += xd[base + i]!;
+  }
+  const mean = sum / (n * hw);
+  let sq = 0;
+  for (let b = 0; b < n; b++) {
+    const base = (b * c + ch) * hw;
+    for (let i = 0; i < hw; i++) {
+      const d = xd[base + i]! - mean;
+      sq += d * d;
+    }
+  }
+  return { mean, variance: sq / (n * hw) };
+}
