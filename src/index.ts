@@ -1,0 +1,39 @@
+/**
+ * ShuffleNet.ts: the public API. The data flow is image -> preprocess -> tensor -> model (graph of ops)
+ * -> kernels -> logits -> labels; each group below is one step of it. Nothing else is exported.
+ */
+
+// Tensors: float32, NCHW.
+export { Tensor, shapeSize, formatShape, seededRandom, type Shape } from './tensor/tensor.js';
+export { OpError, ConfigError } from './errors.js';
+
+// Ops: one table entry per op (shape rule, cost, reference kernel).
+export { OPS, OP_NAMES, shufflePermutation, shuffleSource } from './ops/index.js';
+export type { OpName, OpAttrs, OpSpec, ShuffleOrder, Conv2dAttrs } from './ops/index.js';
+export { referenceBackend, type Backend } from './backends/backend.js';
+
+// Graphs: models as op graphs with PyTorch state_dict names; running and counting them.
+export { GraphBuilder, type Value } from './graph/builder.js';
+export { graphParams, inferShapes, INPUT, type Graph, type Node, type ParamInfo } from './graph/graph.js';
+export { execute, checkWeights, type ExecuteOptions } from './graph/execute.js';
+export { complexity, type Complexity, type LayerCost } from './graph/complexity.js';
+export { initWeights } from './nn/init.js';
+
+// Models: the config tables, builders and presets.
+export { Model, createModel } from './models/model.js';
+export { buildPreset, PRESET_NAMES, presetFamily, presetDescription, type ModelOptions } from './models/registry.js';
+export {
+  buildShuffleNet,
+  shufflenetConfig,
+  shufflenetWidths,
+  validateShuffleNetConfig,
+  TABLE1_WIDTHS,
+  AUTHORS_WIDTHS,
+  SHUFFLENET_GROUPS,
+  SHUFFLENET_SCALES,
+  type ShuffleNetConfig,
+  type ShuffleNetOptions,
+  type UnitKind,
+} from './models/shufflenet.js';
+export { buildMobileNetV1 } from './models/mobilenet.js';
+export { buildAlexNet } from './models/alexnet.js';
