@@ -21,7 +21,13 @@ export { initWeights } from './nn/init.js';
 
 // Models: the config tables, builders and presets.
 export { Model, createModel } from './models/model.js';
-export { buildPreset, PRESET_NAMES, presetFamily, presetDescription, type ModelOptions } from './models/registry.js';
+export {
+  buildPreset,
+  PRESET_NAMES,
+  presetFamily,
+  presetDescription,
+  type ModelOptions,
+} from './models/registry.js';
 export {
   buildShuffleNet,
   shufflenetConfig,

@@ -47,7 +47,13 @@ export class GraphBuilder {
     x: Value,
     out: number,
     kernel: number | Pair,
-    o: { stride?: number | Pair; padding?: number | Pair; dilation?: number | Pair; groups?: number; bias?: boolean } = {},
+    o: {
+      stride?: number | Pair;
+      padding?: number | Pair;
+      dilation?: number | Pair;
+      groups?: number;
+      bias?: boolean;
+    } = {},
   ): Value {
     const bias = o.bias ?? false;
     const attrs = {
@@ -77,8 +83,21 @@ export class GraphBuilder {
     return this.node('maxpool2d', name, [x], attrs, [], x.channels);
   }
 
-  avgpool(name: string, x: Value, kernel: number, stride: number, padding = 0, countIncludePad = true): Value {
-    const attrs = { kernel: pair(kernel), stride: pair(stride), padding: pair(padding), ceilMode: false, countIncludePad };
+  avgpool(
+    name: string,
+    x: Value,
+    kernel: number,
+    stride: number,
+    padding = 0,
+    countIncludePad = true,
+  ): Value {
+    const attrs = {
+      kernel: pair(kernel),
+      stride: pair(stride),
+      padding: pair(padding),
+      ceilMode: false,
+      countIncludePad,
+    };
     return this.node('avgpool2d', name, [x], attrs, [], x.channels);
   }
 
@@ -105,7 +124,14 @@ export class GraphBuilder {
   }
 
   concat(name: string, xs: Value[]): Value {
-    return this.node('concat', name, xs, {}, [], xs.reduce((s, x) => s + x.channels, 0));
+    return this.node(
+      'concat',
+      name,
+      xs,
+      {},
+      [],
+      xs.reduce((s, x) => s + x.channels, 0),
+    );
   }
 
   shuffle(name: string, x: Value, groups: number, order: ShuffleOrder): Value {

@@ -26,7 +26,11 @@ export interface Complexity {
 }
 
 /** Per-layer and total multiply-adds and parameters of a graph for an input of H x W. */
-export function complexity(graph: Graph, height = graph.inputSize[0], width = graph.inputSize[1]): Complexity {
+export function complexity(
+  graph: Graph,
+  height = graph.inputSize[0],
+  width = graph.inputSize[1],
+): Complexity {
   const shapes = inferShapes(graph, [1, graph.inputChannels, height, width]);
   const params = graphParams(graph);
   const layers = graph.nodes.map((node): LayerCost => {

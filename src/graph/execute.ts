@@ -20,7 +20,8 @@ export function checkWeights(graph: Graph, weights: ReadonlyMap<string, Tensor>)
       problems.push(`${p.name}: expected ${formatShape(p.shape)}, got ${formatShape(t.shape)}`);
     }
   }
-  if (problems.length) throw new ConfigError(`${graph.name}: weights do not fit:\n  ${problems.join('\n  ')}`);
+  if (problems.length)
+    throw new ConfigError(`${graph.name}: weights do not fit:\n  ${problems.join('\n  ')}`);
 }
 
 /**
@@ -41,8 +42,16 @@ export function execute(
   const values = new Map<string, Tensor>([[INPUT, input]]);
   graph.nodes.forEach((node, i) => {
     const out = new Tensor(shapes.get(node.name)!);
-    const params = Object.fromEntries(Object.entries(node.params).map(([slot, key]) => [slot, weights.get(key)]));
-    const args = { out, inputs: node.inputs.map((v) => values.get(v)!), params, attrs: node.attrs as never, ctx };
+    const params = Object.fromEntries(
+      Object.entries(node.params).map(([slot, key]) => [slot, weights.get(key)]),
+    );
+    const args = {
+      out,
+      inputs: node.inputs.map((v) => values.get(v)!),
+      params,
+      attrs: node.attrs as never,
+      ctx,
+    };
     if (backend.supports(node.op)) backend.run(node.op, args);
     else (OPS[node.op].reference as (a: typeof args) => void)(args);
     values.set(node.name, out);

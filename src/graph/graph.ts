@@ -42,7 +42,9 @@ export interface ParamInfo extends ParamSlot {
 export function graphParams(graph: Graph): ParamInfo[] {
   const out: ParamInfo[] = [];
   for (const node of graph.nodes) {
-    const slots = (OPS[node.op].params as (a: unknown) => ReturnType<(typeof OPS)[OpName]['params']>)(node.attrs);
+    const slots = (OPS[node.op].params as (a: unknown) => ReturnType<(typeof OPS)[OpName]['params']>)(
+      node.attrs,
+    );
     for (const s of slots) {
       if (!s.shape) continue;
       const name = node.params[s.slot];
@@ -65,7 +67,11 @@ export function nodeShape(node: Node, inputs: readonly Shape[]): Shape {
 
 /** Checks an NCHW input shape against the graph and returns the shape of every value. */
 export function inferShapes(graph: Graph, input: Shape): Map<string, Shape> {
-  if (input.length !== 4 || input[1] !== graph.inputChannels || input.some((d) => !Number.isInteger(d) || d < 1)) {
+  if (
+    input.length !== 4 ||
+    input[1] !== graph.inputChannels ||
+    input.some((d) => !Number.isInteger(d) || d < 1)
+  ) {
     throw new ConfigError(
       `${graph.name}: input ${formatShape(input)} does not fit; expected [N, ${graph.inputChannels}, H, W] ` +
         `(designed for H x W = ${graph.inputSize.join(' x ')})`,
@@ -73,7 +79,13 @@ export function inferShapes(graph: Graph, input: Shape): Map<string, Shape> {
   }
   const shapes = new Map<string, Shape>([[INPUT, input]]);
   for (const node of graph.nodes) {
-    shapes.set(node.name, nodeShape(node, node.inputs.map((v) => shapes.get(v)!)));
+    shapes.set(
+      node.name,
+      nodeShape(
+        node,
+        node.inputs.map((v) => shapes.get(v)!),
+      ),
+    );
   }
   return shapes;
 }

@@ -13,7 +13,10 @@ export interface AlexNetOptions {
  */
 export function buildAlexNet(name: string, o: AlexNetOptions = {}): Graph {
   const b = new GraphBuilder(name, o.inputChannels ?? 3, o.inputSize ?? [224, 224]);
-  let x = b.relu('features.1', b.conv('features.0', b.input(), 64, 11, { stride: 4, padding: 2, bias: true }));
+  let x = b.relu(
+    'features.1',
+    b.conv('features.0', b.input(), 64, 11, { stride: 4, padding: 2, bias: true }),
+  );
   x = b.maxpool('features.2', x, 3, 2);
   x = b.relu('features.4', b.conv('features.3', x, 192, 5, { padding: 2, bias: true }));
   x = b.maxpool('features.5', x, 3, 2);

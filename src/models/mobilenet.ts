@@ -2,6 +2,7 @@ import { GraphBuilder } from '../graph/builder.js';
 import type { Graph } from '../graph/graph.js';
 
 /** MobileNet v1 (Howard et al. 2017, Table 1): (output channels, stride) of each depthwise-separable block. */
+// prettier-ignore
 const BLOCKS: ReadonlyArray<readonly [number, 1 | 2]> = [
   [64, 1], [128, 2], [128, 1], [256, 2], [256, 1], [512, 2],
   [512, 1], [512, 1], [512, 1], [512, 1], [512, 1], [1024, 2], [1024, 1],

@@ -20,7 +20,12 @@ interface Preset {
   build(name: string, options: ModelOptions): Graph;
 }
 
-const SHUFFLE_ONLY: ReadonlyArray<keyof ModelOptions> = ['shuffle', 'shuffleOrder', 'shufflePosition', 'smallInput'];
+const SHUFFLE_ONLY: ReadonlyArray<keyof ModelOptions> = [
+  'shuffle',
+  'shuffleOrder',
+  'shufflePosition',
+  'smallInput',
+];
 
 const scaleName = (s: number) => s.toFixed(s === 0.25 ? 2 : 1);
 
@@ -103,7 +108,8 @@ export function buildPreset(name: string, options: ModelOptions = {}): Graph {
   const preset = lookup(name);
   if (preset.family !== 'shufflenet_v1' && preset.family !== 'table4') {
     const bad = SHUFFLE_ONLY.filter((k) => options[k] !== undefined);
-    if (bad.length) throw new ConfigError(`${name}: option ${bad.join(', ')} applies to ShuffleNet models only`);
+    if (bad.length)
+      throw new ConfigError(`${name}: option ${bad.join(', ')} applies to ShuffleNet models only`);
   }
   return preset.build(name, options);
 }

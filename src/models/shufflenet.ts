@@ -59,7 +59,13 @@ export interface ShuffleNetConfig {
 export type ShuffleNetOptions = Partial<
   Pick<
     ShuffleNetConfig,
-    'shuffle' | 'shuffleOrder' | 'shufflePosition' | 'inputChannels' | 'inputSize' | 'numClasses' | 'smallInput'
+    | 'shuffle'
+    | 'shuffleOrder'
+    | 'shufflePosition'
+    | 'inputChannels'
+    | 'inputSize'
+    | 'numClasses'
+    | 'smallInput'
   >
 >;
 
@@ -86,7 +92,11 @@ export function shufflenetWidths(groups: number, scale: number): readonly [numbe
   return [stem, a, b, c];
 }
 
-export function shufflenetConfig(groups: number, scale: number, options: ShuffleNetOptions = {}): ShuffleNetConfig {
+export function shufflenetConfig(
+  groups: number,
+  scale: number,
+  options: ShuffleNetOptions = {},
+): ShuffleNetConfig {
   const [stem, ...stages] = shufflenetWidths(groups, scale);
   return {
     unit: 'shufflenet',
@@ -111,10 +121,14 @@ export function validateShuffleNetConfig(c: ShuffleNetConfig): void {
   let inp = c.stem;
   c.stages.forEach((w, s) => {
     const mid = w / 4;
-    if (!Number.isInteger(mid)) problems.push(`stage ${s + 2} width ${w} is not a multiple of 4 (bottleneck = width / 4)`);
-    else if (mid % c.groups) problems.push(`stage ${s + 2} bottleneck ${mid} is not divisible by g=${c.groups}`);
+    if (!Number.isInteger(mid))
+      problems.push(`stage ${s + 2} width ${w} is not a multiple of 4 (bottleneck = width / 4)`);
+    else if (mid % c.groups)
+      problems.push(`stage ${s + 2} bottleneck ${mid} is not divisible by g=${c.groups}`);
     if ((w - inp) % c.groups || w <= inp) {
-      problems.push(`stage ${s + 2}: the stride-2 branch width ${w} - ${inp} = ${w - inp} must be positive and divisible by g=${c.groups}`);
+      problems.push(
+        `stage ${s + 2}: the stride-2 branch width ${w} - ${inp} = ${w - inp} must be positive and divisible by g=${c.groups}`,
+      );
     }
     inp = w;
   });

@@ -1,5 +1,5 @@
 import { formatShape } from '../tensor/tensor.js';
-import { expectRank, fail } from './shape.js';
+import { fail } from './shape.js';
 import type { BatchNormAttrs, OpSpec } from './types.js';
 
 /**
@@ -15,7 +15,8 @@ export const batchnorm: OpSpec<BatchNormAttrs> = {
     { slot: 'running_var', kind: 'buffer', shape: [a.channels] },
   ],
   shape([x], a) {
-    if (!x || (x.length !== 4 && x.length !== 2)) fail(`input must be NCHW or NC, got ${x ? formatShape(x) : 'nothing'}`);
+    if (!x || (x.length !== 4 && x.length !== 2))
+      fail(`input must be NCHW or NC, got ${x ? formatShape(x) : 'nothing'}`);
     if (x[1] !== a.channels) fail(`input ${formatShape(x)} has ${x[1]} channels, expected ${a.channels}`);
     return x;
   },

@@ -28,7 +28,9 @@ export const conv2d: OpSpec<Conv2dAttrs> = {
     if (c !== a.inChannels) fail(`input ${formatShape(x!)} has ${c} channels, expected ${a.inChannels}`);
     const [oh, ow] = outSize(h, w, a);
     if (oh < 1 || ow < 1) {
-      fail(`input ${formatShape(x!)} is smaller than the ${a.kernel[0]}x${a.kernel[1]} kernel with padding ${a.padding[0]}`);
+      fail(
+        `input ${formatShape(x!)} is smaller than the ${a.kernel[0]}x${a.kernel[1]} kernel with padding ${a.padding[0]}`,
+      );
     }
     return [n, a.outChannels, oh, ow];
   },

@@ -64,7 +64,8 @@ export const flatten: OpSpec<NoAttrs> = {
   arity: 1,
   params: () => [],
   shape([x]) {
-    if (!x || x.length < 2) fail(`input must have a batch axis and at least one more, got ${x ? formatShape(x) : 'nothing'}`);
+    if (!x || x.length < 2)
+      fail(`input must have a batch axis and at least one more, got ${x ? formatShape(x) : 'nothing'}`);
     return [x[0]!, x.slice(1).reduce((p, d) => p * d, 1)];
   },
   macs: () => 0,

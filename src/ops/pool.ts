@@ -28,7 +28,15 @@ function eachWindow(
         const px0 = x * a.stride[1] - a.padding[1];
         const px1 = Math.min(px0 + a.kernel[1], w + a.padding[1]);
         const padded = (py1 - py0) * (px1 - px0);
-        visit(p, (p * oh + y) * ow + x, Math.max(py0, 0), Math.min(py1, h), Math.max(px0, 0), Math.min(px1, w), padded);
+        visit(
+          p,
+          (p * oh + y) * ow + x,
+          Math.max(py0, 0),
+          Math.min(py1, h),
+          Math.max(px0, 0),
+          Math.min(px1, w),
+          padded,
+        );
       }
     }
   }

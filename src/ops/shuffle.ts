@@ -25,7 +25,8 @@ export const channelshuffle: OpSpec<ChannelShuffleAttrs> = {
   params: () => [],
   shape([x], a) {
     if (!x || x.length < 2) fail(`input must be NCHW, got ${x ? formatShape(x) : 'nothing'}`);
-    if (x[1]! % a.groups) fail(`input ${formatShape(x)} has ${x[1]} channels, not divisible by groups=${a.groups}`);
+    if (x[1]! % a.groups)
+      fail(`input ${formatShape(x)} has ${x[1]} channels, not divisible by groups=${a.groups}`);
     return x;
   },
   macs: () => 0,

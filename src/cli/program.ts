@@ -1,0 +1,136 @@
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError, OpError } from '../errors.js';
+import { complexity } from '../graph/complexity.js';
+import { buildPreset, PRESET_NAMES, presetDescription, type ModelOptions } from '../models/registry.js';
+import { formatShape } from '../tensor/tensor.js';
+
+/** Exit code for bad usage: unknown options, archs or sizes. */
+const USAGE = 2;
+
+const num = (n: number) => n.toLocaleString('en-US');
+
+function parseSize(text: string): [number, number] {
+  const m = /^(\d+)(?:x(\d+))?$/.exec(text);
+  const h = m ? Number(m[1]) : NaN;
+  const w = m?.[2] ? Number(m[2]) : h;
+  if (!(h >= 1 && w >= 1))
+    throw new ConfigError(`--input '${text}': expected H or HxW in pixels, e.g. 224 or 480x640`);
+  return [h, w];
+}
+
+function positiveInt(name: string) {
+  return (text: string): number => {
+    const v = Number(text);
+    if (!Number.isInteger(v) || v < 1)
+      throw new ConfigError(`${name} '${text}': expected a positive integer`);
+    return v;
+  };
+}
+
+/** Model options shared by every command that builds a model. */
+function modelOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('--arch <name>', 'model preset (see `shufflenet models`)')
+    .option('--in-channels <n>', 'input channels', positiveInt('--in-channels'))
+    .option('--classes <n>', 'number of classes', positiveInt('--classes'))
+    .option('--small-input', 'ShuffleNet: stride-1 stem and no max pool, for 28x28 or 32x32 images')
+    .option('--no-shuffle', 'ShuffleNet: remove the channel shuffle (Table 3)')
+    .addOption(new Option('--shuffle-order <order>', 'ShuffleNet: permutation').choices(['authors', 'paper']))
+    .addOption(
+      new Option('--shuffle-position <pos>', 'ShuffleNet: where').choices(['after-dw', 'before-dw']),
+    );
+}
+
+interface ModelFlags {
+  arch: string;
+  inChannels?: number;
+  classes?: number;
+  smallInput?: boolean;
+  shuffle: boolean;
+  shuffleOrder?: 'authors' | 'paper';
+  shufflePosition?: 'after-dw' | 'before-dw';
+}
+
+function toOptions(f: ModelFlags): ModelOptions {
+  const o: ModelOptions = {};
+  if (f.inChannels !== undefined) o.inputChannels = f.inChannels;
+  if (f.classes !== undefined) o.numClasses = f.classes;
+  if (f.smallInput) o.smallInput = true;
+  if (!f.shuffle) o.shuffle = false;
+  if (f.shuffleOrder) o.shuffleOrder = f.shuffleOrder;
+  if (f.shufflePosition) o.shufflePosition = f.shufflePosition;
+  return o;
+}
+
+function table(rows: string[][], rightAligned: number[]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => (rightAligned.includes(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+export function cli(): Command {
+  const program = new Command('shufflenet')
+    .description("ShuffleNet v1 in TypeScript: define, run and count the paper's models")
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('models')
+    .description(
+      'list the model presets with their MFLOPs (conv + FC multiply-adds) and parameters at 224x224',
+    )
+    .option('--json', 'one JSON array on stdout')
+    .action((o: { json?: boolean }) => {
+      const rows = PRESET_NAMES.map((name) => {
+        const c = complexity(buildPreset(name));
+        return { name, mflops: c.macs / 1e6, params: c.params, description: presetDescription(name) };
+      });
+      if (o.json) return void console.log(JSON.stringify(rows));
+      const lines = rows.map((r) => [
+        r.name,
+        r.mflops.toFixed(1),
+        (r.params / 1e6).toFixed(2),
+        r.description,
+      ]);
+      console.log(table([['model', 'MFLOPs', 'params (M)', ''], ...lines], [1, 2]));
+    });
+
+  modelOptions(program.command('flops'))
+    .description('per-layer and total multiply-adds and parameters of a model')
+    .option('--input <HxW>', 'input size, H or HxW', '224')
+    .option('--json', 'one JSON object on stdout: macs, macsConvOnly, params, weights, layers')
+    .action((o: ModelFlags & { input: string; json?: boolean }) => {
+      const [h, w] = parseSize(o.input);
+      const c = complexity(buildPreset(o.arch, toOptions(o)), h, w);
+      if (o.json) return void console.log(JSON.stringify({ arch: o.arch, ...c }));
+      const rows = c.layers
+        .filter((l) => l.macs || l.params)
+        .map((l) => [l.name, l.op, formatShape(l.output.slice(1)), num(l.macs), num(l.params)]);
+      console.log(table([['layer', 'op', 'output', 'MACs', 'params'], ...rows], [3, 4]));
+      console.log(
+        `\n${o.arch} at ${c.input.join('x')}: ${num(c.macs)} MACs (${(c.macs / 1e6).toFixed(1)} MFLOPs), ` +
+          `conv only ${num(c.macsConvOnly)}; ${num(c.params)} parameters (${num(c.weights)} conv + FC weights)`,
+      );
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await cli().parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : USAGE;
+    if (e instanceof ConfigError || e instanceof OpError) {
+      console.error(`shufflenet: ${e.message}`);
+      return USAGE;
+    }
+    throw e;
+  }
+}
