@@ -1,0 +1,111 @@
+"""PyTorch definitions that the TypeScript models are checked against (imported by gen_model_fixtures.py).
+
+ShuffleNetV1 and ShuffleV1Block follow the authors' code (megvii-model/ShuffleNet-Series, ShuffleNetV1/network.py,
+MIT, Copyright (c) 2019 Megvii Technology), generalised to any stage widths, to the paper's shuffle order and
+position, to no shuffle and to a small-input stem. One change: the final 7x7 AvgPool is AdaptiveAvgPool2d(1),
+which is identical at 224x224 and also runs at other sizes. AlexNet is torchvision's. MobileNetV1 has no
+canonical PyTorch module; this one uses the names documented in src/models/mobilenet.ts.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def shuffle(x, g, order):
+    b, c, h, w = x.shape
+    if order == 'authors':  # Megvii: reshape (n, g), transpose
+        return x.reshape(b, c // g, g, h, w).permute(0, 2, 1, 3, 4).reshape(b, c, h, w)
+    return x.reshape(b, g, c // g, h, w).transpose(1, 2).reshape(b, c, h, w)  # paper: (g, n), transpose
+
+
+class ShuffleV1Block(nn.Module):
+    def __init__(self, inp, oup, *, group, first_group, mid_channels, ksize, stride, order, position, use_shuffle):
+        super().__init__()
+        self.stride, self.group, self.order, self.position = stride, group, order, position
+        self.use_shuffle = use_shuffle and group > 1
+        pad = ksize // 2
+        outputs = oup - inp if stride == 2 else oup
+        self.branch_main_1 = nn.Sequential(
+            nn.Conv2d(inp, mid_channels, 1, 1, 0, groups=1 if first_group else group, bias=False),
+            nn.BatchNorm2d(mid_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid_channels, mid_channels, ksize, stride, pad, groups=mid_channels, bias=False),
+            nn.BatchNorm2d(mid_channels),
+        )
+        self.branch_main_2 = nn.Sequential(
+            nn.Conv2d(mid_channels, outputs, 1, 1, 0, groups=group, bias=False),
+            nn.BatchNorm2d(outputs),
+        )
+        if stride == 2:
+            self.branch_proj = nn.AvgPool2d(kernel_size=3, stride=2, padding=1)
+
+    def forward(self, old_x):
+        x = old_x
+        if self.position == 'before-dw':
+            m = self.branch_main_1
+            x = m[2](m[1](m[0](x)))
+            if self.use_shuffle:
+                x = shuffle(x, self.group, self.order)
+            x = m[4](m[3](x))
+        else:
+            x = self.branch_main_1(x)
+            if self.use_shuffle:
+                x = shuffle(x, self.group, self.order)
+        x = self.branch_main_2(x)
+        if self.stride == 1:
+            return F.relu(x + old_x)
+        return torch.cat((self.branch_proj(old_x), F.relu(x)), 1)
+
+
+class ShuffleNetV1(nn.Module):
+    def __init__(self, widths, group, n_class=1000, in_channels=3, order='authors', position='after-dw',
+                 use_shuffle=True, small_input=False):
+        super().__init__()
+        stem, *stages = widths
+        self.small_input = small_input
+        self.first_conv = nn.Sequential(
+            nn.Conv2d(in_channels, stem, 3, 1 if small_input else 2, 1, bias=False),
+            nn.BatchNorm2d(stem),
+            nn.ReLU(inplace=True),
+        )
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        features = []
+        inp = stem
+        for s, (repeat, oup) in enumerate(zip([4, 8, 4], stages)):
+            for i in range(repeat):
+                features.append(ShuffleV1Block(inp, oup, group=group, first_group=(s == 0 and i == 0),
+                                               mid_channels=oup // 4, ksize=3, stride=2 if i == 0 else 1,
+                                               order=order, position=position, use_shuffle=use_shuffle))
+                inp = oup
+        self.features = nn.Sequential(*features)
+        self.globalpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(inp, n_class, bias=False))
+
+    def forward(self, x):
+        x = self.first_conv(x)
+        if not self.small_input:
+            x = self.maxpool(x)
+        x = self.globalpool(self.features(x))
+        return self.classifier(x.flatten(1))
+
+
+MOBILENET_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+
+
+class MobileNetV1(nn.Module):
+    def __init__(self, alpha, n_class=1000):
+        super().__init__()
+        w = lambda c: int(c * alpha)
+        layers = [nn.Sequential(nn.Conv2d(3, w(32), 3, 2, 1, bias=False), nn.BatchNorm2d(w(32)), nn.ReLU(inplace=True))]
+        c = w(32)
+        for out, stride in MOBILENET_BLOCKS:
+            layers.append(nn.Sequential(
+                nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                nn.Conv2d(c, w(out), 1, bias=False), nn.BatchNorm2d(w(out)), nn.ReLU(inplace=True)))
+            c = w(out)
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, n_class)
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.features(x)).flatten(1))
