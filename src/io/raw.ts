@@ -65,7 +65,10 @@ const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
  */
 export function typedFromBytes(dtype: DType, bytes: Uint8Array): RawData {
   if (!HOST_LITTLE_ENDIAN) throw new CheckpointError('big-endian hosts are not supported');
-  return DTYPES[dtype].make(bytes.slice().buffer);
+  // Not bytes.slice(): on a Node Buffer that is a view, and .buffer would be the whole shared pool.
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return DTYPES[dtype].make(copy.buffer);
 }
 
 /** Exact for F32/F16/BF16 (returns the tensor's own array for F32); F64 is rounded to nearest. */

@@ -20,7 +20,9 @@ export function readSafetensors(bytes: Uint8Array): Safetensors {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n = view.getBigUint64(0, true);
   if (n > BigInt(bytes.length - 8)) {
-    throw bad(`header length ${n} runs past the end of the file (${bytes.length - 8} bytes after the length)`);
+    throw bad(
+      `header length ${n} runs past the end of the file (${bytes.length - 8} bytes after the length)`,
+    );
   }
   if (n > BigInt(MAX_HEADER)) throw bad(`header length ${n} exceeds the ${MAX_HEADER}-byte limit`);
   const headerEnd = 8 + Number(n);
@@ -36,7 +38,8 @@ export function readSafetensors(bytes: Uint8Array): Safetensors {
   if (!isPlainObject(header)) throw bad('header JSON is not an object');
 
   const metadata: Record<string, string> = {};
-  const entries: { name: string; dtype: RawTensor['dtype']; shape: number[]; begin: number; end: number }[] = [];
+  const entries: { name: string; dtype: RawTensor['dtype']; shape: number[]; begin: number; end: number }[] =
+    [];
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') {
       if (!isPlainObject(info)) throw bad('__metadata__ is not an object');
@@ -50,13 +53,13 @@ export function readSafetensors(bytes: Uint8Array): Safetensors {
     if (!isPlainObject(info)) throw bad(`${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offsets } = info;
     if (!isDType(dtype)) {
-      throw bad(`${where}: unsupported dtype ${JSON.stringify(dtype)} (known: ${Object.keys(DTYPES).join(', ')})`);
+      throw bad(`${where}: unsupported dtype ${show(dtype)} (known: ${Object.keys(DTYPES).join(', ')})`);
     }
     if (!Array.isArray(shape) || !shape.every(isCount)) {
-      throw bad(`${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+      throw bad(`${where}: shape ${show(shape)} is not a list of non-negative integers`);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
-      throw bad(`${where}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
+      throw bad(`${where}: data_offsets ${show(offsets)} is not a pair of non-negative integers`);
     }
     const [begin, end] = offsets as [number, number];
     if (end < begin) throw bad(`${where}: data_offsets [${begin}, ${end}] end before they begin`);
@@ -73,9 +76,12 @@ export function readSafetensors(bytes: Uint8Array): Safetensors {
   let cursor = 0;
   for (const e of [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end)) {
     if (e.begin < cursor) throw bad(`tensor '${e.name}': data_offsets overlap the previous tensor's data`);
-    if (e.begin > cursor) throw bad(`tensor '${e.name}': gap of ${e.begin - cursor} unused bytes before its data`);
+    if (e.begin > cursor)
+      throw bad(`tensor '${e.name}': gap of ${e.begin - cursor} unused bytes before its data`);
     if (e.end > dataLen) {
-      throw bad(`tensor '${e.name}': data ends at byte ${e.end} but the data section has ${dataLen} (truncated file?)`);
+      throw bad(
+        `tensor '${e.name}': data ends at byte ${e.end} but the data section has ${dataLen} (truncated file?)`,
+      );
     }
     cursor = e.end;
   }
@@ -100,9 +106,12 @@ export function writeSafetensors(
   const parts: Uint8Array[] = [];
   let offset = 0;
   for (const [name, t] of tensors) {
-    if (name === '__metadata__') throw new CheckpointError("safetensors: '__metadata__' is reserved, not a tensor name");
-    if (Object.prototype.hasOwnProperty.call(header, name)) throw new CheckpointError(`safetensors: duplicate tensor name '${name}'`);
-    if (!isDType(t.dtype)) throw new CheckpointError(`safetensors: tensor '${name}': unknown dtype '${t.dtype}'`);
+    if (name === '__metadata__')
+      throw new CheckpointError("safetensors: '__metadata__' is reserved, not a tensor name");
+    if (Object.prototype.hasOwnProperty.call(header, name))
+      throw new CheckpointError(`safetensors: duplicate tensor name '${name}'`);
+    if (!isDType(t.dtype))
+      throw new CheckpointError(`safetensors: tensor '${name}': unknown dtype '${t.dtype}'`);
     const size = numelOf(t.shape) * DTYPES[t.dtype].size;
     if (t.data.byteLength !== size) {
       throw new CheckpointError(
@@ -134,6 +143,8 @@ export function writeSafetensors(
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
+
+const show = (v: unknown): string => (v === undefined ? '(missing)' : JSON.stringify(v));
 
 function isCount(v: unknown): v is number {
   return Number.isSafeInteger(v) && (v as number) >= 0;
