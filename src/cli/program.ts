@@ -3,6 +3,10 @@ import { ConfigError, OpError } from '../errors.js';
 import { complexity } from '../graph/complexity.js';
 import { buildPreset, PRESET_NAMES, presetDescription, type ModelOptions } from '../models/registry.js';
 import { formatShape } from '../tensor/tensor.js';
+import { MEGVII_PREPROCESS, preprocess, type Preprocess } from '../data/image.js';
+import { FASHION_MNIST_LABELS, IMAGENET_LABELS, topK } from '../data/labels.js';
+import { loadImage } from '../node/image.js';
+import { loadModel } from '../node/weights.js';
 
 /** Exit code for bad usage: unknown options, archs or sizes. */
 const USAGE = 2;
@@ -18,14 +22,15 @@ function parseSize(text: string): [number, number] {
   return [h, w];
 }
 
-function positiveInt(name: string) {
+function integer(name: string, min: number) {
   return (text: string): number => {
     const v = Number(text);
-    if (!Number.isInteger(v) || v < 1)
-      throw new ConfigError(`${name} '${text}': expected a positive integer`);
+    if (!/^\d+$/.test(text) || v < min)
+      throw new ConfigError(`${name} '${text}': expected an integer >= ${min}`);
     return v;
   };
 }
+const positiveInt = (name: string) => integer(name, 1);
 
 /** Model options shared by every command that builds a model. */
 function modelOptions(cmd: Command): Command {
@@ -118,8 +123,71 @@ export function cli(): Command {
           `conv only ${num(c.macsConvOnly)}; ${num(c.params)} parameters (${num(c.weights)} conv + FC weights)`,
       );
     });
+  program
+    .command('classify')
+    .description('classify images with pretrained weights (the top-k classes with probabilities)')
+    .argument('<images...>', 'PNG or JPEG files')
+    .requiredOption('--weights <file|name>', 'a .safetensors / .pth / .pth.tar file, or a registered name')
+    .option('--arch <name>', 'model preset (default: from the registry, the file, or its tensor shapes)')
+    .option('--topk <k>', 'classes to show', positiveInt('--topk'), 5)
+    .option(
+      '--resize <n>',
+      "shorter side before the crop; 0 = no resize (default: the weights' own)",
+      integer('--resize', 0),
+    )
+    .option('--crop <n>', "centre crop size (default: the weights' own)", positiveInt('--crop'))
+    .option('--json', 'one JSON array on stdout: {file, top: [{index, label, prob}], logits?} per image')
+    .option('--logits', 'with --json: include the raw logits')
+    .action(async (images: string[], o: ClassifyFlags) => {
+      const { model, entry, checkpoint } = await loadModel(o.weights, {
+        arch: o.arch,
+        log: (m) => console.error(m),
+      });
+      const pre: Preprocess = { ...(entry?.preprocess ?? MEGVII_PREPROCESS) };
+      if (o.resize !== undefined) pre.resize = o.resize;
+      if (o.crop !== undefined) pre.crop = o.crop;
+      const set = entry?.labels ?? checkpoint.metadata.labels;
+      const labels =
+        set === 'fashion-mnist' ? FASHION_MNIST_LABELS : set === 'imagenet' || !set ? IMAGENET_LABELS : [];
+      const results: object[] = [];
+      let failed = 0;
+      for (const file of images) {
+        try {
+          const logits = model.forward(preprocess(await loadImage(file), pre));
+          const top = topK(logits.data, o.topk, labels);
+          results.push({ file, top, ...(o.logits ? { logits: Array.from(logits.data) } : {}) });
+          if (!o.json) {
+            console.log(file);
+            for (const p of top)
+              console.log(
+                `  ${String(p.index).padStart(4)}  ${(p.prob * 100).toFixed(1).padStart(5)}%  ${p.label}`,
+              );
+          }
+        } catch (e) {
+          failed++;
+          const message = (e as Error).message;
+          console.error(`shufflenet: ${message.includes(file) ? message : `${file}: ${message}`}`);
+          results.push({ file, error: message });
+        }
+      }
+      if (o.json) console.log(JSON.stringify(results));
+      if (failed) throw new SomeFailed(`${failed} of ${images.length} images failed`);
+    });
   return program;
 }
+
+interface ClassifyFlags {
+  weights: string;
+  arch?: string;
+  topk: number;
+  resize?: number;
+  crop?: number;
+  json?: boolean;
+  logits?: boolean;
+}
+
+/** Some inputs of a batch command failed (each was reported); exit 1. */
+class SomeFailed extends Error {}
 
 export async function main(argv: string[]): Promise<number> {
   try {
@@ -131,6 +199,8 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`shufflenet: ${e.message}`);
       return USAGE;
     }
-    throw e;
+    if (e instanceof SomeFailed) return 1;
+    console.error(`shufflenet: ${(e as Error).message}`);
+    return 1;
   }
 }

@@ -1,4 +1,12 @@
-/** Checkpoint readers and writers. Platform-neutral: they take and return Uint8Array, never touch files. */
+// Checkpoints: formats (platform-neutral, on bytes) and the name map onto model graphs.
 export { CheckpointError, toFloat32, type DType, type RawData, type RawTensor } from './raw.js';
 export { readSafetensors, writeSafetensors, type Safetensors } from './safetensors.js';
 export { readPytorch } from './pytorch.js';
+export {
+  readCheckpoint,
+  weightsFromStateDict,
+  stateDictFromWeights,
+  exportSafetensors,
+  presetsFitting,
+  type Checkpoint,
+} from './checkpoint.js';
