@@ -19,6 +19,20 @@ export { execute, checkWeights, type ExecuteOptions } from './graph/execute.js';
 export { complexity, type Complexity, type LayerCost } from './graph/complexity.js';
 export { initWeights } from './nn/init.js';
 
+// Preprocessing and labels: image -> tensor, logits -> classes.
+export {
+  preprocess,
+  resize,
+  resizeShorter,
+  centerCrop,
+  toTensor,
+  toRgb,
+  MEGVII_PREPROCESS,
+  type RgbImage,
+  type Preprocess,
+} from './data/image.js';
+export { IMAGENET_LABELS, FASHION_MNIST_LABELS, topK, type Prediction } from './data/labels.js';
+
 // Models: the config tables, builders and presets.
 export { Model, createModel } from './models/model.js';
 export {
@@ -43,3 +57,25 @@ export {
 } from './models/shufflenet.js';
 export { buildMobileNetV1 } from './models/mobilenet.js';
 export { buildAlexNet } from './models/alexnet.js';
+export { WEIGHTS, findWeights, type WeightsEntry } from './models/weights.js';
+
+// Checkpoints and ONNX (on bytes; file access is in 'shufflenet/node').
+export {
+  CheckpointError,
+  readCheckpoint,
+  readSafetensors,
+  writeSafetensors,
+  readPytorch,
+  weightsFromStateDict,
+  stateDictFromWeights,
+  exportSafetensors,
+  presetsFitting,
+  type Checkpoint,
+  type RawTensor,
+} from './io/index.js';
+export { exportOnnx, importOnnx, OnnxError, type OnnxExportOptions } from './io/onnx/index.js';
+
+// Fast inference: fused plans on the WASM SIMD kernels.
+export { Engine, createEngine } from './runtime/engine.js';
+export { Plan, type PlanOptions } from './runtime/plan.js';
+export { relaxedSimdSupported } from './backends/wasm/module.js';

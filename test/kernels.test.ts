@@ -2,6 +2,9 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { referenceBackend, type Backend } from '../src/backends/backend.js';
+import { createWasmBackend } from '../src/backends/wasm/backend.js';
+import { instantiateKernelsSync } from '../src/backends/wasm/module.js';
+import { enableRelaxedSimd } from '../src/node/wasm.js';
 import {
   OPS,
   OP_NAMES,
@@ -14,7 +17,12 @@ import { ShapeError } from '../src/ops/shape.js';
 import { Tensor, formatShape } from '../src/tensor/tensor.js';
 
 /** Every backend must match PyTorch on the same cases; a new backend is one more entry here. */
-const BACKENDS: readonly Backend[] = [referenceBackend];
+const wasm = [instantiateKernelsSync()];
+if (enableRelaxedSimd()) wasm.push(instantiateKernelsSync({ relaxed: true }));
+const BACKENDS: readonly Backend[] = [
+  referenceBackend,
+  ...wasm.flatMap((k) => [createWasmBackend(k), createWasmBackend(k, 3)]),
+];
 
 interface Blob {
   shape: number[];

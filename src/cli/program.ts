@@ -6,31 +6,15 @@ import { formatShape } from '../tensor/tensor.js';
 import { MEGVII_PREPROCESS, preprocess, type Preprocess } from '../data/image.js';
 import { FASHION_MNIST_LABELS, IMAGENET_LABELS, topK } from '../data/labels.js';
 import { loadImage } from '../node/image.js';
-import { loadModel } from '../node/weights.js';
+import { integer, parseSize, positiveInt } from './args.js';
+import { addBenchCommand } from './bench.js';
+import { loadCliModel } from './load.js';
+import { addOnnxCommands } from './onnx.js';
 
 /** Exit code for bad usage: unknown options, archs or sizes. */
 const USAGE = 2;
 
 const num = (n: number) => n.toLocaleString('en-US');
-
-function parseSize(text: string): [number, number] {
-  const m = /^(\d+)(?:x(\d+))?$/.exec(text);
-  const h = m ? Number(m[1]) : NaN;
-  const w = m?.[2] ? Number(m[2]) : h;
-  if (!(h >= 1 && w >= 1))
-    throw new ConfigError(`--input '${text}': expected H or HxW in pixels, e.g. 224 or 480x640`);
-  return [h, w];
-}
-
-function integer(name: string, min: number) {
-  return (text: string): number => {
-    const v = Number(text);
-    if (!/^\d+$/.test(text) || v < min)
-      throw new ConfigError(`${name} '${text}': expected an integer >= ${min}`);
-    return v;
-  };
-}
-const positiveInt = (name: string) => integer(name, 1);
 
 /** Model options shared by every command that builds a model. */
 function modelOptions(cmd: Command): Command {
@@ -123,11 +107,15 @@ export function cli(): Command {
           `conv only ${num(c.macsConvOnly)}; ${num(c.params)} parameters (${num(c.weights)} conv + FC weights)`,
       );
     });
+  addBenchCommand(program);
+  addOnnxCommands(program);
+
   program
     .command('classify')
     .description('classify images with pretrained weights (the top-k classes with probabilities)')
     .argument('<images...>', 'PNG or JPEG files')
-    .requiredOption('--weights <file|name>', 'a .safetensors / .pth / .pth.tar file, or a registered name')
+    .option('--weights <file|name>', 'a .safetensors / .pth / .pth.tar file, or a registered name')
+    .option('--model <file.onnx>', 'an ONNX model instead of --weights')
     .option('--arch <name>', 'model preset (default: from the registry, the file, or its tensor shapes)')
     .option('--topk <k>', 'classes to show', positiveInt('--topk'), 5)
     .option(
@@ -139,14 +127,10 @@ export function cli(): Command {
     .option('--json', 'one JSON array on stdout: {file, top: [{index, label, prob}], logits?} per image')
     .option('--logits', 'with --json: include the raw logits')
     .action(async (images: string[], o: ClassifyFlags) => {
-      const { model, entry, checkpoint } = await loadModel(o.weights, {
-        arch: o.arch,
-        log: (m) => console.error(m),
-      });
+      const { model, entry, labels: set } = await loadCliModel(o, false);
       const pre: Preprocess = { ...(entry?.preprocess ?? MEGVII_PREPROCESS) };
       if (o.resize !== undefined) pre.resize = o.resize;
       if (o.crop !== undefined) pre.crop = o.crop;
-      const set = entry?.labels ?? checkpoint.metadata.labels;
       const labels =
         set === 'fashion-mnist' ? FASHION_MNIST_LABELS : set === 'imagenet' || !set ? IMAGENET_LABELS : [];
       const results: object[] = [];
@@ -177,7 +161,8 @@ export function cli(): Command {
 }
 
 interface ClassifyFlags {
-  weights: string;
+  weights?: string;
+  model?: string;
   arch?: string;
   topk: number;
   resize?: number;

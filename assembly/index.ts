@@ -1,0 +1,9 @@
+// The kernels of the WASM backend. Contracts: src/backends/wasm/module.ts. Built by scripts/build-wasm.mjs.
+export { pointwise, conv2d, conv2dScratchBytes, linear } from './gemm';
+export { depthwise3x3, maxpool2d, avgpool2d } from './spatial';
+export { globalAvgPool, channelAffine, relu, add } from './elementwise';
+
+/** Lowest byte offset callers may use (1024: the modules have no static data; address 0 stays free for "none"). */
+export function heapBase(): usize {
+  return __heap_base;
+}

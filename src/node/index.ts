@@ -1,0 +1,13 @@
+// Node.js adapters: files, image decoding, the weights cache, worker threads. Import from 'shufflenet/node'.
+export { decodeImage, loadImage } from './image.js';
+export {
+  loadModel,
+  resolveWeights,
+  shufflenetHome,
+  type LoadedModel,
+  type ResolveOptions,
+} from './weights.js';
+export { createNodeEngine, type NodeEngineOptions } from './engine.js';
+export { ThreadPool } from './threads.js';
+export { enableRelaxedSimd } from './wasm.js';
+export { writeFileAtomic, sha256 } from './files.js';
