@@ -79,3 +79,7 @@ export { exportOnnx, importOnnx, OnnxError, type OnnxExportOptions } from './io/
 export { Engine, createEngine } from './runtime/engine.js';
 export { Plan, type PlanOptions } from './runtime/plan.js';
 export { relaxedSimdSupported } from './backends/wasm/module.js';
+
+// Training: reverse-mode autograd over the op table, losses.
+export { forwardWithTape, backward } from './autograd/tape.js';
+export { softmaxCrossEntropy } from './train/loss.js';

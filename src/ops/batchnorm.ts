@@ -53,6 +53,46 @@ export const batchnorm: OpSpec<BatchNormAttrs> = {
       }
     }
   },
+  // y = gamma * xhat + beta with xhat = (x - mean) / sqrt(var + eps). In inference mean and var are constants;
+  // in training they are the batch's, functions of x, which adds the two mean terms to dL/dx. The running
+  // buffers were updated by the forward and get no gradient.
+  backward({ gradOut, inputs: [x], params, attrs: a, ctx, gradInputs: [gx], gradParams }) {
+    const [n, c] = x!.shape as [number, number];
+    const hw = x!.shape.length === 4 ? x!.shape[2]! * x!.shape[3]! : 1;
+    const count = n * hw;
+    const gamma = params.weight!.data;
+    const xd = x!.data;
+    const gy = gradOut.data;
+    const gxd = gx?.data;
+    for (let ch = 0; ch < c; ch++) {
+      const { mean, variance } = ctx.training
+        ? channelStats(xd, n, c, hw, ch)
+        : { mean: params.running_mean!.data[ch]!, variance: params.running_var!.data[ch]! };
+      const invStd = 1 / Math.sqrt(variance + a.eps);
+      let sumGy = 0;
+      let sumGyXhat = 0;
+      for (let b = 0; b < n; b++) {
+        const base = (b * c + ch) * hw;
+        for (let i = 0; i < hw; i++) {
+          sumGy += gy[base + i]!;
+          sumGyXhat += gy[base + i]! * (xd[base + i]! - mean) * invStd;
+        }
+      }
+      if (gradParams.weight) gradParams.weight.data[ch]! += sumGyXhat;
+      if (gradParams.bias) gradParams.bias.data[ch]! += sumGy;
+      if (!gxd) continue;
+      const k = gamma[ch]! * invStd;
+      const meanGy = ctx.training ? sumGy / count : 0;
+      const meanGyXhat = ctx.training ? sumGyXhat / count : 0;
+      for (let b = 0; b < n; b++) {
+        const base = (b * c + ch) * hw;
+        for (let i = 0; i < hw; i++) {
+          const xhat = (xd[base + i]! - mean) * invStd;
+          gxd[base + i]! += k * (gy[base + i]! - meanGy - xhat * meanGyXhat);
+        }
+      }
+    }
+  },
 };
 
 /** Mean and biased variance of one channel over batch and space (two passes, float64). */

@@ -1,4 +1,5 @@
 import { formatShape } from '../tensor/tensor.js';
+import { accumulate } from './grad.js';
 import { expectRank, fail, windowOut } from './shape.js';
 import type { Conv2dAttrs, OpSpec } from './types.js';
 
@@ -78,6 +79,66 @@ export const conv2d: OpSpec<Conv2dAttrs> = {
           }
         }
         od.set(acc, (b * o + oc) * oh * ow);
+      }
+    }
+  },
+  // The forward's loops with the multiply-add turned around: each weight tap sums gy * x over its output
+  // positions, and each input position collects w * gy from every tap that read it.
+  backward({ gradOut, inputs: [x], params, attrs: a, gradInputs: [gx], gradParams }) {
+    const [n, c, h, w] = x!.shape as [number, number, number, number];
+    const [, o, oh, ow] = gradOut.shape as [number, number, number, number];
+    const [kh, kw] = a.kernel;
+    const [sh, sw] = a.stride;
+    const [ph, pw] = a.padding;
+    const [dh, dw] = a.dilation;
+    const cg = c / a.groups;
+    const og = o / a.groups;
+    const wt = params.weight!.data;
+    const gwt = gradParams.weight?.data;
+    const xd = x!.data;
+    const gy = gradOut.data;
+    const gxAcc = gx ? new Float64Array(x!.size) : undefined;
+    for (let oc = 0; oc < o; oc++) {
+      const g = Math.floor(oc / og);
+      for (let icg = 0; icg < cg; icg++) {
+        for (let i = 0; i < kh; i++) {
+          for (let j = 0; j < kw; j++) {
+            const wi = ((oc * cg + icg) * kh + i) * kw + j;
+            const wv = wt[wi]!;
+            const offH = i * dh - ph;
+            const offW = j * dw - pw;
+            const x0 = Math.max(0, Math.ceil(-offW / sw));
+            const x1 = Math.min(ow, Math.floor((w - 1 - offW) / sw) + 1);
+            let gw = 0;
+            for (let b = 0; b < n; b++) {
+              const plane = (b * c + g * cg + icg) * h * w;
+              for (let y = 0; y < oh; y++) {
+                const iy = y * sh + offH;
+                if (iy < 0 || iy >= h) continue;
+                const row = plane + iy * w + offW;
+                const gr = ((b * o + oc) * oh + y) * ow;
+                for (let xx = x0; xx < x1; xx++) {
+                  const gv = gy[gr + xx]!;
+                  gw += gv * xd[row + xx * sw]!;
+                  if (gxAcc) gxAcc[row + xx * sw]! += wv * gv;
+                }
+              }
+            }
+            if (gwt) gwt[wi]! += gw;
+          }
+        }
+      }
+    }
+    if (gxAcc) accumulate(gx, gxAcc);
+    const gb = gradParams.bias?.data;
+    if (gb) {
+      for (let oc = 0; oc < o; oc++) {
+        let s = 0;
+        for (let b = 0; b < n; b++) {
+          const base = (b * o + oc) * oh * ow;
+          for (let k = 0; k < oh * ow; k++) s += gy[base + k]!;
+        }
+        gb[oc]! += s;
       }
     }
   },

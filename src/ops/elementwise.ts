@@ -1,4 +1,5 @@
 import { formatShape, sameShape } from '../tensor/tensor.js';
+import { accumulate } from './grad.js';
 import { fail } from './shape.js';
 import type { NoAttrs, OpSpec } from './types.js';
 
@@ -10,6 +11,12 @@ export const relu: OpSpec<NoAttrs> = {
   reference({ out, inputs: [x] }) {
     const xd = x!.data;
     for (let i = 0; i < xd.length; i++) out.data[i] = xd[i]! > 0 ? xd[i]! : 0;
+  },
+  // Zero at x = 0, as PyTorch.
+  backward({ gradOut, inputs: [x], gradInputs: [gx] }) {
+    if (!gx) return;
+    const xd = x!.data;
+    for (let i = 0; i < xd.length; i++) if (xd[i]! > 0) gx.data[i]! += gradOut.data[i]!;
   },
 };
 
@@ -26,6 +33,9 @@ export const add: OpSpec<NoAttrs> = {
     const ad = a!.data;
     const bd = b!.data;
     for (let i = 0; i < ad.length; i++) out.data[i] = ad[i]! + bd[i]!;
+  },
+  backward({ gradOut, gradInputs }) {
+    for (const g of gradInputs) accumulate(g, gradOut.data);
   },
 };
 
@@ -57,6 +67,18 @@ export const concat: OpSpec<NoAttrs> = {
       }
     }
   },
+  backward({ gradOut, inputs, gradInputs }) {
+    const n = gradOut.shape[0]!;
+    const per = gradOut.size / n;
+    for (let b = 0; b < n; b++) {
+      let off = b * per;
+      inputs.forEach((x, k) => {
+        const len = x.size / n;
+        accumulate(gradInputs[k], gradOut.data.subarray(off, off + len), b * len);
+        off += len;
+      });
+    }
+  },
 };
 
 /** [N, C, H, W] (or any rank >= 2) -> [N, C*H*W]. */
@@ -71,5 +93,8 @@ export const flatten: OpSpec<NoAttrs> = {
   macs: () => 0,
   reference({ out, inputs: [x] }) {
     out.data.set(x!.data);
+  },
+  backward({ gradOut, gradInputs: [gx] }) {
+    accumulate(gx, gradOut.data);
   },
 };

@@ -29,6 +29,39 @@ export const linear: OpSpec<LinearAttrs> = {
       }
     }
   },
+  // dx = gy W, dW = gy^T x, db = column sums of gy.
+  backward({ gradOut, inputs: [x], params, attrs: a, gradInputs: [gx], gradParams }) {
+    const n = x!.shape[0]!;
+    const { inFeatures: k, outFeatures: m } = a;
+    const wd = params.weight!.data;
+    const xd = x!.data;
+    const gy = gradOut.data;
+    if (gx) {
+      for (let b = 0; b < n; b++) {
+        for (let i = 0; i < k; i++) {
+          let s = 0;
+          for (let o = 0; o < m; o++) s += gy[b * m + o]! * wd[o * k + i]!;
+          gx.data[b * k + i]! += s;
+        }
+      }
+    }
+    const gw = gradParams.weight?.data;
+    const gb = gradParams.bias?.data;
+    for (let o = 0; o < m; o++) {
+      if (gw) {
+        for (let i = 0; i < k; i++) {
+          let s = 0;
+          for (let b = 0; b < n; b++) s += gy[b * m + o]! * xd[b * k + i]!;
+          gw[o * k + i]! += s;
+        }
+      }
+      if (gb) {
+        let s = 0;
+        for (let b = 0; b < n; b++) s += gy[b * m + o]!;
+        gb[o]! += s;
+      }
+    }
+  },
 };
 
 /** Softmax over axis 1 of [N, K] (or over channels of NCHW), max-subtracted for stability. */
@@ -52,6 +85,32 @@ export const softmax: OpSpec<NoAttrs> = {
         let z = 0;
         for (let i = 0; i < k; i++) z += Math.exp(xd[at(i)]! - m);
         for (let i = 0; i < k; i++) out.data[at(i)] = Math.exp(xd[at(i)]! - m) / z;
+      }
+    }
+  },
+  // dx = p * (gy - sum(gy * p)), with p recomputed in float64 from x rather than read back from float32 out.
+  backward({ gradOut, inputs: [x], gradInputs: [gx] }) {
+    if (!gx) return;
+    const [n, k] = x!.shape as [number, number];
+    const inner = x!.size / (n * k);
+    const xd = x!.data;
+    const p = new Float64Array(k);
+    for (let b = 0; b < n; b++) {
+      for (let s = 0; s < inner; s++) {
+        const at = (i: number) => (b * k + i) * inner + s;
+        let m = -Infinity;
+        for (let i = 0; i < k; i++) m = Math.max(m, xd[at(i)]!);
+        let z = 0;
+        for (let i = 0; i < k; i++) {
+          p[i] = Math.exp(xd[at(i)]! - m);
+          z += p[i]!;
+        }
+        let dot = 0;
+        for (let i = 0; i < k; i++) {
+          p[i]! /= z;
+          dot += gradOut.data[at(i)]! * p[i]!;
+        }
+        for (let i = 0; i < k; i++) gx.data[at(i)]! += p[i]! * (gradOut.data[at(i)]! - dot);
       }
     }
   },

@@ -1,4 +1,5 @@
 import { formatShape } from '../tensor/tensor.js';
+import { accumulate } from './grad.js';
 import { expectRank, fail, windowOut } from './shape.js';
 import type { AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, NoAttrs, OpSpec, Pool2dAttrs } from './types.js';
 
@@ -62,6 +63,22 @@ export const maxpool2d: OpSpec<Pool2dAttrs> = {
       out.data[o] = m;
     });
   },
+  // All of a window's gradient goes to its maximum; on ties to the first in row-major order, as PyTorch.
+  backward({ gradOut, inputs: [x], attrs: a, gradInputs: [gx] }) {
+    if (!gx) return;
+    const d = dimsOf(x!.shape, gradOut.shape);
+    const xd = x!.data;
+    const acc = new Float64Array(x!.size);
+    eachWindow(d, a, (p, o, y0, y1, x0, x1) => {
+      const base = p * d.h * d.w;
+      let at = base + y0 * d.w + x0;
+      for (let y = y0; y < y1; y++) {
+        for (let x = x0; x < x1; x++) if (xd[base + y * d.w + x]! > xd[at]!) at = base + y * d.w + x;
+      }
+      acc[at]! += gradOut.data[o]!;
+    });
+    accumulate(gx, acc);
+  },
 };
 
 /** Average pool with PyTorch semantics, including count_include_pad (divide by the padded window). */
@@ -79,6 +96,17 @@ export const avgpool2d: OpSpec<AvgPool2dAttrs> = {
       for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) s += xd[base + y * d.w + x]!;
       out.data[o] = s / (a.countIncludePad ? padded : (y1 - y0) * (x1 - x0));
     });
+  },
+  backward({ gradOut, inputs: [x], attrs: a, gradInputs: [gx] }) {
+    if (!gx) return;
+    const d = dimsOf(x!.shape, gradOut.shape);
+    const acc = new Float64Array(x!.size);
+    eachWindow(d, a, (p, o, y0, y1, x0, x1, padded) => {
+      const g = gradOut.data[o]! / (a.countIncludePad ? padded : (y1 - y0) * (x1 - x0));
+      const base = p * d.h * d.w;
+      for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) acc[base + y * d.w + x]! += g;
+    });
+    accumulate(gx, acc);
   },
 };
 
@@ -98,6 +126,14 @@ export const globalavgpool: OpSpec<NoAttrs> = {
       let s = 0;
       for (let i = 0; i < hw; i++) s += xd[p * hw + i]!;
       out.data[p] = s / hw;
+    }
+  },
+  backward({ gradOut, inputs: [x], gradInputs: [gx] }) {
+    if (!gx) return;
+    const hw = x!.shape[2]! * x!.shape[3]!;
+    for (let p = 0; p < gradOut.size; p++) {
+      const g = gradOut.data[p]! / hw;
+      for (let i = 0; i < hw; i++) gx.data[p * hw + i]! += g;
     }
   },
 };
@@ -128,5 +164,25 @@ export const adaptiveavgpool2d: OpSpec<AdaptiveAvgPool2dAttrs> = {
         }
       }
     }
+  },
+  // Cells may overlap (when H is not a multiple of oh), so an input can collect from several.
+  backward({ gradOut, inputs: [x], attrs: a, gradInputs: [gx] }) {
+    if (!gx) return;
+    const [n, c, h, w] = x!.shape as [number, number, number, number];
+    const [oh, ow] = a.output;
+    const acc = new Float64Array(x!.size);
+    for (let p = 0; p < n * c; p++) {
+      for (let i = 0; i < oh; i++) {
+        const y0 = Math.floor((i * h) / oh);
+        const y1 = Math.ceil(((i + 1) * h) / oh);
+        for (let j = 0; j < ow; j++) {
+          const x0 = Math.floor((j * w) / ow);
+          const x1 = Math.ceil(((j + 1) * w) / ow);
+          const g = gradOut.data[(p * oh + i) * ow + j]! / ((y1 - y0) * (x1 - x0));
+          for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) acc[(p * h + y) * w + x]! += g;
+        }
+      }
+    }
+    accumulate(gx, acc);
   },
 };

@@ -1,4 +1,5 @@
 import { formatShape } from '../tensor/tensor.js';
+import { accumulate } from './grad.js';
 import { fail } from './shape.js';
 import type { ChannelShuffleAttrs, OpSpec, ShuffleOrder } from './types.js';
 
@@ -38,6 +39,19 @@ export const channelshuffle: OpSpec<ChannelShuffleAttrs> = {
       for (let oc = 0; oc < c; oc++) {
         const src = (b * c + perm[oc]!) * hw;
         out.data.set(x!.data.subarray(src, src + hw), (b * c + oc) * hw);
+      }
+    }
+  },
+  // out channel oc came from perm[oc], so its gradient goes back there: the inverse permutation.
+  backward({ gradOut, attrs: a, gradInputs: [gx] }) {
+    if (!gx) return;
+    const [n, c] = gradOut.shape as [number, number];
+    const hw = gradOut.size / (n * c);
+    const perm = shufflePermutation(c, a.groups, a.order);
+    for (let b = 0; b < n; b++) {
+      for (let oc = 0; oc < c; oc++) {
+        const at = (b * c + oc) * hw;
+        accumulate(gx, gradOut.data.subarray(at, at + hw), (b * c + perm[oc]!) * hw);
       }
     }
   },

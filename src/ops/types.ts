@@ -86,7 +86,20 @@ export interface KernelArgs<A> {
   ctx: RunContext;
 }
 
-/** One op in one place: its inputs, parameters, shape rule, cost and reference kernel. */
+/**
+ * The gradient pass of one op: given dL/d(out), ADD dL/d(input) and dL/d(param) into the tensors given (the same
+ * value or parameter may feed several ops, so gradients accumulate). An undefined slot is not needed.
+ */
+export interface BackwardArgs<A> extends KernelArgs<A> {
+  /** dL/d(out), shape of out. */
+  gradOut: Tensor;
+  /** One per input, shaped like it. */
+  gradInputs: readonly (Tensor | undefined)[];
+  /** By slot name; buffers (BN running statistics) are never given. */
+  gradParams: Readonly<Record<string, Tensor | undefined>>;
+}
+
+/** One op in one place: its inputs, parameters, shape rule, cost, reference kernel and gradient. */
 export interface OpSpec<A> {
   /** Number of tensor inputs, or 'variadic' (at least one). */
   arity: number | 'variadic';
@@ -98,4 +111,9 @@ export interface OpSpec<A> {
   macs(inputs: readonly Shape[], out: Shape, attrs: A): number;
   /** The plain TypeScript kernel: the oracle every faster backend is tested against. Writes args.out. */
   reference(args: KernelArgs<A>): void;
+  /**
+   * The reverse-mode gradient of `reference` at the same args (ctx as in the forward), float64 accumulation.
+   * Required, so an op without a gradient does not compile.
+   */
+  backward(args: BackwardArgs<A>): void;
 }
