@@ -19,8 +19,10 @@ parentPort!.postMessage('ready');
 
 let seen = Atomics.load(c, 0);
 for (;;) {
-  // Spin a little before sleeping: consecutive steps come microseconds apart.
-  for (let spin = 0; spin < 20000 && Atomics.load(c, 0) === seen; spin++);
+  // Spin up to 2 ms before sleeping: steps of a running plan come microseconds apart, and waking from
+  // Atomics.wait costs far more than that on a busy machine.
+  const t0 = performance.now();
+  while (Atomics.load(c, 0) === seen && performance.now() - t0 < 2);
   if (Atomics.load(c, 0) === seen) Atomics.wait(c, 0, seen);
   seen = Atomics.load(c, 0);
   const cmd = c[1];

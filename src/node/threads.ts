@@ -94,11 +94,12 @@ export class ThreadPool implements Parallel {
     this.signal(RUN, id, index);
   }
 
-  /** Spins briefly (a step's other parts usually finish within microseconds of ours), then sleeps. */
+  /** Spins up to 2 ms (a step's other parts usually finish within microseconds of ours), then sleeps. */
   join(): void {
     const c = this.control;
     const want = this.threads - 1;
-    for (let spin = 0; spin < 20000; spin++) if (Atomics.load(c, DONE) >= want) return;
+    const t0 = performance.now();
+    while (performance.now() - t0 < 2) if (Atomics.load(c, DONE) >= want) return;
     for (let d = Atomics.load(c, DONE); d < want; d = Atomics.load(c, DONE)) Atomics.wait(c, DONE, d, 1000);
   }
 
