@@ -9,8 +9,6 @@ loss = cross entropy with label smoothing 0.1. Its 67k gradients are too many to
 sum |g|, sum g * r (r = the same hash fill of 'r/' + name, see test/helpers/synthetic.ts) and a sample of entries.
 Run: /usr/bin/python3 tools/gen_grad_fixtures.py
 """
-import ast
-import base64
 import json
 import os
 import random
@@ -24,25 +22,12 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from reference_models import ShuffleNetV1, shuffle  # noqa: E402
+from synthetic import W, enc, fill, uniform  # noqa: E402
 
 OUT = os.path.join(HERE, '..', 'test', 'fixtures', 'grads.json')
 SAMPLES = 100  # entries kept per model gradient
 
 
-def model_fixture_helpers():
-    """The hash fill of gen_model_fixtures.py (which runs on import): only its definitions, executed here."""
-    path = os.path.join(HERE, 'gen_model_fixtures.py')
-    with open(path) as f:
-        tree = ast.parse(f.read())
-    keep = [n for n in tree.body if isinstance(n, ast.FunctionDef) or
-            (isinstance(n, ast.Assign) and [getattr(t, 'id', None) for t in n.targets] in (['M32'], ['W']))]
-    ns = {'np': np, 'torch': torch, 'base64': base64}
-    exec(compile(ast.Module(body=keep, type_ignores=[]), path, 'exec'), ns)
-    return ns
-
-
-H = model_fixture_helpers()
-enc = H['enc']
 cases = []
 
 
@@ -201,11 +186,11 @@ for smoothing in (0.0, 0.1, 0.3):
                    'loss': loss.item(), 'grad': enc(x.grad)})
 
 # The whole model: forward in training mode, loss, backward.
-model = ShuffleNetV1(H['W']['g3_0.25'], 3, n_class=10, in_channels=1, small_input=True)
-H['fill'](model)
+model = ShuffleNetV1(W['g3_0.25'], 3, n_class=10, in_channels=1, small_input=True)
+fill(model)
 model = model.double().train()
 input_shape = (2, 1, 16, 16)
-x = torch.from_numpy(H['uniform']('input', int(np.prod(input_shape))).astype(np.float32).reshape(input_shape))
+x = torch.from_numpy(uniform('input', int(np.prod(input_shape))).astype(np.float32).reshape(input_shape))
 x = x.double().requires_grad_()
 labels = [3, 7]
 logits = model(x)
@@ -214,7 +199,7 @@ loss.backward()
 grads = {}
 for name, p in model.named_parameters():
     g = p.grad.flatten()
-    r = torch.from_numpy(H['uniform']('r/' + name, g.numel()))
+    r = torch.from_numpy(uniform('r/' + name, g.numel()))
     index = sorted(random.Random(zlib.crc32(name.encode())).sample(range(g.numel()), min(g.numel(), SAMPLES)))
     grads[name] = {'shape': list(p.shape), 'sumAbs': g.abs().sum().item(), 'dot': (g * r).sum().item(),
                    'index': index, 'values': enc(g[index])}

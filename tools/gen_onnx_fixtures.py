@@ -9,7 +9,6 @@ carries PyTorch's Shape/Gather/Unsqueeze/Concat arithmetic around each channel s
 expected.json has PyTorch's logits (float64) on test/helpers/synthetic.ts's syntheticInput([1,3,224,224], true).
 Run: /usr/bin/python3 tools/gen_onnx_fixtures.py
 """
-import base64
 import gzip
 import io
 import json
@@ -22,45 +21,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference_models import ShuffleNetV1  # noqa: E402
+from synthetic import enc, synthetic_input  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 WEIGHTS = os.path.join(ROOT, '..', 'shared', 'weights')
 OUT = os.path.join(ROOT, 'test', 'fixtures', 'onnx')
 WIDTHS = {3: [12, 120, 240, 480], 8: [16, 192, 384, 768]}
-M32 = np.uint64(0xFFFFFFFF)
-
-
-# fmix, fnv1a and uniform as in tools/gen_model_fixtures.py (which writes its fixtures on import).
-def fmix(x):
-    x = x ^ (x >> np.uint64(16))
-    x = (x * np.uint64(0x85EBCA6B)) & M32
-    x = x ^ (x >> np.uint64(13))
-    x = (x * np.uint64(0xC2B2AE35)) & M32
-    return x ^ (x >> np.uint64(16))
-
-
-def fnv1a(s):
-    h = 0x811C9DC5
-    for b in s.encode():
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def uniform(name, n):
-    """n values in [-1, 1) from the name; see test/helpers/synthetic.ts."""
-    i = np.arange(1, n + 1, dtype=np.uint64)
-    x = fmix(np.uint64(fnv1a(name)) ^ ((i * np.uint64(0x9E3779B1)) & M32))
-    return x.astype(np.float64) / 4294967296.0 * 2 - 1
-
-
-def enc(t):
-    a = t.detach().to(torch.float32).contiguous().numpy().astype('<f4')
-    return {'shape': list(a.shape), 'data': base64.b64encode(a.tobytes()).decode('ascii')}
-
-
 os.makedirs(OUT, exist_ok=True)
 shape = (1, 3, 224, 224)
-x = torch.from_numpy(((uniform('input', int(np.prod(shape))) + 1) / 2 * 255).astype(np.float32).reshape(shape))
+x = synthetic_input(shape, image=True)
 expected = {'generator': 'tools/gen_onnx_fixtures.py', 'torch': torch.__version__, 'input': list(shape), 'models': []}
 for g, widths in WIDTHS.items():
     preset = f'shufflenet_v1_g{g}_0.5x'
