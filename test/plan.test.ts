@@ -10,7 +10,7 @@ import { createNodeEngine } from '../src/node/engine.js';
 import { loadImage } from '../src/node/image.js';
 import { ThreadPool } from '../src/node/threads.js';
 import { loadModel } from '../src/node/weights.js';
-import type { Engine } from '../src/runtime/engine.js';
+import { createEngine, type Engine } from '../src/runtime/engine.js';
 import { lower } from '../src/runtime/lower.js';
 
 const shared = join(fileURLToPath(new URL('..', import.meta.url)), '..', 'shared');
@@ -59,6 +59,8 @@ describe('lowering', () => {
 
 const engines: { name: string; engine: Engine }[] = [];
 before(async () => {
+  // The core's engine: the non-shared build, for runtimes without SharedArrayBuffer.
+  engines.push({ name: 'core simd x1', engine: await createEngine() });
   for (const threads of [1, 2]) {
     for (const relaxed of [false, true]) {
       engines.push({
@@ -72,7 +74,7 @@ after(async () => {
   for (const { engine } of engines) if (engine.parallel instanceof ThreadPool) await engine.parallel.close();
 });
 
-describe('plans equal the reference kernels within 1e-4 (simd, relaxed; 1 and 2 threads)', () => {
+describe('plans equal the reference kernels within 1e-4 (core engine; simd, relaxed; 1 and 2 threads)', () => {
   for (const name of PRESET_NAMES) {
     it(name, () => {
       const m = model(name);
