@@ -100,7 +100,15 @@ export class ThreadPool implements Parallel {
     const want = this.threads - 1;
     const t0 = performance.now();
     while (performance.now() - t0 < 2) if (Atomics.load(c, DONE) >= want) return;
-    for (let d = Atomics.load(c, DONE); d < want; d = Atomics.load(c, DONE)) Atomics.wait(c, DONE, d, 1000);
+    // The caller blocks synchronously, so a worker that died (an exception in a kernel) is only noticed by the time.
+    for (let d = Atomics.load(c, DONE); d < want; d = Atomics.load(c, DONE)) {
+      if (performance.now() - t0 > 60_000) {
+        throw new Error(
+          `thread pool: ${want - d} worker(s) did not finish plan ${c[PLAN]} step ${c[STEP]} within 60 s`,
+        );
+      }
+      Atomics.wait(c, DONE, d, 1000);
+    }
   }
 
   async close(): Promise<void> {
