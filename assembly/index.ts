@@ -2,6 +2,21 @@
 export { pointwise, conv2d, conv2dScratchBytes, linear } from './gemm';
 export { depthwise3x3, maxpool2d, avgpool2d } from './spatial';
 export { globalAvgPool, channelAffine, relu, add } from './elementwise';
+export {
+  pointwiseBackwardInput,
+  pointwiseBackwardWeight,
+  depthwise3x3BackwardInput,
+  depthwise3x3BackwardWeight,
+  batchnormStats,
+  batchnormBackward,
+  reluBackward,
+  maxpool2dBackward,
+  avgpool2dBackward,
+  globalAvgPoolBackward,
+  linearBackward,
+  conv2dBackwardInput,
+  conv2dBackwardWeight,
+} from './backward';
 
 /** Lowest byte offset callers may use (1024: the modules have no static data; address 0 stays free for "none"). */
 export function heapBase(): usize {

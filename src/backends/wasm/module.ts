@@ -138,7 +138,229 @@ export interface KernelExports {
   ): void;
   relu(x: number, y: number, n: number, part: number, parts: number): void;
   add(a: number, b: number, y: number, n: number, relu: Flag, part: number, parts: number): void;
+  /**
+   * Input gradient of `pointwise`: dx[(n*xC + xOff + map(g*cin + j))*HW + p] (+)= sum_{o in group g}
+   * w[o*cin + j] * dy[(n*yC + yOff + o)*HW + p], cin = inC/groups (accumulate: += instead of =).
+   * Work items: (image, group, 8-pixel tile).
+   */
+  pointwiseBackwardInput(
+    dy: number,
+    yC: number,
+    yOff: number,
+    w: number,
+    dx: number,
+    xC: number,
+    xOff: number,
+    inMap: number,
+    N: number,
+    inC: number,
+    outC: number,
+    groups: number,
+    HW: number,
+    accumulate: Flag,
+    part: number,
+    parts: number,
+  ): void;
+  /**
+   * Weight gradient of `pointwise`: dw[o*cin + j] += sum_{n,p} dy[n, yOff+o, p] * x[n, xOff+map(g*cin+j), p];
+   * dbias[o] += sum_{n,p} dy[n, yOff+o, p] (dbias 0: none). Work items: (group, block of 4 outputs).
+   */
+  pointwiseBackwardWeight(
+    x: number,
+    xC: number,
+    xOff: number,
+    inMap: number,
+    dy: number,
+    yC: number,
+    yOff: number,
+    dw: number,
+    dbias: number,
+    N: number,
+    inC: number,
+    outC: number,
+    groups: number,
+    HW: number,
+    part: number,
+    parts: number,
+  ): void;
+  /**
+   * Input gradient of `depthwise3x3` (padding 1, stride 1 or 2): dx row xOff + c (+)= the transposed 3x3 conv of dy row
+   * yOff + outMap(c) with w[c]. Work items: (image, channel) planes.
+   */
+  depthwise3x3BackwardInput(
+    dy: number,
+    yC: number,
+    yOff: number,
+    outMap: number,
+    w: number,
+    dx: number,
+    xC: number,
+    xOff: number,
+    N: number,
+    C: number,
+    H: number,
+    W: number,
+    stride: number,
+    accumulate: Flag,
+    part: number,
+    parts: number,
+  ): void;
+  /** Weight gradient of `depthwise3x3`: dw[c][9] += ..., dbias[c] += sum dy (0: none). Work items: channels. */
+  depthwise3x3BackwardWeight(
+    x: number,
+    xC: number,
+    xOff: number,
+    dy: number,
+    yC: number,
+    yOff: number,
+    outMap: number,
+    dw: number,
+    dbias: number,
+    N: number,
+    C: number,
+    H: number,
+    W: number,
+    stride: number,
+    part: number,
+    parts: number,
+  ): void;
+  /** Training batch statistics (f64 two-pass): mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items: channels. */
+  batchnormStats(
+    x: number,
+    N: number,
+    C: number,
+    HW: number,
+    mean: number,
+    invstd: number,
+    eps: number,
+    part: number,
+    parts: number,
+  ): void;
+  /**
+   * Training batch-norm backward (PyTorch's formula): dgamma[c] += sum dy*xhat, dbeta[c] += sum dy (0: none),
+   * dx = gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)) written (not accumulated; 0: none). Work items: channels.
+   */
+  batchnormBackward(
+    dy: number,
+    x: number,
+    mean: number,
+    invstd: number,
+    gamma: number,
+    dx: number,
+    dgamma: number,
+    dbeta: number,
+    N: number,
+    C: number,
+    HW: number,
+    part: number,
+    parts: number,
+  ): void;
+  /** dx = y > 0 ? dy : 0, y the ReLU's output. Work items: 4-element blocks. */
+  reluBackward(y: number, dy: number, dx: number, n: number, part: number, parts: number): void;
+  /**
+   * Max pool backward (PyTorch: a window's gradient goes to its first maximum, row-major): dx (+)= the
+   * scatter of dy; dx has x's layout (xC, xOff). Work items: (image, channel) planes.
+   */
+  maxpool2dBackward(
+    x: number,
+    xC: number,
+    xOff: number,
+    dy: number,
+    yC: number,
+    yOff: number,
+    dx: number,
+    ...rest: [...PoolDims, accumulate: Flag, part: number, parts: number]
+  ): void;
+  /** Average pool backward (PyTorch, countIncludePad as in avgpool2d): dx (+)= dy / divisor over each window. */
+  avgpool2dBackward(
+    dy: number,
+    yC: number,
+    yOff: number,
+    dx: number,
+    xC: number,
+    xOff: number,
+    ...rest: [...PoolDims, countIncludePad: Flag, accumulate: Flag, part: number, parts: number]
+  ): void;
+  /** dx[p*HW + i] (+)= dy[p] / HW, planes p = n*C + c. Work items: planes. */
+  globalAvgPoolBackward(
+    dy: number,
+    dx: number,
+    N: number,
+    C: number,
+    HW: number,
+    accumulate: Flag,
+    part: number,
+    parts: number,
+  ): void;
+  /**
+   * Linear backward, w = [M][K]: dx[n][k] (+)= sum_m dy[n][m] w[m][k] (dx 0: none); dw[m][k] += sum_n
+   * dy[n][m] x[n][k]; db[m] += sum_n dy[n][m] (db 0: none). Work items: N rows of dx, then M rows of dw.
+   */
+  linearBackward(
+    x: number,
+    N: number,
+    K: number,
+    w: number,
+    dy: number,
+    M: number,
+    dx: number,
+    dw: number,
+    db: number,
+    accumulate: Flag,
+    part: number,
+    parts: number,
+  ): void;
+  /**
+   * Input gradient of `conv2d` (w OIHW, groups, dilation 1, x/dy dense NCHW), direct loops (for stems):
+   * dx (+)= the transposed convolution of dy. Work items: (image, input channel) planes.
+   */
+  conv2dBackwardInput(
+    dy: number,
+    w: number,
+    dx: number,
+    ...rest: [...ConvDims, accumulate: Flag, part: number, parts: number]
+  ): void;
+  /** Weight gradient of `conv2d`: dw += sum_{n,oy,ox} dy * x (padding 0), db += sum dy (0: none). Work items: outputs. */
+  conv2dBackwardWeight(
+    x: number,
+    dy: number,
+    dw: number,
+    db: number,
+    ...rest: [...ConvDims, part: number, parts: number]
+  ): void;
 }
+
+type ConvDims = [
+  N: number,
+  C: number,
+  H: number,
+  W: number,
+  O: number,
+  KH: number,
+  KW: number,
+  SH: number,
+  SW: number,
+  PH: number,
+  PW: number,
+  OH: number,
+  OW: number,
+  groups: number,
+];
+
+type PoolDims = [
+  N: number,
+  C: number,
+  H: number,
+  W: number,
+  KH: number,
+  KW: number,
+  SH: number,
+  SW: number,
+  PH: number,
+  PW: number,
+  OH: number,
+  OW: number,
+];
 
 type PoolHead = [
   x: number,
