@@ -83,3 +83,12 @@ export { relaxedSimdSupported } from './backends/wasm/module.js';
 // Training: reverse-mode autograd over the op table, losses.
 export { forwardWithTape, backward } from './autograd/tape.js';
 export { softmaxCrossEntropy } from './train/loss.js';
+export { sgd, adamw, lrSchedule } from './train/optim.js';
+export {
+  train,
+  evaluate,
+  recalibrateBatchNorm,
+  type TrainConfig,
+  type TrainResult,
+} from './train/trainer.js';
+export { fashionMnist, cifar10Binary, parseIdx, DatasetError, type ImageSet } from './data/datasets.js';

@@ -9,6 +9,8 @@ export interface CliModel {
   entry?: WeightsEntry;
   /** 'imagenet', 'fashion-mnist', ... from the registry or the file's metadata. */
   labels?: string;
+  /** Preprocessing recorded in the file by `shufflenet train` (JSON), if any. */
+  preprocessing?: string;
 }
 
 /** The model of `--model FILE.onnx`, `--weights FILE|NAME` (with an optional --arch), or, if allowed, `--arch` alone (random weights). */
@@ -21,7 +23,13 @@ export async function loadCliModel(
   if (o.model) return loadOnnxModel(o.model);
   if (o.weights) {
     const l = await loadModel(o.weights, { arch: o.arch, log: (m) => console.error(m) });
-    return { model: l.model, entry: l.entry, labels: l.entry?.labels ?? l.checkpoint.metadata.labels };
+    const meta = l.checkpoint.metadata;
+    return {
+      model: l.model,
+      entry: l.entry,
+      labels: l.entry?.labels ?? meta.labels,
+      preprocessing: meta.preprocessing,
+    };
   }
   if (o.arch && allowRandom) return { model: createModel(o.arch) };
   throw new ConfigError(

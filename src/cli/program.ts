@@ -10,6 +10,7 @@ import { integer, parseSize, positiveInt } from './args.js';
 import { addBenchCommand } from './bench.js';
 import { loadCliModel } from './load.js';
 import { addOnnxCommands } from './onnx.js';
+import { addTrainCommands } from './train.js';
 
 /** Exit code for bad usage: unknown options, archs or sizes. */
 const USAGE = 2;
@@ -109,6 +110,7 @@ export function cli(): Command {
     });
   addBenchCommand(program);
   addOnnxCommands(program);
+  addTrainCommands(program);
 
   program
     .command('classify')
@@ -127,8 +129,10 @@ export function cli(): Command {
     .option('--json', 'one JSON array on stdout: {file, top: [{index, label, prob}], logits?} per image')
     .option('--logits', 'with --json: include the raw logits')
     .action(async (images: string[], o: ClassifyFlags) => {
-      const { model, entry, labels: set } = await loadCliModel(o, false);
-      const pre: Preprocess = { ...(entry?.preprocess ?? MEGVII_PREPROCESS) };
+      const { model, entry, labels: set, preprocessing } = await loadCliModel(o, false);
+      const pre: Preprocess = preprocessing
+        ? trainedPreprocess(preprocessing)
+        : { ...(entry?.preprocess ?? MEGVII_PREPROCESS) };
       if (o.resize !== undefined) pre.resize = o.resize;
       if (o.crop !== undefined) pre.crop = o.crop;
       const labels =
@@ -158,6 +162,26 @@ export function cli(): Command {
       if (failed) throw new SomeFailed(`${failed} of ${images.length} images failed`);
     });
   return program;
+}
+
+/** The preprocessing `shufflenet train` records: the training size (resized, centre-cropped), RGB or grey, 0..1, mean/std. */
+function trainedPreprocess(json: string): Preprocess {
+  const p = JSON.parse(json) as {
+    channels: number;
+    size: [number, number];
+    scale: number;
+    mean: number[];
+    std: number[];
+  };
+  return {
+    resize: p.size[0],
+    crop: p.size[0],
+    order: 'RGB',
+    scale: p.scale,
+    mean: p.mean,
+    std: p.std,
+    channels: p.channels === 1 ? 1 : 3,
+  };
 }
 
 interface ClassifyFlags {

@@ -21,8 +21,10 @@ export interface TensorOptions {
   /** Multiplies the 0..255 values: 1 keeps 0..255, 1/255 gives 0..1. */
   scale: number;
   /** Per output channel, i.e. in `order`: out = (v * scale - mean[c]) / std[c]. */
-  mean?: Triple;
-  std?: Triple;
+  mean?: readonly number[];
+  std?: readonly number[];
+  /** 1 gives one luminance channel (PIL's convert('L'): (299 R + 587 G + 114 B) / 1000); default 3. */
+  channels?: 1 | 3;
 }
 
 export interface Preprocess extends TensorOptions {
@@ -220,13 +222,23 @@ export function toTensor(img: RgbImage, opts: TensorOptions): Tensor {
     throw new ConfigError(`toTensor: scale must be finite, got ${opts.scale}`);
   if (opts.std?.some((s) => s === 0)) throw new ConfigError(`toTensor: std must not contain 0`);
   const n = img.width * img.height;
+  const d = img.data;
+  if (opts.channels === 1) {
+    const [mean, std] = [opts.mean?.[0] ?? 0, opts.std?.[0] ?? 1];
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const grey = Math.floor((d[i * 3]! * 299 + d[i * 3 + 1]! * 587 + d[i * 3 + 2]! * 114 + 500) / 1000);
+      data[i] = (grey * opts.scale - mean) / std;
+    }
+    return new Tensor([1, 1, img.height, img.width], data);
+  }
   const data = new Float32Array(3 * n);
   for (let c = 0; c < 3; c++) {
     const from = opts.order === 'BGR' ? 2 - c : c;
     const mean = opts.mean?.[c] ?? 0;
     const std = opts.std?.[c] ?? 1;
     const plane = c * n;
-    for (let i = 0; i < n; i++) data[plane + i] = (img.data[i * 3 + from]! * opts.scale - mean) / std;
+    for (let i = 0; i < n; i++) data[plane + i] = (d[i * 3 + from]! * opts.scale - mean) / std;
   }
   return new Tensor([1, 3, img.height, img.width], data);
 }

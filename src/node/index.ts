@@ -11,3 +11,10 @@ export { createNodeEngine, type NodeEngineOptions } from './engine.js';
 export { ThreadPool } from './threads.js';
 export { enableRelaxedSimd } from './wasm.js';
 export { writeFileAtomic, sha256 } from './files.js';
+export {
+  loadDataset,
+  loadFashionMnist,
+  loadCifar10Binary,
+  loadImageFolder,
+  FASHION_MNIST_DIR,
+} from './datasets.js';

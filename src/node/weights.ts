@@ -111,7 +111,9 @@ export async function loadModel(
     }
     [arch, archFrom] = [fits[0]!, 'shapes'];
   }
-  const graph = buildPreset(arch, o.options);
+  // Models trained here record their options (input channels, classes, small-input stem) in the metadata.
+  const saved = checkpoint.metadata.model_options;
+  const graph = buildPreset(arch, o.options ?? (saved ? (JSON.parse(saved) as ModelOptions) : undefined));
   return {
     model: new Model(graph, weightsFromStateDict(graph, checkpoint.tensors, path)),
     checkpoint,

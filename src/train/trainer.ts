@@ -1,0 +1,420 @@
+/**
+ * The training loop: batches -> forward (training mode, taped) -> softmax cross-entropy -> backward ->
+ * optimizer step; evaluation; checkpoints that resume exactly; the authors' BN recalibration. Platform-
+ * neutral: files go through a CheckpointStore, and the kernels through a TrainBackend, so that faster
+ * forward/backward kernels (and a fast inference engine for evaluation) slot in without touching the loop.
+ */
+import { backward, forwardWithTape, type Tape } from '../autograd/tape.js';
+import {
+  permutation,
+  makeBatch,
+  Rng,
+  streamSeed,
+  type AugmentOptions,
+  type Normalize,
+} from '../data/augment.js';
+import type { ImageSet } from '../data/datasets.js';
+import { ConfigError } from '../errors.js';
+import { execute } from '../graph/execute.js';
+import { graphParams, type Graph } from '../graph/graph.js';
+import { exportSafetensors, readCheckpoint, weightsFromStateDict } from '../io/checkpoint.js';
+import { toFloat32, type RawTensor } from '../io/raw.js';
+import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { Tensor } from '../tensor/tensor.js';
+import { softmaxCrossEntropy } from './loss.js';
+import type { Optimizer } from './optim.js';
+
+/** Gradients of a training step. The reference backend is the autograd tape over the reference kernels. */
+export interface TrainBackend {
+  readonly name: string;
+  /** Training-mode forward (BN uses batch statistics and updates its running buffers in `weights`). */
+  forward(
+    graph: Graph,
+    weights: ReadonlyMap<string, Tensor>,
+    input: Tensor,
+  ): { output: Tensor; tape: unknown };
+  /** dL/d(parameter) for every learnable parameter, given dL/d(output). */
+  backward(tape: unknown, gradOutput: Tensor): ReadonlyMap<string, Tensor>;
+}
+
+export const referenceTraining: TrainBackend = {
+  name: 'reference',
+  forward: (graph, weights, input) => forwardWithTape(graph, weights, input, { training: true }),
+  backward: (tape, gradOutput) => backward(tape as Tape, gradOutput).params,
+};
+
+/**
+ * Inference for evaluation: made once per evaluation for at most `batch` images at a time, so that an engine
+ * can compile the weights into a plan and dispose of it afterwards.
+ */
+export type Infer = (
+  graph: Graph,
+  weights: ReadonlyMap<string, Tensor>,
+  batch: number,
+) => { run(input: Tensor): Tensor; dispose(): void };
+
+export const referenceInfer: Infer = (graph, weights) => ({
+  run: (x) => execute(graph, weights, x),
+  dispose() {},
+});
+
+/** Named files of a run (a folder in Node); `write` must be atomic: readers see the old file or the new one. */
+export interface CheckpointStore {
+  read(name: string): Uint8Array | undefined;
+  write(name: string, data: Uint8Array | string): void;
+  remove(name: string): void;
+}
+
+/** A store in memory (tests, browsers). */
+export function memoryStore(): CheckpointStore & { files: Map<string, Uint8Array> } {
+  const files = new Map<string, Uint8Array>();
+  return {
+    files,
+    read: (name) => files.get(name),
+    write: (name, data) =>
+      void files.set(name, typeof data === 'string' ? new TextEncoder().encode(data) : data.slice()),
+    remove: (name) => void files.delete(name),
+  };
+}
+
+export interface StepMetrics {
+  /** Steps done (1 after the first). */
+  step: number;
+  totalSteps: number;
+  /** 0-based epoch of this step. */
+  epoch: number;
+  loss: number;
+  /** Top-1 accuracy on this (augmented) batch. */
+  accuracy: number;
+  lr: number;
+  imagesPerSecond: number;
+  seconds: number;
+}
+
+export interface EvalResult {
+  count: number;
+  top1: number;
+  top5: number;
+  /** Mean cross entropy (no label smoothing). */
+  loss: number;
+  /** confusion[true][predicted]: image counts. */
+  confusion: number[][];
+}
+
+/** The loop's own state (state.json): the commit point of a checkpoint, written after the files it names. */
+export interface LoopState {
+  version: 1;
+  step: number;
+  epoch: number;
+  stepsPerEpoch: number;
+  totalSteps: number;
+  batchSize: number;
+  weights: string;
+  optimizer: string;
+  optimizerKind: string;
+  /** The batch order of epoch e and the augmentation of step s come from seeds derived from (seed, e) and (seed, s). */
+  rng: { seed: number; shuffle: 'streamSeed(seed, 1, epoch)'; augment: 'streamSeed(seed, 2, step)' };
+  /** Whatever the caller keeps with the run (the CLI: its options, for --resume). */
+  options?: unknown;
+}
+
+export const STATE_FILE = 'state.json';
+/** The latest weights under a stable name (also written at the end of training). */
+export const MODEL_FILE = 'model.safetensors';
+
+export interface TrainConfig {
+  graph: Graph;
+  /** Parameters and buffers; updated in place. */
+  weights: Map<string, Tensor>;
+  train: ImageSet;
+  test?: ImageSet;
+  normalize: Normalize;
+  augment?: AugmentOptions;
+  batchSize: number;
+  epochs: number;
+  optimizer: Optimizer;
+  /** Learning rate at each step, 0-based (see lrSchedule). */
+  schedule: (step: number) => number;
+  labelSmoothing?: number;
+  seed?: number;
+  /** Checkpoints at the end of each epoch, every `checkpointEvery` steps, and when stopped. */
+  store?: CheckpointStore;
+  checkpointEvery?: number;
+  /** Continue from the store's last checkpoint (if it has one). */
+  resume?: boolean;
+  /** Stop (with a checkpoint) after this step, as if interrupted there. */
+  stopAtStep?: number;
+  /** Weights' safetensors metadata: arch, labels, preprocessing. */
+  metadata?: Record<string, string>;
+  /** Kept in state.json. */
+  options?: unknown;
+  backend?: TrainBackend;
+  infer?: Infer;
+  evalBatchSize?: number;
+  onStep?(m: StepMetrics): void;
+  onEval?(r: EvalResult, at: { epoch: number; step: number }): void;
+  onCheckpoint?(s: LoopState): void;
+  /** Asked after every step (after yielding to the event loop); true ends the loop with a checkpoint (Ctrl-C). */
+  stopRequested?(): boolean;
+}
+
+export interface TrainResult {
+  step: number;
+  totalSteps: number;
+  /** Stopped early (stopRequested or stopAtStep). */
+  stopped: boolean;
+  /** The step the run resumed from (0 for a fresh run). */
+  resumedFrom: number;
+  lastEval?: EvalResult;
+}
+
+/** Every learnable parameter (not BN running buffers) by name. */
+export function learnable(graph: Graph, weights: ReadonlyMap<string, Tensor>): Map<string, Tensor> {
+  return new Map(
+    graphParams(graph)
+      .filter((p) => p.kind === 'parameter')
+      .map((p) => [p.name, weights.get(p.name)!]),
+  );
+}
+
+// Browsers and Node both have setTimeout; yielding lets a SIGINT handler (or a UI) run between steps.
+const yieldToEventLoop = () => new Promise<void>((r) => setTimeout(r, 0));
+
+export async function train(cfg: TrainConfig): Promise<TrainResult> {
+  const { graph, weights, train: set, batchSize: B, optimizer } = cfg;
+  const backend = cfg.backend ?? referenceTraining;
+  const seed = cfg.seed ?? 0;
+  if (!Number.isInteger(B) || B < 1) throw new ConfigError(`batch size ${B} must be a positive integer`);
+  if (set.count < 2) throw new ConfigError(`training needs at least 2 images, got ${set.count}`);
+  // Whole batches only (drop_last): a last batch of one image would break batch norm.
+  const stepsPerEpoch = Math.max(1, Math.floor(set.count / B));
+  const totalSteps = cfg.epochs * stepsPerEpoch;
+  if (!(totalSteps >= 1)) throw new ConfigError(`epochs ${cfg.epochs} gives no training steps`);
+  const params = learnable(graph, weights);
+
+  let step = 0;
+  if (cfg.resume && cfg.store?.read(STATE_FILE)) {
+    const s = restoreCheckpoint(cfg.store, graph, weights, optimizer);
+    const mismatch = [
+      s.batchSize !== B ? `batch size ${s.batchSize} -> ${B}` : '',
+      s.totalSteps !== totalSteps ? `total steps ${s.totalSteps} -> ${totalSteps}` : '',
+      s.rng.seed !== seed ? `seed ${s.rng.seed} -> ${seed}` : '',
+    ].filter(Boolean);
+    if (mismatch.length) throw new ConfigError(`cannot resume: the run differs (${mismatch.join(', ')})`);
+    step = s.step;
+  }
+  const resumedFrom = step;
+  const end = Math.min(totalSteps, cfg.stopAtStep ?? Infinity);
+  let savedAt = -1;
+  const save = () => {
+    savedAt = step;
+    if (!cfg.store) return;
+    const s = saveCheckpoint(cfg.store, cfg, { step, stepsPerEpoch, totalSteps, seed });
+    cfg.onCheckpoint?.(s);
+  };
+  let perm: Int32Array = new Int32Array(0);
+  let permEpoch = -1;
+  let lastEval: EvalResult | undefined;
+  while (step < end) {
+    const epoch = Math.floor(step / stepsPerEpoch);
+    const first = (step % stepsPerEpoch) * B;
+    if (epoch !== permEpoch)
+      [perm, permEpoch] = [permutation(set.count, new Rng(streamSeed(seed, 1, epoch))), epoch];
+    const t0 = performance.now();
+    const aug = cfg.augment ? { options: cfg.augment, rng: new Rng(streamSeed(seed, 2, step)) } : undefined;
+    const { input, labels } = makeBatch(
+      set,
+      perm.subarray(first, Math.min(set.count, first + B)),
+      cfg.normalize,
+      aug,
+    );
+    const lr = cfg.schedule(step);
+    const { output, tape } = backend.forward(graph, weights, input);
+    const { loss, grad, correct } = softmaxCrossEntropy(output, labels, cfg.labelSmoothing ?? 0);
+    if (!Number.isFinite(loss)) {
+      throw new Error(
+        `the loss is ${loss} at step ${step + 1} (lr ${lr}); the last checkpoint is kept. Lower --lr?`,
+      );
+    }
+    optimizer.step(params, backend.backward(tape, grad), lr);
+    step++;
+    const seconds = (performance.now() - t0) / 1000;
+    const n = labels.length;
+    cfg.onStep?.({
+      step,
+      totalSteps,
+      epoch,
+      loss,
+      accuracy: correct / n,
+      lr,
+      imagesPerSecond: n / seconds,
+      seconds,
+    });
+    const epochEnd = step % stepsPerEpoch === 0;
+    if (epochEnd && cfg.test) {
+      const infer = cfg.infer ?? referenceInfer;
+      lastEval = evaluate(graph, weights, cfg.test, cfg.normalize, { infer, batchSize: cfg.evalBatchSize });
+      cfg.onEval?.(lastEval, { epoch, step });
+    }
+    if (epochEnd || step === end || (cfg.checkpointEvery && step % cfg.checkpointEvery === 0)) save();
+    // After the yield, so that a signal that came during the step is seen before the next one starts.
+    await yieldToEventLoop();
+    if (step < end && cfg.stopRequested?.()) {
+      if (savedAt !== step) save();
+      return { step, totalSteps, stopped: true, resumedFrom, lastEval };
+    }
+  }
+  return { step, totalSteps, stopped: step < totalSteps, resumedFrom, lastEval };
+}
+
+const tag = (step: number) => String(step).padStart(8, '0');
+
+/**
+ * Writes the weights and the optimizer state under step-tagged names, then state.json naming them (the commit:
+ * a run killed at any point resumes from a complete checkpoint), then model.safetensors, then removes the files
+ * of the checkpoint before.
+ */
+export function saveCheckpoint(
+  store: CheckpointStore,
+  cfg: Pick<TrainConfig, 'graph' | 'weights' | 'optimizer' | 'metadata' | 'options' | 'batchSize'>,
+  at: { step: number; stepsPerEpoch: number; totalSteps: number; seed: number },
+): LoopState {
+  const state: LoopState = {
+    version: 1,
+    step: at.step,
+    epoch: Math.floor(at.step / at.stepsPerEpoch),
+    stepsPerEpoch: at.stepsPerEpoch,
+    totalSteps: at.totalSteps,
+    batchSize: cfg.batchSize,
+    weights: `weights-${tag(at.step)}.safetensors`,
+    optimizer: `optimizer-${tag(at.step)}.safetensors`,
+    optimizerKind: cfg.optimizer.kind,
+    rng: { seed: at.seed, shuffle: 'streamSeed(seed, 1, epoch)', augment: 'streamSeed(seed, 2, step)' },
+    options: cfg.options,
+  };
+  const previous = readState(store);
+  const model = exportSafetensors(cfg.graph, cfg.weights, {
+    ...cfg.metadata,
+    step: String(at.step),
+    epoch: String(at.step / at.stepsPerEpoch),
+  });
+  const opt = new Map<string, RawTensor>(
+    [...cfg.optimizer.state()].map(([k, t]) => [k, { dtype: 'F32', shape: [...t.shape], data: t.data }]),
+  );
+  store.write(state.weights, model);
+  store.write(state.optimizer, writeSafetensors(opt, { optimizer: cfg.optimizer.kind }));
+  store.write(STATE_FILE, JSON.stringify(state, null, 1));
+  store.write(MODEL_FILE, model);
+  if (previous) {
+    for (const f of [previous.weights, previous.optimizer])
+      if (f !== state.weights && f !== state.optimizer) store.remove(f);
+  }
+  return state;
+}
+
+export function readState(store: CheckpointStore): LoopState | undefined {
+  const bytes = store.read(STATE_FILE);
+  if (!bytes) return undefined;
+  const s = JSON.parse(new TextDecoder().decode(bytes)) as LoopState;
+  if (s.version !== 1 || !Number.isInteger(s.step))
+    throw new ConfigError(`${STATE_FILE}: not a training state`);
+  return s;
+}
+
+/** Loads the last checkpoint's weights (in place) and optimizer state; returns the loop state. */
+export function restoreCheckpoint(
+  store: CheckpointStore,
+  graph: Graph,
+  weights: Map<string, Tensor>,
+  optimizer: Optimizer,
+): LoopState {
+  const s = readState(store);
+  if (!s) throw new ConfigError(`no ${STATE_FILE}: nothing to resume`);
+  if (s.optimizerKind !== optimizer.kind)
+    throw new ConfigError(
+      `cannot resume: the checkpoint's optimizer is ${s.optimizerKind}, not ${optimizer.kind}`,
+    );
+  const need = (name: string) => {
+    const b = store.read(name);
+    if (!b) throw new ConfigError(`${STATE_FILE} names ${name}, which is missing`);
+    return b;
+  };
+  const loaded = weightsFromStateDict(graph, readCheckpoint(need(s.weights), s.weights).tensors, s.weights);
+  for (const [k, t] of loaded) weights.get(k)!.data.set(t.data);
+  const opt = readSafetensors(need(s.optimizer)).tensors;
+  optimizer.loadState(
+    new Map([...opt].map(([k, t]) => [k, new Tensor(t.shape, Float32Array.from(toFloat32(t, k)))])),
+  );
+  return s;
+}
+
+/** Top-1, top-5 (rank of the true class among the logits, ties counted against it) and the confusion matrix. */
+export function evaluate(
+  graph: Graph,
+  weights: ReadonlyMap<string, Tensor>,
+  set: ImageSet,
+  normalize: Normalize,
+  o: { infer?: Infer; batchSize?: number } = {},
+): EvalResult {
+  const B = o.batchSize ?? 100;
+  const k = set.classes.length;
+  const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+  let top1 = 0;
+  let top5 = 0;
+  let loss = 0;
+  const runner = (o.infer ?? referenceInfer)(graph, weights, Math.min(B, set.count));
+  try {
+    for (let start = 0; start < set.count; start += B) {
+      const idx = Int32Array.from({ length: Math.min(B, set.count - start) }, (_, i) => start + i);
+      const { input, labels } = makeBatch(set, idx, normalize);
+      const logits = runner.run(input);
+      const classes = logits.shape[1]!;
+      if (classes !== k) throw new ConfigError(`the model has ${classes} outputs, the dataset ${k} classes`);
+      loss += softmaxCrossEntropy(logits, labels).loss * labels.length;
+      labels.forEach((label, b) => {
+        const row = logits.data.subarray(b * k, (b + 1) * k);
+        let rank = 0;
+        let best = 0;
+        for (let j = 0; j < k; j++) {
+          if (row[j]! > row[label]! || (row[j] === row[label] && j < label)) rank++;
+          if (row[j]! > row[best]!) best = j;
+        }
+        if (rank === 0) top1++;
+        if (rank < 5) top5++;
+        confusion[label]![best]!++;
+      });
+    }
+  } finally {
+    runner.dispose();
+  }
+  const n = set.count;
+  return { count: n, top1: top1 / n, top5: top5 / n, loss: loss / n, confusion };
+}
+
+/**
+ * The authors' BN recalibration: forward passes in training mode (as a step at learning rate 0) so that the
+ * running statistics describe the final weights. With `average`, the statistics are instead the exact mean
+ * over the batches (PyTorch's momentum=None). Only BN running buffers change. Returns the batch count.
+ */
+export function recalibrateBatchNorm(
+  graph: Graph,
+  weights: Map<string, Tensor>,
+  batches: Iterable<Tensor>,
+  o: { average?: boolean } = {},
+): number {
+  let k = 0;
+  for (const input of batches) {
+    // momentum 1 / (k + 1) keeps a running mean of the per-batch statistics; the first batch replaces the old ones.
+    const g: Graph = o.average
+      ? {
+          ...graph,
+          nodes: graph.nodes.map((n) =>
+            n.op === 'batchnorm' ? { ...n, attrs: { ...n.attrs, momentum: 1 / (k + 1) } } : n,
+          ),
+        }
+      : graph;
+    execute(g, weights, input, { training: true });
+    k++;
+  }
+  return k;
+}
