@@ -1,59 +1,15 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { instantiateKernelsSync, type WasmKernels } from '../src/backends/wasm/module.js';
-import { enableRelaxedSimd } from '../src/node/wasm.js';
-import {
-  OPS,
-  channelStats,
-  shufflePermutation,
-  type Conv2dAttrs,
-  type OpAttrs,
-  type OpName,
-} from '../src/ops/index.js';
+import type { WasmKernels } from '../src/backends/wasm/module.js';
+import { OPS, channelStats, shufflePermutation, type OpAttrs, type OpName } from '../src/ops/index.js';
 import { Tensor, seededRandom } from '../src/tensor/tensor.js';
+import { Arena, conv, placeRows, rowsOf, variants } from './helpers/wasm.js';
 
 // Randomized checks of the WASM backward kernels against the reference gradients (`backward` of the ops in
 // src/ops, float64 accumulation), on shapes off the tile sizes, with channel offsets, shuffle maps, stride 2
 // and accumulate on/off; every kernel must give the same bits for parts = 1, 2 and 3.
 
 const SENTINEL = 1234.5;
-
-const relaxed = enableRelaxedSimd();
-const variants: WasmKernels[] = [instantiateKernelsSync(), instantiateKernelsSync({ shared: true })];
-if (relaxed)
-  variants.push(
-    instantiateKernelsSync({ relaxed: true }),
-    instantiateKernelsSync({ relaxed: true, shared: true }),
-  );
-
-/** Bump allocation in a kernel module's memory. */
-class Arena {
-  private top: number;
-  constructor(readonly k: WasmKernels) {
-    this.top = k.heapBase;
-  }
-  alloc(bytes: number): number {
-    const p = (this.top + 15) & ~15;
-    this.top = p + bytes;
-    const short = this.top - this.k.memory.buffer.byteLength;
-    if (short > 0) this.k.memory.grow(Math.ceil(short / 65536));
-    return p;
-  }
-  put(data: Float32Array | Int32Array | undefined): number {
-    if (!data) return 0;
-    const p = this.alloc(data.byteLength);
-    this.write(p, data);
-    return p;
-  }
-  write(p: number, data: Float32Array | Int32Array): void {
-    new Uint8Array(this.k.memory.buffer, p, data.byteLength).set(
-      new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-    );
-  }
-  read(p: number, n: number): Float32Array {
-    return new Float32Array(this.k.memory.buffer, p, n).slice();
-  }
-}
 
 /** An output buffer of a kernel: where it is and what it holds before each run. */
 interface Out {
@@ -138,61 +94,10 @@ function runBackward<K extends OpName>(
   });
 }
 
-/** Rows off + (map ? map[i] : i), i < c, of each image of a [n][rows][plane] buffer, as [n][c][plane]. */
-function rowsOf(
-  buf: Float32Array,
-  n: number,
-  rows: number,
-  off: number,
-  c: number,
-  plane: number,
-  map?: Int32Array,
-) {
-  const out = new Float32Array(n * c * plane);
-  for (let b = 0; b < n; b++) {
-    for (let i = 0; i < c; i++) {
-      const src = (b * rows + off + (map ? map[i]! : i)) * plane;
-      out.set(buf.subarray(src, src + plane), (b * c + i) * plane);
-    }
-  }
-  return out;
-}
-
-/** Writes [n][c][plane] `data` into rows off + (map ? map[i] : i) of a [n][rows][plane] buffer. */
-function placeRows(
-  buf: Float32Array,
-  data: Float32Array,
-  n: number,
-  rows: number,
-  off: number,
-  c: number,
-  plane: number,
-  map?: Int32Array,
-) {
-  for (let b = 0; b < n; b++) {
-    for (let i = 0; i < c; i++) {
-      const dst = (b * rows + off + (map ? map[i]! : i)) * plane;
-      buf.set(data.subarray((b * c + i) * plane, (b * c + i + 1) * plane), dst);
-    }
-  }
-}
-
 const rng = seededRandom(20251126);
 const int = (lo: number, hi: number) => lo + Math.floor(rng() * (hi - lo + 1));
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)]!;
 const uniform = (n: number, scale = 1) => Float32Array.from({ length: n }, () => (2 * rng() - 1) * scale);
-
-function conv(over: Partial<Conv2dAttrs> & Pick<Conv2dAttrs, 'inChannels' | 'outChannels'>): Conv2dAttrs {
-  return {
-    kernel: [1, 1],
-    stride: [1, 1],
-    padding: [0, 0],
-    dilation: [1, 1],
-    groups: 1,
-    bias: false,
-    ...over,
-  };
-}
 
 /** dx as the kernel should leave it: init outside the rows, init (if accumulating) + gx inside. */
 function expectedDx(

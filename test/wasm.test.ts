@@ -1,52 +1,15 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { instantiateKernels, instantiateKernelsSync, type WasmKernels } from '../src/backends/wasm/module.js';
-import { enableRelaxedSimd } from '../src/node/wasm.js';
-import { OPS, shufflePermutation, type Conv2dAttrs, type OpAttrs, type OpName } from '../src/ops/index.js';
+import { OPS, shufflePermutation, type OpAttrs, type OpName } from '../src/ops/index.js';
 import { Tensor, seededRandom, type Shape } from '../src/tensor/tensor.js';
+import { Arena, conv, placeRows, relaxed, rowsOf, variants } from './helpers/wasm.js';
 
 // Randomized checks of every WASM kernel against the reference kernels (src/ops), on shapes that hit the
 // edges of the tiles and vectors, with channel offsets, maps, residuals and ReLU; every kernel with parts
 // must give the same bits for parts = 1, 2 and 3.
 
 const SENTINEL = 1234.5;
-
-const relaxed = enableRelaxedSimd();
-const variants: WasmKernels[] = [instantiateKernelsSync(), instantiateKernelsSync({ shared: true })];
-if (relaxed)
-  variants.push(
-    instantiateKernelsSync({ relaxed: true }),
-    instantiateKernelsSync({ relaxed: true, shared: true }),
-  );
-
-/** Bump allocation in a kernel module's memory. */
-class Arena {
-  private top: number;
-  constructor(readonly k: WasmKernels) {
-    this.top = k.heapBase;
-  }
-  alloc(bytes: number): number {
-    const p = (this.top + 15) & ~15;
-    this.top = p + bytes;
-    const short = this.top - this.k.memory.buffer.byteLength;
-    if (short > 0) this.k.memory.grow(Math.ceil(short / 65536));
-    return p;
-  }
-  put(data: Float32Array | Int32Array | undefined): number {
-    if (!data) return 0;
-    const p = this.alloc(data.byteLength);
-    this.write(p, data);
-    return p;
-  }
-  write(p: number, data: Float32Array | Int32Array): void {
-    new Uint8Array(this.k.memory.buffer, p, data.byteLength).set(
-      new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-    );
-  }
-  read(p: number, n: number): Float32Array {
-    return new Float32Array(this.k.memory.buffer, p, n).slice();
-  }
-}
 
 /**
  * Runs `kernel` with parts = 1, 2, 3 (parts in reverse order, as threads may finish in any order), each time
@@ -101,61 +64,10 @@ function runRef<K extends OpName>(
   return out;
 }
 
-/** Rows [off, off + c) of each image of a [n][rows][plane] buffer, as [n][c][...] data. */
-function rowsOf(
-  buf: Float32Array,
-  n: number,
-  rows: number,
-  off: number,
-  c: number,
-  plane: number,
-  map?: Int32Array,
-) {
-  const out = new Float32Array(n * c * plane);
-  for (let b = 0; b < n; b++) {
-    for (let i = 0; i < c; i++) {
-      const src = (b * rows + off + (map ? map[i]! : i)) * plane;
-      out.set(buf.subarray(src, src + plane), (b * c + i) * plane);
-    }
-  }
-  return out;
-}
-
-/** Writes [n][c][plane] `data` into rows off + (map ? map[i] : i) of a [n][rows][plane] buffer. */
-function placeRows(
-  buf: Float32Array,
-  data: Float32Array,
-  n: number,
-  rows: number,
-  off: number,
-  c: number,
-  plane: number,
-  map?: Int32Array,
-) {
-  for (let b = 0; b < n; b++) {
-    for (let i = 0; i < c; i++) {
-      const dst = (b * rows + off + (map ? map[i]! : i)) * plane;
-      buf.set(data.subarray((b * c + i) * plane, (b * c + i + 1) * plane), dst);
-    }
-  }
-}
-
 const rng = seededRandom(20240607);
 const int = (lo: number, hi: number) => lo + Math.floor(rng() * (hi - lo + 1));
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)]!;
 const uniform = (n: number, scale = 1) => Float32Array.from({ length: n }, () => (2 * rng() - 1) * scale);
-
-function conv(over: Partial<Conv2dAttrs> & Pick<Conv2dAttrs, 'inChannels' | 'outChannels'>): Conv2dAttrs {
-  return {
-    kernel: [1, 1],
-    stride: [1, 1],
-    padding: [0, 0],
-    dilation: [1, 1],
-    groups: 1,
-    bias: false,
-    ...over,
-  };
-}
 
 interface PointwiseCase {
   N: number;
