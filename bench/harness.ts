@@ -1,3 +1,4 @@
+import { summarize as summarizeTimes } from '../src/runtime/stats.js';
 import type { Runner } from './peers/types.js';
 
 export interface MeasureOptions {
@@ -56,25 +57,16 @@ export async function measure(runners: Runner[], o: MeasureOptions): Promise<Sta
 }
 
 export function summarize(runner: RunnerInfo, times: number[]): Stats {
-  const sorted = [...times].sort((a, b) => a - b);
-  const median = quantile(sorted, 0.5);
+  const t = summarizeTimes(times);
   return {
     runner,
     times,
-    median,
-    min: sorted[0]!,
-    max: sorted[sorted.length - 1]!,
-    p90: quantile(sorted, 0.9),
-    imagesPerSecond: (runner.batch * 1000) / median,
+    median: t.median_ms,
+    min: t.min_ms,
+    max: t.max_ms,
+    p90: t.p90_ms,
+    imagesPerSecond: (runner.batch * 1000) / t.median_ms,
   };
-}
-
-/** Linear interpolation between closest ranks (numpy's default). */
-function quantile(sorted: number[], q: number): number {
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
 const ms = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));

@@ -1,26 +1,14 @@
+import type { KernelExports } from '../backends/wasm/module.js';
 import type { Graph } from '../graph/graph.js';
 import { OPS } from '../ops/index.js';
 import { formatShape, Tensor, type Shape } from '../tensor/tensor.js';
 import { lower, type LOp, type Program, type Ref } from './lower.js';
 
-/** The WASM kernel exports (src/backends/wasm): pointers are byte offsets into `memory`. */
-export interface Kernels {
-  pointwise(...a: number[]): void;
-  depthwise3x3(...a: number[]): void;
-  conv2d(...a: number[]): void;
-  conv2dScratchBytes(...a: number[]): number;
-  maxpool2d(...a: number[]): void;
-  avgpool2d(...a: number[]): void;
-  globalAvgPool(...a: number[]): void;
-  linear(...a: number[]): void;
-  channelAffine(...a: number[]): void;
-  relu(...a: number[]): void;
-  add(...a: number[]): void;
-}
-export type KernelName = Exclude<keyof Kernels, 'conv2dScratchBytes'>;
+/** A kernel export that runs over (part, parts): every export but the size and address queries. */
+export type KernelName = Exclude<keyof KernelExports, 'conv2dScratchBytes' | 'heapBase'>;
 
 export interface KernelHost {
-  exports: Kernels;
+  exports: KernelExports;
   memory: WebAssembly.Memory;
   /** The lowest byte offset plans may use. */
   heapBase: number;

@@ -8,16 +8,22 @@ export interface Timing {
   runs: number;
 }
 
+/** Linear interpolation between the closest ranks of sorted values (numpy's default). */
+export function quantile(sorted: readonly number[], q: number): number {
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
+}
+
 export function summarize(ms: readonly number[]): Timing {
   if (!ms.length) throw new RangeError('summarize: no timings');
   const s = [...ms].sort((a, b) => a - b);
-  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * (s.length - 1) + 0.5))]!;
-  const mid = s.length >> 1;
   return {
-    median_ms: s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2,
+    median_ms: quantile(s, 0.5),
     min_ms: s[0]!,
     max_ms: s.at(-1)!,
-    p90_ms: q(0.9),
+    p90_ms: quantile(s, 0.9),
     mean_ms: s.reduce((a, b) => a + b, 0) / s.length,
     runs: s.length,
   };
