@@ -1,5 +1,6 @@
 /** `shufflenet train` and `shufflenet eval`. */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { makeBatch, Rng, streamSeed, type AugmentOptions, type Normalize } from '../data/augment.js';
@@ -13,6 +14,7 @@ import { loadDataset, type FolderOptions, type LoadedDataset, type Split } from 
 import { createNodeEngine } from '../node/engine.js';
 import { writeFileAtomic } from '../node/files.js';
 import { shufflenetHome } from '../node/weights.js';
+import type { Engine } from '../runtime/engine.js';
 import { Tensor } from '../tensor/tensor.js';
 import { adamw, lrSchedule, sgd, type ScheduleKind } from '../train/optim.js';
 import { smooth, trainingCurveSvg, type CurvePoint } from '../train/plot.js';
@@ -21,7 +23,9 @@ import {
   MODEL_FILE,
   readState,
   recalibrateBatchNorm,
+  engineTraining,
   referenceInfer,
+  referenceTraining,
   train,
   type CheckpointStore,
   type EvalResult,
@@ -66,7 +70,7 @@ export function modelOptionsFor(arch: string, set: ImageSet): ModelOptions {
 export function defaultAugment(data: LoadedDataset): AugmentOptions {
   const { height: h, width: w } = data.set;
   if (Math.max(h, w) <= 64)
-    return { randomCrop: { padding: Math.max(2, Math.round(Math.min(h, w) / 8)) }, flip: true };
+    return { randomCrop: { padding: Math.max(2, Math.floor(Math.min(h, w) / 8)) }, flip: true };
   return {
     randomResizedCrop: { scale: [0.25, 1] },
     flip: true,
@@ -75,9 +79,9 @@ export function defaultAugment(data: LoadedDataset): AugmentOptions {
 }
 
 /** Evaluation on the fast WASM engine: one plan per evaluation, the last batch padded to the plan's size. */
-async function engineInfer(): Promise<Infer> {
+async function engineInfer(shared?: Engine): Promise<Infer> {
   try {
-    const engine = await createNodeEngine({ threads: 1 });
+    const engine = shared ?? (await createNodeEngine({ threads: 1 }));
     return (graph, weights, batch) => {
       const [, c, h, w] = [0, graph.inputChannels, ...graph.inputSize];
       const plan = engine.compile({ graph, weights }, { batch, height: h, width: w });
@@ -121,6 +125,8 @@ interface TrainFlags {
   cacheDir?: string;
   cache: boolean;
   resume?: boolean;
+  threads: number;
+  backend: 'wasm' | 'reference';
 }
 
 /** The options that define a run (saved in state.json; --resume takes them from there). */
@@ -284,6 +290,9 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
     stop = true;
   };
   process.on('SIGINT', onSigint);
+  const engine = o.backend === 'wasm' ? await createNodeEngine({ threads: o.threads }) : undefined;
+  const backend = engine ? engineTraining(engine) : referenceTraining;
+  console.error(`backend: ${backend.name}`);
   const tty = process.stderr.isTTY;
   const began = performance.now();
   let firstStep: number | undefined;
@@ -306,7 +315,8 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
       resume: !!o.resume,
       metadata,
       options: Object.fromEntries(RUN_OPTIONS.map((k) => [k, o[k]])),
-      infer: await engineInfer(),
+      backend,
+      infer: await engineInfer(engine),
       stopRequested: () => stop,
       onStep(m) {
         firstStep ??= m.step - 1;
@@ -353,7 +363,7 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
       );
       console.error(`re-estimated the BN statistics on ${o.bnRecalibrate} batches`);
       if (testSet) {
-        const r = evaluate(graph, weights, testSet, data.normalize, { infer: await engineInfer() });
+        const r = evaluate(graph, weights, testSet, data.normalize, { infer: await engineInfer(engine) });
         console.error(
           `after recalibration: test top-1 ${(r.top1 * 100).toFixed(2)}%  top-5 ${(r.top5 * 100).toFixed(2)}%`,
         );
@@ -423,7 +433,7 @@ const datasetHelp =
 export function addTrainCommands(program: Command): Command {
   program
     .command('train')
-    .description('train a model on Fashion-MNIST, CIFAR-10 or a folder of class folders (reference kernels)')
+    .description('train a model on Fashion-MNIST, CIFAR-10 or a folder of class folders')
     .requiredOption('--dataset <spec>', datasetHelp)
     .requiredOption(
       '--arch <name>',
@@ -491,6 +501,17 @@ export function addTrainCommands(program: Command): Command {
     )
     .option('--no-cache', 'do not cache decoded image folders')
     .option('--resume', "continue the run in --out from its last checkpoint (with the run's own options)")
+    .option(
+      '--threads <n>',
+      'worker threads for the WASM kernels (results are the same for any number)',
+      positiveInt('--threads'),
+      Math.min(4, availableParallelism()),
+    )
+    .addOption(
+      new Option('--backend <kind>', 'kernels: WASM SIMD plans, or the plain TypeScript reference')
+        .choices(['wasm', 'reference'])
+        .default('wasm'),
+    )
     .action((o: TrainFlags, cmd: Command) => runTrain(o, cmd));
 
   program

@@ -20,7 +20,9 @@ export async function createNodeEngine(o: NodeEngineOptions = {}): Promise<Engin
     throw new Error('relaxed SIMD was requested but this runtime rejects it');
   const relaxed = o.relaxed === 'auto' || o.relaxed === undefined ? supported : o.relaxed;
   const shared = threads > 1;
-  const kernels = await instantiateKernels({ relaxed, shared });
+  // Node reserves a shared memory's maximum up front; 4 GiB (the wasm32 limit) leaves room for training plans.
+  const memory = shared ? new WebAssembly.Memory({ initial: 1, maximum: 65536, shared: true }) : undefined;
+  const kernels = await instantiateKernels({ relaxed, shared, memory });
   const pool = shared
     ? await ThreadPool.start(kernelModule({ relaxed, shared }), kernels.memory, threads)
     : undefined;

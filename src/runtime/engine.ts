@@ -1,7 +1,8 @@
 import type { Graph } from '../graph/graph.js';
 import { instantiateKernels, type WasmKernels } from '../backends/wasm/module.js';
-import type { Tensor } from '../tensor/tensor.js';
+import type { Shape, Tensor } from '../tensor/tensor.js';
 import { MemoryPool, Plan, type Parallel, type PlanOptions } from './plan.js';
+import { TrainPlan } from './train-plan.js';
 
 /** The fast inference engine: WASM SIMD kernels on one memory, plans compiled into it, optional threads. */
 export class Engine {
@@ -25,6 +26,11 @@ export class Engine {
 
   compile(model: { graph: Graph; weights: ReadonlyMap<string, Tensor> }, options: PlanOptions = {}): Plan {
     return new Plan(model.graph, model.weights, this.kernels, this.pool, this.parallel, options);
+  }
+
+  /** A training step (forward and backward) for one input shape, on this engine's kernels and threads. */
+  compileTraining(graph: Graph, inputShape: Shape): TrainPlan {
+    return new TrainPlan(graph, inputShape, this.kernels, this.pool, this.parallel);
   }
 
   /** Bytes of WASM memory in use by all plans (weights, arenas, maps). */

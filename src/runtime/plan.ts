@@ -85,13 +85,15 @@ export interface PlanOptions {
 }
 
 let nextPlanId = 1;
+/** A plan id unique in this process (worker threads find a plan's steps by it). */
+export const newPlanId = () => nextPlanId++;
 
 /**
  * A compiled inference plan: fused kernels, weights packed once, every activation in one arena whose
  * buffers are reused as soon as their values are dead. After the first run, `run` allocates nothing.
  */
 export class Plan {
-  readonly id = nextPlanId++;
+  readonly id = newPlanId();
   readonly steps: Step[] = [];
   readonly inputShape: Shape;
   readonly outputShape: Shape;
@@ -410,20 +412,7 @@ export class Plan {
     }
     if (this.heap.buffer !== this.host.memory.buffer) this.heap = this.view();
     this.heap.set(input, this.inputPtr / 4);
-    const k = this.host.exports as unknown as Record<string, (...a: number[]) => void>;
-    const threads = this.parallel?.threads ?? 1;
-    this.steps.forEach((s, i) => {
-      if (s.fn === 'js') return this.fallbacks[s.args[0]!]!();
-      const fn = k[s.fn]!;
-      if (!s.splittable || threads === 1) {
-        if (s.fn === 'globalAvgPool') fn(...s.args);
-        else fn(...s.args, 0, 1);
-        return;
-      }
-      this.parallel!.fork(this.id, i);
-      fn(...s.args, 0, threads);
-      this.parallel!.join();
-    });
+    runSteps(this.steps, this.host.exports, this.parallel, this.id, this.fallbacks);
     const m = size(this.outputShape);
     const view = this.heap.subarray(this.outputPtr / 4, this.outputPtr / 4 + m);
     if (!out) return view;
@@ -433,3 +422,27 @@ export class Plan {
 }
 
 const size = (s: Shape) => s.reduce((a, b) => a * b, 1);
+
+/** Runs a plan's steps in order: splittable ones on every thread (part 0 here), the rest on this thread. */
+export function runSteps(
+  steps: readonly Step[],
+  exports: KernelExports,
+  parallel: Parallel | undefined,
+  id: number,
+  fallbacks: readonly (() => void)[],
+): void {
+  const k = exports as unknown as Record<string, (...a: number[]) => void>;
+  const threads = parallel?.threads ?? 1;
+  steps.forEach((s, i) => {
+    if (s.fn === 'js') return fallbacks[s.args[0]!]!();
+    const fn = k[s.fn]!;
+    if (!s.splittable || threads === 1) {
+      if (s.fn === 'globalAvgPool') fn(...s.args);
+      else fn(...s.args, 0, 1);
+      return;
+    }
+    parallel!.fork(id, i);
+    fn(...s.args, 0, threads);
+    parallel!.join();
+  });
+}

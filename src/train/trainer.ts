@@ -20,6 +20,8 @@ import { graphParams, type Graph } from '../graph/graph.js';
 import { exportSafetensors, readCheckpoint, weightsFromStateDict } from '../io/checkpoint.js';
 import { toFloat32, type RawTensor } from '../io/raw.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import type { Engine } from '../runtime/engine.js';
+import type { TrainPlan } from '../runtime/train-plan.js';
 import { Tensor } from '../tensor/tensor.js';
 import { softmaxCrossEntropy } from './loss.js';
 import type { Optimizer } from './optim.js';
@@ -42,6 +44,23 @@ export const referenceTraining: TrainBackend = {
   forward: (graph, weights, input) => forwardWithTape(graph, weights, input, { training: true }),
   backward: (tape, gradOutput) => backward(tape as Tape, gradOutput).params,
 };
+
+/** Training steps on an engine's WASM kernels (and threads): one compiled plan per graph and input shape. */
+export function engineTraining(engine: Engine): TrainBackend {
+  const plans = new WeakMap<Graph, Map<string, TrainPlan>>();
+  return {
+    name: `${engine.backend}${engine.threads > 1 ? ` x${engine.threads}` : ''}`,
+    forward(graph, weights, input) {
+      let byShape = plans.get(graph);
+      if (!byShape) plans.set(graph, (byShape = new Map()));
+      const key = input.shape.join('x');
+      let plan = byShape.get(key);
+      if (!plan) byShape.set(key, (plan = engine.compileTraining(graph, input.shape)));
+      return { output: plan.forward(weights, input), tape: plan };
+    },
+    backward: (tape, gradOutput) => (tape as TrainPlan).backward(gradOutput),
+  };
+}
 
 /**
  * Inference for evaluation: made once per evaluation for at most `batch` images at a time, so that an engine
