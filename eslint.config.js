@@ -22,9 +22,9 @@ export default tseslint.config(
   },
   { files: ['scripts/**', '**/*.mjs'], languageOptions: { globals: globals.node } },
   {
-    // The core is platform-neutral: Node built-ins belong in src/node and src/cli only.
-    files: ['src/**/*.ts'],
-    ignores: ['src/node/**', 'src/cli/**'],
+    // The core is platform-neutral: Node built-ins belong in src/node and src/cli only. The demo runs in browsers.
+    files: ['src/**/*.ts', 'demo/**/*.ts'],
+    ignores: ['src/node/**', 'src/cli/**', 'demo/vite.config.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: ['node:*', 'fs', 'path', 'os', 'worker_threads'] }],
       'no-restricted-globals': ['error', 'process', 'Buffer', '__dirname', 'require'],

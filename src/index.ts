@@ -58,6 +58,16 @@ export {
 export { buildMobileNetV1 } from './models/mobilenet.js';
 export { buildAlexNet } from './models/alexnet.js';
 export { WEIGHTS, findWeights, type WeightsEntry } from './models/weights.js';
+export {
+  loadModelBytes,
+  modelFromCheckpoint,
+  modelIO,
+  recogniseWeights,
+  type ArchOptions,
+  type CheckpointModel,
+  type LoadedFile,
+  type ModelIO,
+} from './models/load.js';
 
 // Checkpoints and ONNX (on bytes; file access is in 'shufflenet/node').
 export {
@@ -80,14 +90,18 @@ export { Engine, createEngine } from './runtime/engine.js';
 export { Plan, type PlanOptions } from './runtime/plan.js';
 export { relaxedSimdSupported } from './backends/wasm/module.js';
 
-// Training: reverse-mode autograd over the op table, losses.
+// Training: reverse-mode autograd over the op table (reference), compiled training plans on the WASM kernels.
 export { forwardWithTape, backward } from './autograd/tape.js';
 export { softmaxCrossEntropy } from './train/loss.js';
 export { sgd, adamw, lrSchedule } from './train/optim.js';
+export { TrainPlan } from './runtime/train-plan.js';
 export {
   train,
   evaluate,
   recalibrateBatchNorm,
+  engineTraining,
+  referenceTraining,
+  type TrainBackend,
   type TrainConfig,
   type TrainResult,
 } from './train/trainer.js';

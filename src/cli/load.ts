@@ -1,7 +1,7 @@
 import { ConfigError } from '../errors.js';
 import { createModel, type Model } from '../models/model.js';
 import type { WeightsEntry } from '../models/weights.js';
-import { loadModel } from '../node/weights.js';
+import { defaultModelPath, loadModel } from '../node/weights.js';
 import { loadOnnxModel } from './onnx.js';
 
 export interface CliModel {
@@ -13,16 +13,21 @@ export interface CliModel {
   preprocessing?: string;
 }
 
-/** The model of `--model FILE.onnx`, `--weights FILE|NAME` (with an optional --arch), or, if allowed, `--arch` alone (random weights). */
+/**
+ * The model of `--model FILE.onnx`, `--weights FILE|NAME` (with an optional --arch), or, if allowed, `--arch`
+ * alone (random weights); with none of them and `useDefault`, the embedded Fashion-MNIST model.
+ */
 export async function loadCliModel(
   o: { model?: string; weights?: string; arch?: string },
   allowRandom: boolean,
+  useDefault = false,
 ): Promise<CliModel> {
   if (o.model && o.weights)
     throw new ConfigError('give either --model FILE.onnx or --weights FILE|NAME, not both');
   if (o.model) return loadOnnxModel(o.model);
-  if (o.weights) {
-    const l = await loadModel(o.weights, { arch: o.arch, log: (m) => console.error(m) });
+  const weights = o.weights ?? (useDefault && !o.arch ? defaultModelPath() : undefined);
+  if (weights) {
+    const l = await loadModel(weights, { arch: o.arch, log: (m) => console.error(m) });
     const meta = l.checkpoint.metadata;
     return {
       model: l.model,

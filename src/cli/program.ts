@@ -114,9 +114,14 @@ export function cli(): Command {
 
   program
     .command('classify')
-    .description('classify images with pretrained weights (the top-k classes with probabilities)')
+    .description(
+      'classify images (the top-k classes with probabilities); without --weights or --model, with the embedded Fashion-MNIST model',
+    )
     .argument('<images...>', 'PNG or JPEG files')
-    .option('--weights <file|name>', 'a .safetensors / .pth / .pth.tar file, or a registered name')
+    .option(
+      '--weights <file|name>',
+      'a .safetensors / .pth / .pth.tar file, or a registered name (default: the embedded Fashion-MNIST model)',
+    )
     .option('--model <file.onnx>', 'an ONNX model instead of --weights')
     .option('--arch <name>', 'model preset (default: from the registry, the file, or its tensor shapes)')
     .option('--topk <k>', 'classes to show', positiveInt('--topk'), 5)
@@ -129,7 +134,7 @@ export function cli(): Command {
     .option('--json', 'one JSON array on stdout: {file, top: [{index, label, prob}], logits?} per image')
     .option('--logits', 'with --json: include the raw logits')
     .action(async (images: string[], o: ClassifyFlags) => {
-      const { model, entry, labels: set, preprocessing } = await loadCliModel(o, false);
+      const { model, entry, labels: set, preprocessing } = await loadCliModel(o, false, true);
       const pre: Preprocess = preprocessing
         ? trainedPreprocess(preprocessing)
         : { ...(entry?.preprocess ?? MEGVII_PREPROCESS) };

@@ -2,6 +2,7 @@
 export { decodeImage, loadImage } from './image.js';
 export {
   loadModel,
+  defaultModelPath,
   resolveWeights,
   shufflenetHome,
   type LoadedModel,

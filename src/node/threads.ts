@@ -1,35 +1,19 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
-import type { Parallel, Step } from '../runtime/plan.js';
+import { ForkJoinPool, type PlanSteps, type WorkerInit } from '../runtime/threads-protocol.js';
 
-/**
- * Fork/join over worker_threads that share one WebAssembly.Memory. Plans register their steps once (as data);
- * a step then runs as: the caller bumps a generation counter with the step's id, each worker runs its part,
- * and the caller, after its own part, waits for the done count. No messages per step, no copies.
- */
-const SEQ = 0;
-const CMD = 1;
-const PLAN = 2;
-const STEP = 3;
-const DONE = 4;
-export const RUN = 1;
-export const REGISTER = 2;
-export const EXIT = 3;
-
-export interface WorkerInit {
-  module: WebAssembly.Module;
-  memory: WebAssembly.Memory;
-  control: SharedArrayBuffer;
+/** What a Node worker gets as workerData: the pool's WorkerInit and the port its plans' steps arrive on. */
+export interface NodeWorkerInit extends WorkerInit {
   port: MessagePort;
-  part: number;
-  parts: number;
 }
 
-export class ThreadPool implements Parallel {
-  private readonly control = new Int32Array(new SharedArrayBuffer(64));
+/**
+ * Fork/join over worker_threads that share one WebAssembly.Memory (the protocol is in
+ * src/runtime/threads-protocol.ts). Steps travel on a MessagePort per worker, which the worker reads
+ * synchronously when a plan registers.
+ */
+export class ThreadPool extends ForkJoinPool {
   private readonly workers: Worker[] = [];
   private readonly ports: MessagePort[] = [];
-
-  private constructor(readonly threads: number) {}
 
   /** Starts `threads - 1` workers, each instantiating `module` on the shared `memory`. */
   static async start(
@@ -45,14 +29,7 @@ export class ThreadPool implements Parallel {
     const ready: Promise<void>[] = [];
     for (let part = 1; part < threads; part++) {
       const { port1, port2 } = new MessageChannel();
-      const init: WorkerInit = {
-        module,
-        memory,
-        control: pool.control.buffer as SharedArrayBuffer,
-        port: port2,
-        part,
-        parts: threads,
-      };
+      const init: NodeWorkerInit = { ...pool.init(module, memory, part), port: port2 };
       const worker = url.pathname.endsWith('.ts')
         ? // Running from TypeScript sources (tests, tsx): register tsx's loader in the worker first.
           new Worker(
@@ -74,45 +51,12 @@ export class ThreadPool implements Parallel {
     return pool;
   }
 
-  private signal(cmd: number, plan = 0, step = 0): void {
-    const c = this.control;
-    c[CMD] = cmd;
-    c[PLAN] = plan;
-    c[STEP] = step;
-    Atomics.store(c, DONE, 0);
-    Atomics.add(c, SEQ, 1);
-    Atomics.notify(c, SEQ);
-  }
-
-  register(id: number, steps: readonly Step[]): void {
-    for (const p of this.ports) p.postMessage({ id, steps });
-    this.signal(REGISTER, id);
-    this.join();
-  }
-
-  fork(id: number, index: number): void {
-    this.signal(RUN, id, index);
-  }
-
-  /** Spins up to 2 ms (a step's other parts usually finish within microseconds of ours), then sleeps. */
-  join(): void {
-    const c = this.control;
-    const want = this.threads - 1;
-    const t0 = performance.now();
-    while (performance.now() - t0 < 2) if (Atomics.load(c, DONE) >= want) return;
-    // The caller blocks synchronously, so a worker that died (an exception in a kernel) is only noticed by the time.
-    for (let d = Atomics.load(c, DONE); d < want; d = Atomics.load(c, DONE)) {
-      if (performance.now() - t0 > 60_000) {
-        throw new Error(
-          `thread pool: ${want - d} worker(s) did not finish plan ${c[PLAN]} step ${c[STEP]} within 60 s`,
-        );
-      }
-      Atomics.wait(c, DONE, d, 1000);
-    }
+  protected post(message: PlanSteps): void {
+    for (const p of this.ports) p.postMessage(message);
   }
 
   async close(): Promise<void> {
-    this.signal(EXIT);
+    this.exit();
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

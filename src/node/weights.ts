@@ -1,16 +1,36 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../errors.js';
-import { presetsFitting, readCheckpoint, weightsFromStateDict, type Checkpoint } from '../io/checkpoint.js';
-import { Model } from '../models/model.js';
-import { buildPreset, type ModelOptions } from '../models/registry.js';
+import { readCheckpoint } from '../io/checkpoint.js';
+import { modelFromCheckpoint, type CheckpointModel } from '../models/load.js';
+import type { ModelOptions } from '../models/registry.js';
 import { WEIGHTS, findWeights, type WeightsEntry } from '../models/weights.js';
 import { sha256, writeFileAtomic } from './files.js';
 
 /** Where registered weights are cached: $SHUFFLENET_HOME, else ~/.cache/shufflenet. */
 export function shufflenetHome(env: NodeJS.ProcessEnv = process.env): string {
   return env.SHUFFLENET_HOME || join(homedir(), '.cache', 'shufflenet');
+}
+
+/**
+ * The embedded default: a ShuffleNet trained here on Fashion-MNIST (assets/fashion-mnist, with its command,
+ * log and curve), shipped with the package so that `classify` works offline. Found from the sources
+ * (src/node) and from the build (dist/src/node).
+ */
+export function defaultModelPath(): string {
+  const candidates = [
+    '../../assets/fashion-mnist/model.safetensors',
+    '../../../assets/fashion-mnist/model.safetensors',
+  ];
+  for (const c of candidates) {
+    const path = fileURLToPath(new URL(c, import.meta.url));
+    if (existsSync(path)) return path;
+  }
+  throw new Error(
+    `the embedded model is missing (looked for ${candidates.join(', ')} next to ${import.meta.url})`,
+  );
 }
 
 export interface ResolveOptions {
@@ -83,13 +103,8 @@ export async function resolveWeights(spec: string, o: ResolveOptions = {}): Prom
   return { path, bytes, entry };
 }
 
-export interface LoadedModel {
-  model: Model;
-  checkpoint: Checkpoint;
-  entry?: WeightsEntry;
-  /** How the preset was chosen: the option, the registry, the file's metadata or its tensor shapes. */
-  archFrom: 'option' | 'registry' | 'metadata' | 'shapes';
-}
+/** A model with its checkpoint, its registry entry and how its preset was chosen. */
+export type LoadedModel = CheckpointModel;
 
 /** A model with weights from a file or registered name; the arch comes from --arch, the registry, metadata or the shapes. */
 export async function loadModel(
@@ -97,27 +112,5 @@ export async function loadModel(
   o: ResolveOptions & { arch?: string; options?: ModelOptions } = {},
 ): Promise<LoadedModel> {
   const { path, bytes, entry } = await resolveWeights(spec, o);
-  const checkpoint = readCheckpoint(bytes, path);
-  let arch = o.arch;
-  let archFrom: LoadedModel['archFrom'] = 'option';
-  if (!arch && entry) [arch, archFrom] = [entry.arch, 'registry'];
-  if (!arch && checkpoint.metadata.arch) [arch, archFrom] = [checkpoint.metadata.arch, 'metadata'];
-  if (!arch) {
-    const fits = presetsFitting(checkpoint.tensors);
-    if (fits.length !== 1) {
-      throw new ConfigError(
-        `${path}: cannot tell the architecture from its tensors (${fits.length ? `fits ${fits.join(', ')}` : 'no preset fits'}); pass --arch NAME`,
-      );
-    }
-    [arch, archFrom] = [fits[0]!, 'shapes'];
-  }
-  // Models trained here record their options (input channels, classes, small-input stem) in the metadata.
-  const saved = checkpoint.metadata.model_options;
-  const graph = buildPreset(arch, o.options ?? (saved ? (JSON.parse(saved) as ModelOptions) : undefined));
-  return {
-    model: new Model(graph, weightsFromStateDict(graph, checkpoint.tensors, path)),
-    checkpoint,
-    entry,
-    archFrom,
-  };
+  return modelFromCheckpoint(readCheckpoint(bytes, path), path, { arch: o.arch, options: o.options, entry });
 }
