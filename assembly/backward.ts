@@ -568,9 +568,73 @@ export function depthwise3x3BackwardWeight(
 // ---------------------------------------------------------------------------------------------------------
 // Batch norm (training) and ReLU backward.
 
+/** Horizontal sum of two f32x4 accumulators, in f64. */
+@inline
+function hsum2(a: v128, b: v128): f64 {
+  const v = f32x4.add(a, b);
+  return (
+    <f64>f32x4.extract_lane(v, 0) +
+    <f64>f32x4.extract_lane(v, 1) +
+    <f64>f32x4.extract_lane(v, 2) +
+    <f64>f32x4.extract_lane(v, 3)
+  );
+}
+
+/** sum of p[0..n) (SIMD in f32 within a plane; callers sum planes in f64). */
+function planeSum(p: usize, n: i32): f64 {
+  let a = f32x4.splat(0);
+  let b = f32x4.splat(0);
+  const n8 = n & ~7;
+  let i = 0;
+  for (; i < n8; i += 8) {
+    a = f32x4.add(a, v128.load(at(p, i)));
+    b = f32x4.add(b, v128.load(at(p, i + 4)));
+  }
+  let s = hsum2(a, b);
+  for (; i < n; i++) s += <f64>load<f32>(at(p, i));
+  return s;
+}
+
+/** sum of (p[i] - m)^2 over i < n. */
+function planeSquares(p: usize, n: i32, m: f32): f64 {
+  const vm = f32x4.splat(m);
+  let a = f32x4.splat(0);
+  let b = f32x4.splat(0);
+  const n8 = n & ~7;
+  let i = 0;
+  for (; i < n8; i += 8) {
+    const d0 = f32x4.sub(v128.load(at(p, i)), vm);
+    const d1 = f32x4.sub(v128.load(at(p, i + 4)), vm);
+    a = f32x4.add(a, f32x4.mul(d0, d0));
+    b = f32x4.add(b, f32x4.mul(d1, d1));
+  }
+  let s = hsum2(a, b);
+  for (; i < n; i++) {
+    const d = <f64>load<f32>(at(p, i)) - <f64>m;
+    s += d * d;
+  }
+  return s;
+}
+
+/** sum of g[i] * (x[i] - m) over i < n. */
+function planeDot(g: usize, x: usize, n: i32, m: f32): f64 {
+  const vm = f32x4.splat(m);
+  let a = f32x4.splat(0);
+  let b = f32x4.splat(0);
+  const n8 = n & ~7;
+  let i = 0;
+  for (; i < n8; i += 8) {
+    a = f32x4.add(a, f32x4.mul(v128.load(at(g, i)), f32x4.sub(v128.load(at(x, i)), vm)));
+    b = f32x4.add(b, f32x4.mul(v128.load(at(g, i + 4)), f32x4.sub(v128.load(at(x, i + 4)), vm)));
+  }
+  let s = hsum2(a, b);
+  for (; i < n; i++) s += <f64>load<f32>(at(g, i)) * (<f64>load<f32>(at(x, i)) - <f64>m);
+  return s;
+}
+
 /**
- * Batch statistics per channel (two passes in f64): mean[c], invstd[c] = 1/sqrt(biased var + eps).
- * Work items: channels.
+ * Batch statistics per channel (two passes; SIMD f32 sums within an image's plane, f64 across planes):
+ * mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items: channels.
  */
 export function batchnormStats(
   x: usize,
@@ -586,19 +650,10 @@ export function batchnormStats(
   const end = partStart(C, part + 1, parts);
   for (let c = partStart(C, part, parts); c < end; c++) {
     let s: f64 = 0;
-    for (let n = 0; n < N; n++) {
-      const p = at(x, (n * C + c) * HW);
-      for (let i = 0; i < HW; i++) s += <f64>load<f32>(at(p, i));
-    }
+    for (let n = 0; n < N; n++) s += planeSum(at(x, (n * C + c) * HW), HW);
     const m = s / <f64>(N * HW);
     let v: f64 = 0;
-    for (let n = 0; n < N; n++) {
-      const p = at(x, (n * C + c) * HW);
-      for (let i = 0; i < HW; i++) {
-        const d = <f64>load<f32>(at(p, i)) - m;
-        v += d * d;
-      }
-    }
+    for (let n = 0; n < N; n++) v += planeSquares(at(x, (n * C + c) * HW), HW, <f32>m);
     v /= <f64>(N * HW);
     store<f32>(at(mean, c), <f32>m);
     store<f32>(at(invstd, c), <f32>(1 / Math.sqrt(v + <f64>eps)));
@@ -608,7 +663,7 @@ export function batchnormStats(
 /**
  * Training batch-norm backward (PyTorch): xhat = (x - mean) invstd; dgamma[c] += sum dy*xhat; dbeta[c] +=
  * sum dy; dx = gamma invstd (dy - mean(dy) - xhat mean(dy*xhat)) (dx written, not accumulated; dgamma/dbeta 0:
- * skipped). Channel sums in f64. Work items: channels.
+ * skipped). Channel sums: SIMD f32 within a plane, f64 across planes. Work items: channels.
  */
 export function batchnormBackward(
   dy: usize,
@@ -634,11 +689,8 @@ export function batchnormBackward(
     let sgx: f64 = 0;
     for (let n = 0; n < N; n++) {
       const o = (n * C + c) * HW;
-      for (let i = 0; i < HW; i++) {
-        const g = <f64>load<f32>(at(dy, o + i));
-        sg += g;
-        sgx += g * (<f64>load<f32>(at(x, o + i)) - m);
-      }
+      sg += planeSum(at(dy, o), HW);
+      sgx += planeDot(at(dy, o), at(x, o), HW, <f32>m);
     }
     sgx *= is;
     if (dgamma) store<f32>(at(dgamma, c), load<f32>(at(dgamma, c)) + <f32>sgx);
