@@ -569,7 +569,6 @@ export function depthwise3x3BackwardWeight(
 // Batch norm (training) and ReLU backward.
 
 /** Horizontal sum of two f32x4 accumulators, in f64. */
-@inline
 function hsum2(a: v128, b: v128): f64 {
   const v = f32x4.add(a, b);
   return (
