@@ -379,7 +379,10 @@ class Emitter {
     const y = this.v(node.name);
     if (y.inPlace) {
       const n = size(y.shape);
-      this.fwd('relu', [y.ptr, y.ptr, n], n, node);
+      // After batch norm, the affine kernel applies the ReLU as it writes (one pass less).
+      const last = this.t.forwardSteps.at(-1);
+      if (last?.fn === 'channelAffine' && last.args[6] === y.ptr) last.args[7] = 1;
+      else this.fwd('relu', [y.ptr, y.ptr, n], n, node);
       this.backs.push(() => this.bwd('reluBackward', [y.ptr, y.grad, y.grad, n], n, node));
       return;
     }
