@@ -13,7 +13,7 @@ import { initWeights } from '../nn/init.js';
 import { loadDataset, type FolderOptions, type LoadedDataset, type Split } from '../node/datasets.js';
 import { createNodeEngine } from '../node/engine.js';
 import { writeFileAtomic } from '../node/files.js';
-import { shufflenetHome } from '../node/weights.js';
+import { defaultModelPath, shufflenetHome } from '../node/weights.js';
 import type { Engine } from '../runtime/engine.js';
 import { Tensor } from '../tensor/tensor.js';
 import { adamw, lrSchedule, sgd, type ScheduleKind } from '../train/optim.js';
@@ -393,7 +393,7 @@ function loadTestSet(spec: string, folder: FolderOptions, train: LoadedDataset):
 
 interface EvalFlags {
   dataset: string;
-  weights: string;
+  weights?: string;
   arch?: string;
   json?: boolean;
   limit?: number;
@@ -409,15 +409,16 @@ async function runEval(o: EvalFlags): Promise<void> {
       : 'test';
   const data = loadDataset(o.dataset, split, folderOptions(o));
   const set = o.limit ? sampleSet(data.set, o.limit, streamSeed(0, 5)) : data.set;
-  const ckpt = readCheckpoint(new Uint8Array(readFileSync(o.weights)), o.weights);
+  const file = o.weights ?? defaultModelPath();
+  const ckpt = readCheckpoint(new Uint8Array(readFileSync(file)), file);
   const meta = ckpt.metadata;
   const arch = o.arch ?? meta.arch;
-  if (!arch) throw new ConfigError(`${o.weights}: no arch in its metadata; pass --arch NAME`);
+  if (!arch) throw new ConfigError(`${file}: no arch in its metadata; pass --arch NAME`);
   const options: ModelOptions = meta.model_options
     ? JSON.parse(meta.model_options)
     : modelOptionsFor(arch, set);
   const graph: Graph = buildPreset(arch, options);
-  const weights = weightsFromStateDict(graph, ckpt.tensors, o.weights);
+  const weights = weightsFromStateDict(graph, ckpt.tensors, file);
   // The training run's normalisation, when the file says it.
   const pre = meta.preprocessing ? (JSON.parse(meta.preprocessing) as Normalize) : data.normalize;
   const r = evaluate(graph, weights, set, pre, { infer: await engineInfer(), batchSize: o.batchSize });
@@ -518,9 +519,9 @@ export function addTrainCommands(program: Command): Command {
     .command('eval')
     .description('top-1, top-5 and the confusion matrix of trained weights on a test set')
     .requiredOption('--dataset <spec>', datasetHelp)
-    .requiredOption(
+    .option(
       '--weights <file>',
-      'a .safetensors written by `shufflenet train` (or any checkpoint with --arch)',
+      'a .safetensors written by `shufflenet train` (or any checkpoint with --arch; default: the embedded Fashion-MNIST model)',
     )
     .option('--arch <name>', "model preset (default: the file's metadata)")
     .option('--batch-size <n>', 'images per forward pass', positiveInt('--batch-size'), 100)
