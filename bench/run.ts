@@ -1,6 +1,7 @@
 /**
  * Side-by-side inference benchmark (issue 4): our engine and its peers on the same graph, weights and input,
- * each checked against the reference execute(), then timed interleaved. See USAGE.
+ * each checked against the reference execute(), then timed interleaved. Then training throughput next to
+ * PyTorch (issue 5, bench/train.ts). See USAGE.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,18 +26,35 @@ import { ortWeb } from './peers/ort-web.js';
 import { ours } from './peers/ours.js';
 import { tfjsWasm } from './peers/tfjs.js';
 import type { Runner, RunnerFactory } from './peers/types.js';
+import { CIFAR10_TRAIN_DIR, trainBench, type TorchFormat } from './train.js';
 
 const USAGE = `npx tsx bench/run.ts [options]
   (default)         ${BENCH_MODELS.join(', ')}
-                    at 224x224, batch 1 and 8, 1 and 2 threads (about 10 minutes on 2 cores)
-  --quick           a smoke run: batch 1 only, short timing (about a minute)
+                    at 224x224, batch 1 and 8, 1 and 2 threads (about 10 minutes on 2 cores), then
+                    the training benchmark below (about 3 minutes)
+  --quick           a smoke run: batch 1 only, short timing (about a minute, then a minute of training)
   --table8          instead, the paper's Table 8 study: ${TABLE8_MODELS.join(', ')}
                     at ${TABLE8_SIZES.map(([h, w]) => `${h}x${w}`).join(', ')}, batch 1, one thread
   --models A,B      --batches 1,8     --threads 1,2     override the grid
   --baseline NAME   the runner the ratios divide by (default ort-node)
   --budget-ms N     timed work per configuration before stopping (default 8000; --quick 600)
   --out FILE        also write the results as a markdown section to FILE
-  --no-check        skip the comparison with the reference execute() (slow at large sizes)`;
+  --no-check        skip the comparison with the reference execute() (slow at large sizes)
+
+Training (after the inference grid by default; not with --table8):
+  --train           only the training benchmark: ShuffleNet v1 small-input stem, batch 128, 1 and 2 threads,
+                    28x28x1 (Fashion-MNIST) and 32x32x3 (CIFAR-10), ours next to PyTorch (about 3 minutes
+                    per model; with --quick about 1 minute)
+  --no-train        the inference grid only
+  --train-archs A,B      ShuffleNet v1 presets (default shufflenet_v1_g3_0.5x)
+  --train-batch N        (default 128)      --train-budget-ms N   timed work per configuration
+                         (default 30000; --quick 2000)      --threads also applies
+  --python PATH          PyTorch's interpreter (default /usr/bin/python3; it uses the BLAS that Debian's
+                         alternatives select, printed in the header; LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/blas
+                         before the command gives it the reference BLAS instead)
+  --torch-format F       nchw, channels_last or both (default: both, each timed; the ratio is against the
+                         faster; in smoke runs here, channels_last at 1 thread)
+  --cifar-dir DIR        CIFAR-10 training class folders (default ${CIFAR10_TRAIN_DIR})`;
 
 /** Relative error (vs the logit scale) above which a runner is marked WRONG. */
 const TOLERANCE = 1e-3;
@@ -59,6 +77,15 @@ const { values: args } = parseArgs({
     'budget-ms': { type: 'string' },
     out: { type: 'string' },
     'no-check': { type: 'boolean', default: false },
+    train: { type: 'boolean', default: false },
+    'no-train': { type: 'boolean', default: false },
+    'train-archs': { type: 'string' },
+    'train-batch': { type: 'string' },
+    'train-budget-ms': { type: 'string' },
+    python: { type: 'string', default: '/usr/bin/python3' },
+    'torch-format': { type: 'string', default: 'both' },
+    'cifar-dir': { type: 'string', default: CIFAR10_TRAIN_DIR },
+    'train-json': { type: 'string' }, // internal: the training child writes its markdown here
     help: { type: 'boolean', short: 'h', default: false },
     json: { type: 'string' }, // internal: a child process writes its results here
   },
@@ -267,13 +294,65 @@ function section(results: Results, loadStart: number): string {
   ].join('\n');
 }
 
+function torchFormats(f: string): TorchFormat[] {
+  if (f === 'both') return ['nchw', 'channels_last'];
+  if (f === 'nchw' || f === 'channels_last') return [f];
+  console.error(`--torch-format: '${f}' is not nchw, channels_last or both`);
+  process.exit(2);
+}
+
+/** The training benchmark in this process (--train). */
+const trainSection = () =>
+  trainBench({
+    archs: list(args['train-archs'], ['shufflenet_v1_g3_0.5x']),
+    threads: numbers(args.threads, [1, 2]),
+    batch: Number(args['train-batch'] ?? 128),
+    budgetMs: Number(args['train-budget-ms'] ?? (args.quick ? 2000 : 30000)),
+    minRounds: args.quick ? 2 : 5,
+    warmup: args.quick ? 1 : 2,
+    python: args.python,
+    torchFormats: torchFormats(args['torch-format']),
+    cifarDir: args['cifar-dir'],
+  });
+
+/** The training benchmark in a child process (no ORT-web or TF.js threads beside it): its markdown. */
+function trainChild(): string {
+  const dir = mkdtempSync(join(os.tmpdir(), 'bench-train-'));
+  try {
+    const file = join(dir, 'train.json');
+    const forward = process.argv.slice(2).filter((a, i, all) => {
+      const flag = (s: string) => a === s || a.startsWith(`${s}=`) || all[i - 1] === s;
+      return !flag('--out') && !flag('--json') && !flag('--train-json');
+    });
+    const child = spawnSync(
+      process.execPath,
+      [...process.execArgv, process.argv[1]!, ...forward, '--train-json', file],
+      { stdio: 'inherit' },
+    );
+    if (child.status !== 0) throw new Error(`the training benchmark failed (exit ${child.status})`);
+    return (JSON.parse(readFileSync(file, 'utf8')) as { markdown: string }).markdown;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const loadStart = os.loadavg()[0]!;
-if (args.json !== undefined) {
+if (args['train-json'] !== undefined) {
+  writeFileSync(args['train-json'], JSON.stringify({ markdown: await trainSection() }));
+} else if (args.json !== undefined) {
   writeFileSync(args.json, JSON.stringify(await runAll(threadCounts[0]!)));
 } else {
-  const results = threadCounts.length > 1 ? runChildren() : await runAll(threadCounts[0]!);
-  const md = section(results, loadStart);
-  console.log(`\n${md}`);
+  let md = '';
+  if (!args.train) {
+    const results = threadCounts.length > 1 ? runChildren() : await runAll(threadCounts[0]!);
+    md = section(results, loadStart);
+    console.log(`\n${md}`);
+  }
+  if (args.train || !(args.table8 || args['no-train'])) {
+    const train = args.train ? await trainSection() : trainChild();
+    console.log(`\n${train}`);
+    md += (md ? '\n' : '') + train;
+  }
   if (args.out) {
     writeFileSync(args.out, md);
     console.log(`written to ${args.out}`);
