@@ -90,6 +90,15 @@ export { Engine, createEngine } from './runtime/engine.js';
 export { Plan, type PlanOptions } from './runtime/plan.js';
 export { relaxedSimdSupported } from './backends/wasm/module.js';
 
+// WebGPU inference: the same lowered plans on WGSL kernels, on a GPUDevice (browsers: navigator.gpu).
+export {
+  WebGpuEngine,
+  WebGpuPlan,
+  requestWebGpuEngine,
+  NoWebGpuAdapterError,
+  type WebGpuEngineOptions,
+} from './backends/webgpu/index.js';
+
 // Training: reverse-mode autograd over the op table (reference), compiled training plans on the WASM kernels.
 export { forwardWithTape, backward } from './autograd/tape.js';
 export { softmaxCrossEntropy } from './train/loss.js';

@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { ConfigError } from '../errors.js';
 import { parseSize, positiveInt } from './args.js';
+import { backendOption, openWebGpu } from './backend.js';
 import { execute } from '../graph/execute.js';
 import { createNodeEngine } from '../node/engine.js';
 import { ThreadPool } from '../node/threads.js';
@@ -17,7 +18,7 @@ interface BenchFlags {
   input?: [number, number];
   iterations: number;
   warmup: number;
-  backend: 'wasm' | 'reference';
+  backend: 'wasm' | 'webgpu' | 'auto' | 'reference';
   relaxed: 'auto' | 'on' | 'off';
   json?: boolean;
 }
@@ -35,18 +36,26 @@ export function addBenchCommand(program: Command): void {
     .option('--input <HxW>', 'input size, H or HxW (default: the model design size)', parseSize)
     .option('--iterations <n>', 'timed runs', positiveInt('--iterations'), 50)
     .option('--warmup <n>', 'untimed runs first', positiveInt('--warmup'), 5)
-    .addOption(new Option('--backend <name>', 'kernels').choices(['wasm', 'reference']).default('wasm'))
+    .addOption(backendOption(['reference']))
     .addOption(new Option('--relaxed <mode>', 'relaxed SIMD').choices(['auto', 'on', 'off']).default('auto'))
     .option('--json', 'one JSON object: median_ms, min_ms, max_ms, p90_ms, backend, threads, batch, ...')
     .action(async (o: BenchFlags) => {
       const { model } = await loadCliModel(o, true);
       const [h, w] = o.input ?? model.graph.inputSize;
       const x = Tensor.random([o.batch, model.graph.inputChannels, h, w], seededRandom(1));
-      let run: () => void;
+      let run: () => void | Promise<void>;
       let backend = 'reference';
       let close = async () => {};
       let memory: { arena?: number; weights?: number } = {};
-      if (o.backend === 'wasm') {
+      const gpu = await openWebGpu(o.backend);
+      if (gpu) {
+        const plan = gpu.compile(model, { batch: o.batch, height: h, width: w });
+        const out = new Float32Array(plan.outputShape.reduce((a, b) => a * b, 1));
+        run = async () => void (await plan.run(x.data, out));
+        backend = `webgpu (${gpu.adapter})`;
+        memory = { arena: plan.bytes.arena, weights: plan.bytes.weights };
+        close = async () => gpu.destroy();
+      } else if (o.backend !== 'reference') {
         const relaxed = o.relaxed === 'auto' ? 'auto' : o.relaxed === 'on';
         const engine = await createNodeEngine({ threads: o.threads, relaxed });
         const plan = engine.compile(model, { batch: o.batch, height: h, width: w });
@@ -61,11 +70,11 @@ export function addBenchCommand(program: Command): void {
         if (o.threads !== 1) throw new ConfigError('--backend reference runs on one thread');
         run = () => void execute(model.graph, model.weights, x);
       }
-      for (let i = 0; i < o.warmup; i++) run();
+      for (let i = 0; i < o.warmup; i++) await run();
       const ms: number[] = [];
       for (let i = 0; i < o.iterations; i++) {
         const t = performance.now();
-        run();
+        await run();
         ms.push(performance.now() - t);
       }
       await close();

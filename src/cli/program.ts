@@ -7,6 +7,7 @@ import { MEGVII_PREPROCESS, preprocess, type Preprocess } from '../data/image.js
 import { FASHION_MNIST_LABELS, IMAGENET_LABELS, topK } from '../data/labels.js';
 import { loadImage } from '../node/image.js';
 import { integer, parseSize, positiveInt } from './args.js';
+import { backendOption, openInference, type BackendChoice } from './backend.js';
 import { addBenchCommand } from './bench.js';
 import { loadCliModel } from './load.js';
 import { addOnnxCommands } from './onnx.js';
@@ -133,6 +134,7 @@ export function cli(): Command {
     .option('--crop <n>', "centre crop size (default: the weights' own)", positiveInt('--crop'))
     .option('--json', 'one JSON array on stdout: {file, top: [{index, label, prob}], logits?} per image')
     .option('--logits', 'with --json: include the raw logits')
+    .addOption(backendOption())
     .action(async (images: string[], o: ClassifyFlags) => {
       const { model, entry, labels: set, preprocessing } = await loadCliModel(o, false, true);
       const pre: Preprocess = preprocessing
@@ -144,11 +146,12 @@ export function cli(): Command {
         set === 'fashion-mnist' ? FASHION_MNIST_LABELS : set === 'imagenet' || !set ? IMAGENET_LABELS : [];
       const results: object[] = [];
       let failed = 0;
+      const inference = await openInference(model, o.backend);
       for (const file of images) {
         try {
-          const logits = model.forward(preprocess(await loadImage(file), pre));
-          const top = topK(logits.data, o.topk, labels);
-          results.push({ file, top, ...(o.logits ? { logits: Array.from(logits.data) } : {}) });
+          const logits = await inference.run(preprocess(await loadImage(file), pre));
+          const top = topK(logits, o.topk, labels);
+          results.push({ file, top, ...(o.logits ? { logits: Array.from(logits) } : {}) });
           if (!o.json) {
             console.log(file);
             for (const p of top)
@@ -163,6 +166,7 @@ export function cli(): Command {
           results.push({ file, error: message });
         }
       }
+      inference.close();
       if (o.json) console.log(JSON.stringify(results));
       if (failed) throw new SomeFailed(`${failed} of ${images.length} images failed`);
     });
@@ -198,6 +202,7 @@ interface ClassifyFlags {
   crop?: number;
   json?: boolean;
   logits?: boolean;
+  backend: BackendChoice;
 }
 
 /** Some inputs of a batch command failed (each was reported); exit 1. */

@@ -9,6 +9,7 @@ export {
   type ResolveOptions,
 } from './weights.js';
 export { createNodeEngine, type NodeEngineOptions } from './engine.js';
+export { createNodeWebGpuEngine, WebGpuUnavailableError, type NodeWebGpuOptions } from './webgpu.js';
 export { ThreadPool } from './threads.js';
 export { enableRelaxedSimd } from './wasm.js';
 export { writeFileAtomic, sha256 } from './files.js';

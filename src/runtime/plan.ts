@@ -161,44 +161,10 @@ export class Plan {
     return at;
   }
 
-  /** Greedy first-fit of buffers by size over their lifetimes (first write to last read). */
+  /** The arena's buffers, laid out by `arenaLayout`, in one allocation from the pool. */
   private arena(p: Program, batch: number): number[] {
-    const first = p.buffers.map(() => Infinity);
-    const last = p.buffers.map(() => -Infinity);
-    const touch = (r: Ref, i: number) => {
-      first[r.buf] = Math.min(first[r.buf]!, i);
-      last[r.buf] = Math.max(last[r.buf]!, i);
-    };
-    touch(p.output, p.ops.length);
-    first[0] = -1;
-    p.ops.forEach((op, i) => {
-      for (const r of op.k === 'js'
-        ? op.inputs
-        : [op.x, ...('res' in op && op.res ? [op.res] : []), ...(op.k === 'add' ? [op.b] : [])]) {
-        touch(r, i);
-      }
-      touch(op.y, i);
-    });
-    const size = p.buffers.map((b) => align(b.C * b.hw * batch * 4));
-    const placed: { buf: number; at: number }[] = [];
-    const order = p.buffers.map((_, i) => i).sort((a, b) => size[b]! - size[a]!);
-    const at: number[] = [];
-    let total = 0;
-    for (const b of order) {
-      if (first[b] === Infinity) continue; // never used (e.g. a value only aliased)
-      const clashes = placed
-        .filter((q) => first[q.buf]! <= last[b]! && first[b]! <= last[q.buf]!)
-        .sort((x, y) => at[x.buf]! - at[y.buf]!);
-      let offset = 0;
-      for (const q of clashes) {
-        if (offset + size[b]! <= at[q.buf]!) break;
-        offset = Math.max(offset, at[q.buf]! + size[q.buf]!);
-      }
-      at[b] = offset;
-      placed.push({ buf: b, at: offset });
-      total = Math.max(total, offset + size[b]!);
-    }
-    const base = this.pool.alloc(total);
+    const { at, bytes } = arenaLayout(p, batch);
+    const base = this.pool.alloc(bytes);
     return at.map((o) => (o === undefined ? 0 : base + o));
   }
 
@@ -422,6 +388,49 @@ export class Plan {
 }
 
 const size = (s: Shape) => s.reduce((a, b) => a * b, 1);
+
+/**
+ * Greedy first-fit of a program's buffers by size over their lifetimes (first write to last read): byte
+ * offsets in one arena (undefined for a buffer no op touches) and the arena's size. Shared by every backend.
+ */
+export function arenaLayout(p: Program, batch: number): { at: (number | undefined)[]; bytes: number } {
+  const first = p.buffers.map(() => Infinity);
+  const last = p.buffers.map(() => -Infinity);
+  const touch = (r: Ref, i: number) => {
+    first[r.buf] = Math.min(first[r.buf]!, i);
+    last[r.buf] = Math.max(last[r.buf]!, i);
+  };
+  touch(p.output, p.ops.length);
+  first[0] = -1;
+  p.ops.forEach((op, i) => {
+    for (const r of op.k === 'js'
+      ? op.inputs
+      : [op.x, ...('res' in op && op.res ? [op.res] : []), ...(op.k === 'add' ? [op.b] : [])]) {
+      touch(r, i);
+    }
+    touch(op.y, i);
+  });
+  const size = p.buffers.map((b) => align(b.C * b.hw * batch * 4));
+  const placed: { buf: number; at: number }[] = [];
+  const order = p.buffers.map((_, i) => i).sort((a, b) => size[b]! - size[a]!);
+  const at: (number | undefined)[] = [];
+  let total = 0;
+  for (const b of order) {
+    if (first[b] === Infinity) continue; // never used (e.g. a value only aliased)
+    const clashes = placed
+      .filter((q) => first[q.buf]! <= last[b]! && first[b]! <= last[q.buf]!)
+      .sort((x, y) => at[x.buf]! - at[y.buf]!);
+    let offset = 0;
+    for (const q of clashes) {
+      if (offset + size[b]! <= at[q.buf]!) break;
+      offset = Math.max(offset, at[q.buf]! + size[q.buf]!);
+    }
+    at[b] = offset;
+    placed.push({ buf: b, at: offset });
+    total = Math.max(total, offset + size[b]!);
+  }
+  return { at, bytes: total };
+}
 
 /** Runs a plan's steps in order: splittable ones on every thread (part 0 here), the rest on this thread. */
 export function runSteps(

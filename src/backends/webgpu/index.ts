@@ -1,0 +1,9 @@
+// WebGPU inference: WGSL kernels for the lowered ops, plans on one arena buffer. Platform-neutral: give it
+// a GPU (navigator.gpu) or a GPUDevice; Node creates one with 'shufflenet/node' createNodeWebGpuEngine.
+export {
+  WebGpuEngine,
+  requestWebGpuEngine,
+  NoWebGpuAdapterError,
+  type WebGpuEngineOptions,
+} from './engine.js';
+export { WebGpuPlan } from './plan.js';

@@ -1,0 +1,280 @@
+/**
+ * The WGSL kernels: one compute shader per lowered op kind (src/runtime/lower.ts), the same fused maths as
+ * the WASM kernels (assembly/). Every shader sees three bindings:
+ * - `arena`: the plan's one activation buffer (f32 NCHW values at float offsets, read and written);
+ * - `weights`: this op's slice of the plan's weight buffer (weights, bias, channel maps stored as floats);
+ * - `p`: this op's parameters (u32 fields, in the order of `fields`).
+ * A value is `C` channels at channel offset `off` of a buffer with `bufC` channels, so a kernel can read a
+ * concat slice or write straight into one. 1-D kernels run 64 invocations per workgroup on a 2-D grid
+ * (`gridFor`), since one dispatch dimension holds at most 65535 workgroups.
+ */
+
+export interface Kernel {
+  /** The op kind it runs; also the shader's label in errors. */
+  name: string;
+  /** The u32 parameters, in the order `p` declares them. */
+  fields: readonly string[];
+  code: string;
+}
+
+/** Invocations per workgroup of the 1-D kernels (compatibility mode allows at most 128). */
+export const WORKGROUP = 64;
+
+/** Tile of the pointwise GEMM: output channels x pixels per workgroup, and the K step. */
+export const TILE = { M: 32, N: 32, K: 16 } as const;
+
+function kernel(name: string, fields: readonly string[], body: string): Kernel {
+  const code = `struct Params { ${fields.map((f) => `${f}: u32,`).join(' ')} }
+@group(0) @binding(0) var<storage, read_write> arena: array<f32>;
+@group(0) @binding(1) var<storage, read> weights: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+${body}`;
+  return { name, fields, code };
+}
+
+/** The 1-D kernels: invocation i < p.total (their last field), on a grid of (x, y) workgroups. */
+const oneD = (body: string) => `
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let i = (wg.y * nw.x + wg.x) * ${WORKGROUP}u + li;
+  if (i >= p.total) { return; }
+${body}
+}`;
+
+/** i -> (n, c, px) over an [N, C, HW] value. */
+const nchw = `
+  let px = i % p.HW;
+  let c = (i / p.HW) % p.C;
+  let n = i / (p.HW * p.C);`;
+
+/** i -> (n, c, oy, ox) over an [N, C, OH, OW] output. */
+const nchwOut = `
+  let ox = i % p.OW;
+  let oy = (i / p.OW) % p.OH;
+  let c = (i / (p.OW * p.OH)) % p.C;
+  let n = i / (p.OW * p.OH * p.C);`;
+
+const io = ['x', 'xC', 'xOff', 'y', 'yC', 'yOff'];
+
+/**
+ * Grouped 1x1 conv as a tiled GEMM per group: Y[o, q] = sum_j W[o, j] X[map(g*cin + j), q] over columns
+ * q = (image, pixel), with the bias, an optional residual (read in its own layout) and ReLU fused.
+ * Workgroup (x, y, z) = (column tile, output-channel tile, group); each of 8x8 invocations holds 4x4 sums.
+ * Weights slice: w [outC][cin], bias [outC] at bOff, the input map [inC] at mapOff (if hasMap).
+ */
+export const POINTWISE = kernel(
+  'pointwise',
+  [...io, 'res', 'resC', 'resOff', 'hasRes', 'N', 'HW', 'cin', 'cout', 'hasMap', 'relu', 'bOff', 'mapOff'],
+  `
+const TM = ${TILE.M}u;
+const TN = ${TILE.N}u;
+const TK = ${TILE.K}u;
+var<workgroup> As: array<f32, ${TILE.M * TILE.K}>; // [k][m]
+var<workgroup> Bs: array<f32, ${TILE.K * TILE.N}>; // [k][n]
+
+@compute @workgroup_size(8, 8)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let g = wg.z;
+  let m0 = wg.y * TM;
+  let n0 = wg.x * TN;
+  let cols = p.N * p.HW;
+  var acc: array<f32, 16>;
+  for (var k0 = 0u; k0 < p.cin; k0 += TK) {
+    for (var t = li; t < TM * TK; t += 64u) {
+      let m = t / TK;
+      let k = t % TK;
+      var v = 0.0;
+      if (m0 + m < p.cout && k0 + k < p.cin) { v = weights[(g * p.cout + m0 + m) * p.cin + k0 + k]; }
+      As[k * TM + m] = v;
+    }
+    for (var t = li; t < TK * TN; t += 64u) {
+      let k = t / TN;
+      let j = t % TN;
+      let q = n0 + j;
+      var v = 0.0;
+      if (q < cols && k0 + k < p.cin) {
+        var c = g * p.cin + k0 + k;
+        if (p.hasMap != 0u) { c = u32(weights[p.mapOff + c]); }
+        v = arena[p.x + ((q / p.HW) * p.xC + p.xOff + c) * p.HW + q % p.HW];
+      }
+      Bs[k * TN + j] = v;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < TK; k++) {
+      for (var a = 0u; a < 4u; a++) {
+        let w = As[k * TM + lid.y + 8u * a];
+        for (var b = 0u; b < 4u; b++) { acc[a * 4u + b] += w * Bs[k * TN + lid.x + 8u * b]; }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var a = 0u; a < 4u; a++) {
+    let m = m0 + lid.y + 8u * a;
+    if (m >= p.cout) { continue; }
+    let o = g * p.cout + m;
+    for (var b = 0u; b < 4u; b++) {
+      let q = n0 + lid.x + 8u * b;
+      if (q >= cols) { continue; }
+      let n = q / p.HW;
+      let px = q % p.HW;
+      var s = acc[a * 4u + b] + weights[p.bOff + o];
+      if (p.hasRes != 0u) { s += arena[p.res + (n * p.resC + p.resOff + o) * p.HW + px]; }
+      if (p.relu != 0u) { s = max(s, 0.0); }
+      arena[p.y + (n * p.yC + p.yOff + o) * p.HW + px] = s;
+    }
+  }
+}`,
+);
+
+/**
+ * Depthwise 3x3, padding 1, stride 1 or 2: channel c reads x row c and is written to y row outMap(c).
+ * Weights slice: w [C][9], bias [C] at bOff, the output map [C] at mapOff (if hasMap).
+ */
+export const DEPTHWISE = kernel(
+  'depthwise',
+  [...io, 'C', 'H', 'W', 'OH', 'OW', 'stride', 'relu', 'hasMap', 'bOff', 'mapOff', 'total'],
+  oneD(`${nchwOut}
+  let xb = p.x + (n * p.xC + p.xOff + c) * p.H * p.W;
+  let iy0 = i32(oy * p.stride) - 1;
+  let ix0 = i32(ox * p.stride) - 1;
+  var s = weights[p.bOff + c];
+  for (var ky = 0; ky < 3; ky++) {
+    let iy = iy0 + ky;
+    if (iy < 0 || iy >= i32(p.H)) { continue; }
+    for (var kx = 0; kx < 3; kx++) {
+      let ix = ix0 + kx;
+      if (ix < 0 || ix >= i32(p.W)) { continue; }
+      s += weights[c * 9u + u32(ky * 3 + kx)] * arena[xb + u32(iy) * p.W + u32(ix)];
+    }
+  }
+  if (p.relu != 0u) { s = max(s, 0.0); }
+  var row = c;
+  if (p.hasMap != 0u) { row = u32(weights[p.mapOff + c]); }
+  arena[p.y + ((n * p.yC + p.yOff + row) * p.OH + oy) * p.OW + ox] = s;`),
+);
+
+/**
+ * Any other conv: dense or grouped, any kernel, stride, padding and dilation; one output per invocation.
+ * Weights slice: w OIHW, bias [O] at bOff.
+ */
+export const CONV = kernel(
+  'conv',
+  [
+    ...io,
+    ...['C', 'H', 'W', 'OH', 'OW', 'KH', 'KW', 'SH', 'SW', 'PH', 'PW', 'DH', 'DW'],
+    ...['cin', 'cout', 'relu', 'bOff', 'total'],
+  ],
+  oneD(`${nchwOut}
+  let g = c / p.cout;
+  let iy0 = i32(oy * p.SH) - i32(p.PH);
+  let ix0 = i32(ox * p.SW) - i32(p.PW);
+  var s = weights[p.bOff + c];
+  for (var ci = 0u; ci < p.cin; ci++) {
+    let xb = p.x + (n * p.xC + p.xOff + g * p.cin + ci) * p.H * p.W;
+    let wb = (c * p.cin + ci) * p.KH * p.KW;
+    for (var ky = 0u; ky < p.KH; ky++) {
+      let iy = iy0 + i32(ky * p.DH);
+      if (iy < 0 || iy >= i32(p.H)) { continue; }
+      for (var kx = 0u; kx < p.KW; kx++) {
+        let ix = ix0 + i32(kx * p.DW);
+        if (ix < 0 || ix >= i32(p.W)) { continue; }
+        s += weights[wb + ky * p.KW + kx] * arena[xb + u32(iy) * p.W + u32(ix)];
+      }
+    }
+  }
+  if (p.relu != 0u) { s = max(s, 0.0); }
+  arena[p.y + ((n * p.yC + p.yOff + c) * p.OH + oy) * p.OW + ox] = s;`),
+);
+
+/**
+ * Max and average pooling with PyTorch's semantics (src/ops/pool.ts): the window clipped to the padded
+ * input [-P, H+P) and to the real one; mode 0 max, 1 average over the padded window, 2 over the real one.
+ */
+export const POOL = kernel(
+  'pool',
+  [...io, 'C', 'H', 'W', 'OH', 'OW', 'KH', 'KW', 'SH', 'SW', 'PH', 'PW', 'mode', 'total'],
+  oneD(`${nchwOut}
+  let py0 = i32(oy * p.SH) - i32(p.PH);
+  let px0 = i32(ox * p.SW) - i32(p.PW);
+  let py1 = min(py0 + i32(p.KH), i32(p.H + p.PH));
+  let px1 = min(px0 + i32(p.KW), i32(p.W + p.PW));
+  let padded = (py1 - py0) * (px1 - px0);
+  let y0 = max(py0, 0);
+  let y1 = min(py1, i32(p.H));
+  let x0 = max(px0, 0);
+  let x1 = min(px1, i32(p.W));
+  let xb = p.x + (n * p.xC + p.xOff + c) * p.H * p.W;
+  var m = arena[xb + u32(y0) * p.W + u32(x0)]; // every window holds a real element (padding <= kernel / 2)
+  var s = 0.0;
+  for (var yy = y0; yy < y1; yy++) {
+    for (var xx = x0; xx < x1; xx++) {
+      let v = arena[xb + u32(yy) * p.W + u32(xx)];
+      m = max(m, v);
+      s += v;
+    }
+  }
+  var r = m;
+  if (p.mode == 1u) { r = s / f32(padded); }
+  if (p.mode == 2u) { r = s / f32((y1 - y0) * (x1 - x0)); }
+  arena[p.y + ((n * p.yC + p.yOff + c) * p.OH + oy) * p.OW + ox] = r;`),
+);
+
+/** Global average pool: one invocation per (image, channel) plane. */
+export const GAP = kernel(
+  'gap',
+  [...io, 'C', 'HW', 'total'],
+  oneD(`
+  let c = i % p.C;
+  let n = i / p.C;
+  let xb = p.x + (n * p.xC + p.xOff + c) * p.HW;
+  var s = 0.0;
+  for (var k = 0u; k < p.HW; k++) { s += arena[xb + k]; }
+  arena[p.y + n * p.yC + p.yOff + c] = s / f32(p.HW);`),
+);
+
+/** Fully connected: y[n][m] = sum_k x[n][k] w[m][k] + bias[m]; weights slice: w [M][K], bias [M] at bOff. */
+export const LINEAR = kernel(
+  'linear',
+  ['x', 'K', 'y', 'yC', 'yOff', 'M', 'relu', 'bOff', 'total'],
+  oneD(`
+  let m = i % p.M;
+  let n = i / p.M;
+  let xb = p.x + n * p.K;
+  let wb = m * p.K;
+  var s = 0.0;
+  for (var k = 0u; k < p.K; k++) { s += weights[wb + k] * arena[xb + k]; }
+  s += weights[p.bOff + m];
+  if (p.relu != 0u) { s = max(s, 0.0); }
+  arena[p.y + n * p.yC + p.yOff + m] = s;`),
+);
+
+/** Inference batch norm: y = x * scale[c] + shift[c]; weights slice: scale [C], shift [C] at shOff. */
+export const AFFINE = kernel(
+  'affine',
+  [...io, 'C', 'HW', 'relu', 'shOff', 'total'],
+  oneD(`${nchw}
+  var s = arena[p.x + (n * p.xC + p.xOff + c) * p.HW + px] * weights[c] + weights[p.shOff + c];
+  if (p.relu != 0u) { s = max(s, 0.0); }
+  arena[p.y + (n * p.yC + p.yOff + c) * p.HW + px] = s;`),
+);
+
+/** y = x + b, optional ReLU. */
+export const ADD = kernel(
+  'add',
+  [...io, 'b', 'bC', 'bOff', 'C', 'HW', 'relu', 'total'],
+  oneD(`${nchw}
+  var s = arena[p.x + (n * p.xC + p.xOff + c) * p.HW + px] + arena[p.b + (n * p.bC + p.bOff + c) * p.HW + px];
+  if (p.relu != 0u) { s = max(s, 0.0); }
+  arena[p.y + (n * p.yC + p.yOff + c) * p.HW + px] = s;`),
+);
+
+export const RELU = kernel(
+  'relu',
+  [...io, 'C', 'HW', 'total'],
+  oneD(`${nchw}
+  arena[p.y + (n * p.yC + p.yOff + c) * p.HW + px] = max(arena[p.x + (n * p.xC + p.xOff + c) * p.HW + px], 0.0);`),
+);
+
+export const KERNELS = [POINTWISE, DEPTHWISE, CONV, POOL, GAP, LINEAR, AFFINE, ADD, RELU] as const;

@@ -1,0 +1,521 @@
+import type { Graph, Node } from '../../graph/graph.js';
+import { OPS } from '../../ops/index.js';
+import { lower, type LOp, type Program, type Ref } from '../../runtime/lower.js';
+import { arenaLayout, type PlanOptions } from '../../runtime/plan.js';
+import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.js';
+import {
+  ADD,
+  AFFINE,
+  CONV,
+  DEPTHWISE,
+  GAP,
+  LINEAR,
+  POINTWISE,
+  POOL,
+  RELU,
+  TILE,
+  WORKGROUP,
+  type Kernel,
+} from './kernels.js';
+
+/** GPUBufferUsage bits as numbers: Node's `webgpu` defines no globals (GPU* types: @webgpu/types). */
+const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 } as const;
+const MAP_MODE_READ = 0x1; // GPUMapMode.READ
+
+/** What a plan needs from its engine: the device, the bind group layout and one pipeline per kernel. */
+export interface GpuContext {
+  readonly device: GPUDevice;
+  readonly layout: GPUBindGroupLayout;
+  pipeline(k: Kernel): GPUComputePipeline;
+  /** Why the device was lost, once it is. */
+  readonly lost: string | undefined;
+  /** Resolves to a message if the kernel failed to compile. */
+  pipelineError(k: Kernel): Promise<string | undefined>;
+}
+
+/** One dispatch: a kernel, its u32 parameters, its weights, its grid of workgroups. */
+interface GpuStep {
+  node: string;
+  kernel: Kernel;
+  params: Uint32Array;
+  weights: Float32Array;
+  grid: [number, number, number];
+}
+
+/** A step ready to record. */
+interface Dispatch {
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  grid: [number, number, number];
+}
+
+/** An op without a WGSL kernel: read its inputs back, run its reference kernel, write its output back. */
+interface CpuStep {
+  node: string;
+  graphNode: Node;
+  inputs: Ref[];
+  y: Ref;
+}
+
+const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
+const hw = (r: Ref) => (r.shape[2] ?? 1) * (r.shape[3] ?? 1);
+const concat = (...parts: ArrayLike<number>[]) => {
+  const out = new Float32Array(parts.reduce((s, a) => s + a.length, 0));
+  let at = 0;
+  for (const a of parts) {
+    out.set(a, at);
+    at += a.length;
+  }
+  return out;
+};
+
+/**
+ * A compiled inference plan on a WebGPU device, from the same lowered program as the WASM plan (BN folded,
+ * ReLU/add/concat fused, the shuffle folded into channel maps). Compiling uploads the weights once into one
+ * buffer and lays every activation out in one arena buffer (`arenaLayout`, as the WASM plan); a run writes
+ * the input, records every dispatch in one command encoder, submits it once and reads back only the output.
+ * Ops without a kernel (none in the presets) split the run: their inputs are read back, the reference
+ * kernel runs on the CPU and its output is written back.
+ */
+export class WebGpuPlan {
+  readonly inputShape: Shape;
+  readonly outputShape: Shape;
+  readonly program: Program;
+  /** Bytes: the weight buffer (with maps, aligned slices), the arena, and all activations without reuse. */
+  readonly bytes: { weights: number; arena: number; unplanned: number };
+  /** The graph nodes that run on the CPU (reference kernels) for want of a WGSL kernel. */
+  readonly cpuNodes: string[];
+  /** What a run does, in order. */
+  private readonly schedule: (Dispatch | CpuStep)[];
+  private readonly buffers: GPUBuffer[] = [];
+  private readonly arena: GPUBuffer;
+  private readonly readback: GPUBuffer;
+  private readonly staging: GPUBuffer | undefined;
+  private readonly at: (number | undefined)[];
+  private readonly weights: ReadonlyMap<string, Tensor>;
+  /** Resolves to a message if creating the buffers, bind groups or pipelines failed. */
+  private readonly created: Promise<string | undefined>;
+  /** Runs one at a time: they share the arena and the readback buffer. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private disposed = false;
+
+  constructor(
+    private readonly gpu: GpuContext,
+    private readonly graph: Graph,
+    weights: ReadonlyMap<string, Tensor>,
+    o: PlanOptions = {},
+  ) {
+    const batch = o.batch ?? 1;
+    const [h, w] = [o.height ?? graph.inputSize[0], o.width ?? graph.inputSize[1]];
+    this.inputShape = [batch, graph.inputChannels, h, w];
+    this.weights = weights;
+    this.program = lower(graph, weights, this.inputShape);
+    const p = this.program;
+    this.outputShape = p.output.shape;
+    if (p.output.off !== 0 || p.output.C !== p.output.bufC || p.output.map)
+      throw new Error(`${graph.name}: output is not a whole buffer`);
+
+    const { device } = gpu;
+    const limits = device.limits;
+    const layout = arenaLayout(p, batch);
+    this.at = layout.at;
+    const steps = p.ops.map((op) => this.encode(op, batch));
+    this.cpuNodes = steps.filter((s): s is CpuStep => 'graphNode' in s).map((s) => s.node);
+
+    const arenaBytes = Math.max(layout.bytes, 4);
+    if (arenaBytes > limits.maxStorageBufferBindingSize || arenaBytes > limits.maxBufferSize) {
+      throw new RangeError(
+        `${graph.name} ${formatShape(this.inputShape)}: the activation arena needs ${arenaBytes} bytes, ` +
+          `the device binds at most ${Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize)}: ` +
+          `use a smaller batch or input`,
+      );
+    }
+
+    // Each dispatch binds its own aligned slice of one weight buffer and of one parameter buffer.
+    const gpuSteps = steps.filter((s): s is GpuStep => 'kernel' in s);
+    const wAlign = limits.minStorageBufferOffsetAlignment;
+    const uAlign = limits.minUniformBufferOffsetAlignment;
+    let wBytes = 0;
+    let uBytes = 0;
+    const slices = gpuSteps.map((s) => {
+      const size = Math.max(s.weights.byteLength, 4);
+      if (size > limits.maxStorageBufferBindingSize) {
+        throw new RangeError(
+          `${s.kernel.name} '${s.node}': ${size} bytes of weights, the device binds at most ` +
+            `${limits.maxStorageBufferBindingSize} per buffer`,
+        );
+      }
+      const slice = { w: wBytes, wSize: size, u: uBytes, uSize: alignUp(s.params.byteLength, 16) };
+      wBytes = alignUp(wBytes + size, wAlign);
+      uBytes = alignUp(uBytes + slice.uSize, uAlign);
+      return slice;
+    });
+    if (wBytes > limits.maxBufferSize) {
+      throw new RangeError(
+        `${graph.name}: ${wBytes} bytes of weights, the device allows buffers of at most ${limits.maxBufferSize}`,
+      );
+    }
+
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    const upload = (usage: number, bytes: number, fill: (b: ArrayBuffer) => void, label: string) => {
+      const b = device.createBuffer({
+        size: alignUp(Math.max(bytes, 16), 4),
+        usage,
+        mappedAtCreation: true,
+        label,
+      });
+      fill(b.getMappedRange());
+      b.unmap();
+      this.buffers.push(b);
+      return b;
+    };
+    const weightBuf = upload(
+      USAGE.STORAGE,
+      wBytes,
+      (b) => {
+        gpuSteps.forEach((s, i) => new Float32Array(b, slices[i]!.w, s.weights.length).set(s.weights));
+      },
+      `${graph.name} weights`,
+    );
+    const paramBuf = upload(
+      USAGE.UNIFORM,
+      uBytes,
+      (b) => {
+        gpuSteps.forEach((s, i) => new Uint32Array(b, slices[i]!.u, s.params.length).set(s.params));
+      },
+      `${graph.name} parameters`,
+    );
+    const buffer = (size: number, usage: number, label: string) => {
+      const b = device.createBuffer({ size: alignUp(Math.max(size, 4), 4), usage, label });
+      this.buffers.push(b);
+      return b;
+    };
+    this.arena = buffer(arenaBytes, USAGE.STORAGE | USAGE.COPY_DST | USAGE.COPY_SRC, `${graph.name} arena`);
+    this.readback = buffer(shapeSize(this.outputShape) * 4, USAGE.MAP_READ | USAGE.COPY_DST, 'output');
+    const cpuBytes = steps.map((s) =>
+      'graphNode' in s ? s.inputs.reduce((n, r) => n + shapeSize(r.shape) * 4, 0) : 0,
+    );
+    this.staging = this.cpuNodes.length
+      ? buffer(Math.max(...cpuBytes), USAGE.MAP_READ | USAGE.COPY_DST, 'CPU op inputs')
+      : undefined;
+    const dispatches = gpuSteps.map((s, i): Dispatch => {
+      const slice = slices[i]!;
+      const bindGroup = device.createBindGroup({
+        label: s.node,
+        layout: gpu.layout,
+        entries: [
+          { binding: 0, resource: { buffer: this.arena } },
+          { binding: 1, resource: { buffer: weightBuf, offset: slice.w, size: slice.wSize } },
+          { binding: 2, resource: { buffer: paramBuf, offset: slice.u, size: slice.uSize } },
+        ],
+      });
+      return { pipeline: gpu.pipeline(s.kernel), bindGroup, grid: s.grid };
+    });
+    let d = 0;
+    this.schedule = steps.map((s) => ('kernel' in s ? dispatches[d++]! : s));
+    const errors = [device.popErrorScope(), device.popErrorScope()].map((e) => e.then((x) => x?.message));
+    const kernels = new Set(gpuSteps.map((s) => s.kernel));
+    this.created = Promise.all([...[...kernels].map((k) => gpu.pipelineError(k)), ...errors]).then(
+      (e) => e.find((x) => x),
+      (e: Error) => e.message,
+    );
+    this.bytes = {
+      weights: wBytes,
+      arena: layout.bytes,
+      unplanned: p.buffers.reduce((s, b) => s + b.C * b.hw * batch * 4, 0),
+    };
+  }
+
+  /** Float offset of a value's buffer in the arena. */
+  private base(r: Ref): number {
+    return this.at[r.buf]! / 4;
+  }
+
+  /** Turns one lowered op into a dispatch (its parameters, weights and grid) or a CPU step. */
+  private encode(op: LOp, N: number): GpuStep | CpuStep {
+    if (op.k === 'js') {
+      for (const r of [...op.inputs, op.y]) this.whole(op.node, op.graphNode.op, r);
+      return { node: op.node, graphNode: op.graphNode, inputs: op.inputs, y: op.y };
+    }
+    const { x, y } = op;
+    if (x.map && op.k !== 'pointwise')
+      throw new Error(`${op.k} '${op.node}': reads a channel-shuffled value, which only 1x1 convs can`);
+    const io = [this.base(x), x.bufC, x.off, this.base(y), y.bufC, y.off];
+    const [H, W] = [x.shape[2] ?? 1, x.shape[3] ?? 1];
+    const [OH, OW] = [y.shape[2] ?? 1, y.shape[3] ?? 1];
+    const total = shapeSize(y.shape);
+    const step = (
+      kernel: Kernel,
+      values: number[],
+      weights: Float32Array,
+      grid?: [number, number, number],
+    ) => {
+      if (values.length !== kernel.fields.length)
+        throw new Error(
+          `${kernel.name} '${op.node}': ${values.length} parameters for ${kernel.fields.length} fields`,
+        );
+      return {
+        node: op.node,
+        kernel,
+        params: Uint32Array.from(values),
+        weights,
+        grid: grid ?? this.grid(kernel, op.node, values[values.length - 1]!),
+      };
+    };
+    switch (op.k) {
+      case 'pointwise': {
+        const [cin, cout] = [x.C / op.groups, y.C / op.groups];
+        const res = op.res;
+        if (res?.map) throw new Error(`pointwise '${op.node}': the residual is channel-shuffled`);
+        const map = op.inMap ? Float32Array.from(op.inMap) : new Float32Array(0);
+        const grid: [number, number, number] = [
+          Math.ceil((N * op.HW) / TILE.N),
+          Math.ceil(cout / TILE.M),
+          op.groups,
+        ];
+        this.checkGrid(POINTWISE, op.node, grid);
+        return step(
+          POINTWISE,
+          [
+            ...io,
+            res ? this.base(res) : 0,
+            res?.bufC ?? 0,
+            res?.off ?? 0,
+            +!!res,
+            N,
+            op.HW,
+            cin,
+            cout,
+            +!!op.inMap,
+            +op.relu,
+            op.w.length,
+            op.w.length + op.bias.length,
+          ],
+          concat(op.w, op.bias, map),
+          grid,
+        );
+      }
+      case 'depthwise': {
+        const map = op.outMap ? Float32Array.from(op.outMap) : new Float32Array(0);
+        const { w, bias } = op;
+        return step(
+          DEPTHWISE,
+          [
+            ...io,
+            x.C,
+            H,
+            W,
+            OH,
+            OW,
+            op.stride,
+            +op.relu,
+            +!!op.outMap,
+            w.length,
+            w.length + bias.length,
+            total,
+          ],
+          concat(w, bias, map),
+        );
+      }
+      case 'conv': {
+        const a = op.a;
+        return step(
+          CONV,
+          [
+            ...io,
+            y.C,
+            H,
+            W,
+            OH,
+            OW,
+            ...a.kernel,
+            ...a.stride,
+            ...a.padding,
+            ...a.dilation,
+            x.C / a.groups,
+            y.C / a.groups,
+            +op.relu,
+            op.w.length,
+            total,
+          ],
+          concat(op.w, op.bias),
+        );
+      }
+      case 'maxpool':
+      case 'avgpool': {
+        const a = op.a;
+        const mode = op.k === 'maxpool' ? 0 : a.countIncludePad ? 1 : 2;
+        return step(
+          POOL,
+          [...io, y.C, H, W, OH, OW, ...a.kernel, ...a.stride, ...a.padding, mode, total],
+          new Float32Array(0),
+        );
+      }
+      case 'gap':
+        return step(GAP, [...io, x.C, H * W, N * x.C], new Float32Array(0));
+      case 'linear':
+        this.whole(op.node, 'linear', x);
+        return step(
+          LINEAR,
+          [this.base(x), op.K, this.base(y), y.bufC, y.off, op.M, +op.relu, op.w.length, N * op.M],
+          concat(op.w, op.bias),
+        );
+      case 'affine':
+        return step(
+          AFFINE,
+          [...io, x.C, H * W, +op.relu, op.scale.length, total],
+          concat(op.scale, op.shift),
+        );
+      case 'add': {
+        const b = op.b;
+        if (b.map) throw new Error(`add '${op.node}': its second input is channel-shuffled`);
+        return step(
+          ADD,
+          [...io, this.base(b), b.bufC, b.off, y.C, hw(y), +op.relu, total],
+          new Float32Array(0),
+        );
+      }
+      case 'relu':
+        return step(RELU, [...io, y.C, hw(y), total], new Float32Array(0));
+    }
+  }
+
+  private whole(node: string, op: string, r: Ref): void {
+    if (r.off !== 0 || r.C !== r.bufC || r.map)
+      throw new Error(
+        `${op} '${node}': needs whole buffers, got channels ${r.off}..${r.off + r.C} of ${r.bufC}`,
+      );
+  }
+
+  /** The (x, y) grid of a 1-D kernel over `total` invocations. */
+  private grid(kernel: Kernel, node: string, total: number): [number, number, number] {
+    const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
+    const groups = Math.max(1, Math.ceil(total / WORKGROUP));
+    const x = Math.min(groups, max);
+    const grid: [number, number, number] = [x, Math.ceil(groups / x), 1];
+    this.checkGrid(kernel, node, grid);
+    return grid;
+  }
+
+  private checkGrid(kernel: Kernel, node: string, grid: [number, number, number]): void {
+    const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
+    if (grid.some((g) => g > max))
+      throw new RangeError(
+        `${kernel.name} '${node}': needs ${grid.join('x')} workgroups, the device allows ${max} per dimension: ` +
+          `use a smaller batch or input`,
+      );
+  }
+
+  /**
+   * Writes `input` (NCHW, the plan's shape), runs every step and resolves to the output (a new array
+   * unless `out` is given). Runs on one plan are queued: they share its buffers.
+   */
+  run(input: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    if (this.disposed) return Promise.reject(new Error('this plan was disposed'));
+    const run = this.queue.then(() => this.runNow(input, out));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async runNow(input: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    if (this.gpu.lost) throw new Error(`the WebGPU device was lost: ${this.gpu.lost}`);
+    const n = shapeSize(this.inputShape);
+    if (input.length !== n) {
+      throw new RangeError(
+        `plan for input ${formatShape(this.inputShape)} needs ${n} values, got ${input.length}`,
+      );
+    }
+    const failed = await this.created;
+    if (failed) throw new Error(`WebGPU: compiling ${this.graph.name} failed: ${failed}`);
+    const { device } = this.gpu;
+    device.pushErrorScope('validation');
+    let error: GPUError | null;
+    try {
+      await this.submit(input);
+    } finally {
+      error = await device.popErrorScope();
+    }
+    if (error) throw new Error(`WebGPU: running ${this.graph.name}: ${error.message}`);
+    const bytes = shapeSize(this.outputShape) * 4;
+    await this.readback.mapAsync(MAP_MODE_READ);
+    const result = out ?? new Float32Array(bytes / 4);
+    result.set(new Float32Array(this.readback.getMappedRange(), 0, bytes / 4));
+    this.readback.unmap();
+    return result;
+  }
+
+  /** Writes the input, records every step and submits (once, unless CPU steps split the run). */
+  private async submit(input: Float32Array): Promise<void> {
+    const { device } = this.gpu;
+    // Node's webgpu crashes on views of a SharedArrayBuffer (threaded WASM memory): copy those first.
+    const shared = typeof SharedArrayBuffer !== 'undefined' && input.buffer instanceof SharedArrayBuffer;
+    device.queue.writeBuffer(
+      this.arena,
+      this.at[0]!,
+      (shared ? input.slice() : input) as Float32Array<ArrayBuffer>,
+    );
+    let encoder = device.createCommandEncoder();
+    let pass = encoder.beginComputePass();
+    for (const s of this.schedule) {
+      if ('grid' in s) {
+        pass.setPipeline(s.pipeline);
+        pass.setBindGroup(0, s.bindGroup);
+        pass.dispatchWorkgroups(...s.grid);
+        continue;
+      }
+      pass.end();
+      await this.runOnCpu(s, encoder);
+      encoder = device.createCommandEncoder();
+      pass = encoder.beginComputePass();
+    }
+    pass.end();
+    const bytes = shapeSize(this.outputShape) * 4;
+    encoder.copyBufferToBuffer(this.arena, this.at[this.program.output.buf]!, this.readback, 0, bytes);
+    device.queue.submit([encoder.finish()]);
+  }
+
+  /** Ends the work recorded so far with a readback of the op's inputs; runs it; writes its output back. */
+  private async runOnCpu(s: CpuStep, encoder: GPUCommandEncoder): Promise<void> {
+    const { device } = this.gpu;
+    const staging = this.staging!;
+    let at = 0;
+    for (const r of s.inputs) {
+      const bytes = shapeSize(r.shape) * 4;
+      encoder.copyBufferToBuffer(this.arena, this.at[r.buf]!, staging, at, bytes);
+      at += bytes;
+    }
+    device.queue.submit([encoder.finish()]);
+    await staging.mapAsync(MAP_MODE_READ);
+    const data = new Float32Array(staging.getMappedRange(), 0, at / 4).slice();
+    staging.unmap();
+    let from = 0;
+    const inputs = s.inputs.map((r) => {
+      const t = new Tensor(r.shape, data.subarray(from, from + shapeSize(r.shape)));
+      from += t.size;
+      return t;
+    });
+    const node = s.graphNode;
+    const out = new Tensor(s.y.shape);
+    const params = Object.fromEntries(
+      Object.entries(node.params).map(([slot, key]) => [slot, this.weights.get(key)]),
+    );
+    (OPS[node.op].reference as (a: unknown) => void)({
+      out,
+      inputs,
+      params,
+      attrs: node.attrs,
+      ctx: { training: false },
+    });
+    device.queue.writeBuffer(this.arena, this.at[s.y.buf]!, out.data as Float32Array<ArrayBuffer>);
+  }
+
+  /** Frees the plan's GPU buffers (after the runs already queued). */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    void this.queue.then(() => {
+      for (const b of this.buffers) b.destroy();
+    });
+  }
+}

@@ -1,0 +1,320 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { WebGpuEngine } from '../src/backends/webgpu/index.js';
+import { MEGVII_PREPROCESS, preprocess } from '../src/data/image.js';
+import { IMAGENET_LABELS, topK } from '../src/data/labels.js';
+import {
+  createModel,
+  execute,
+  GraphBuilder,
+  initWeights,
+  seededRandom,
+  Tensor,
+  Model,
+  type Graph,
+  type Value,
+} from '../src/index.js';
+import { loadImage } from '../src/node/image.js';
+import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
+import { loadModel } from '../src/node/weights.js';
+import { createEngine } from '../src/runtime/engine.js';
+import { lower, type LOp } from '../src/runtime/lower.js';
+
+/**
+ * The WebGPU backend on Dawn's OpenGL ES backend over Mesa's llvmpipe (a CPU rasteriser: no GPU needed;
+ * SHUFFLENET_WEBGPU_BACKEND=vulkan runs it on a GPU). Without an adapter the tests fail (CI has Mesa
+ * through Debian's chromium); they skip only where the `webgpu` package itself cannot load.
+ */
+const shared = join(fileURLToPath(new URL('..', import.meta.url)), '..', 'shared');
+const dawn = await import('webgpu').then(
+  () => false as const,
+  (e: Error) => `the webgpu package cannot load on ${process.platform}-${process.arch}: ${e.message}`,
+);
+
+/** Non-trivial BN statistics and biases, so folding BN into the kernels is really exercised. */
+function randomized(graph: Graph, seed: number): Model {
+  const weights = initWeights(graph, seed);
+  const r = seededRandom(seed + 7);
+  for (const [k, t] of weights) {
+    if (k.endsWith('running_var')) t.data.forEach((_, i) => (t.data[i] = 0.5 + r()));
+    if (k.endsWith('running_mean') || k.endsWith('.bias') || (k.endsWith('.weight') && t.shape.length === 1))
+      t.data.forEach((_, i) => (t.data[i] = (r() - 0.5) / 2 + (k.endsWith('.weight') ? 1 : 0)));
+  }
+  return new Model(graph, weights);
+}
+
+/** max |actual - expected| <= 1e-4 max |expected|. */
+function assertClose(what: string, actual: Float32Array, expected: Tensor): void {
+  assert.equal(actual.length, expected.size, `${what}: size`);
+  const scale = Math.max(...expected.data.map(Math.abs));
+  let worst = 0;
+  for (let i = 0; i < expected.size; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected.data[i]!));
+  assert.ok(scale > 0, `${what}: the reference output is all zeros`);
+  assert.ok(worst <= 1e-4 * scale, `${what}: max |diff| ${worst} vs output scale ${scale}`);
+}
+
+describe('WebGPU inference (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => {
+  let engine: WebGpuEngine;
+  before(async () => {
+    engine = await createNodeWebGpuEngine({ backend: process.env.SHUFFLENET_WEBGPU_BACKEND ?? 'opengles' });
+    await engine.warmUp(); // every WGSL kernel compiles
+  });
+  after(() => engine?.destroy());
+
+  /** Runs `graph` on WebGPU and on the reference kernels; checks which lowered ops it made. */
+  async function check(
+    what: string,
+    build: (b: GraphBuilder, x: Value) => Value,
+    o: { channels?: number; size?: [number, number]; batch?: number; expect: (ops: LOp[]) => boolean },
+  ): Promise<void> {
+    const [channels, [h, w], batch] = [o.channels ?? 6, o.size ?? [9, 11], o.batch ?? 2];
+    const b = new GraphBuilder(what, channels, [h, w]);
+    const graph = b.build(build(b, b.input()));
+    const m = randomized(graph, 5);
+    const ops = lower(graph, m.weights, [batch, channels, h, w]).ops;
+    assert.ok(o.expect(ops), `${what}: lowered to ${ops.map((op) => op.k).join(', ')}`);
+    const x = Tensor.random([batch, channels, h, w], seededRandom(3));
+    const plan = engine.compile(m, { batch, height: h, width: w });
+    assertClose(what, await plan.run(x.data), execute(graph, m.weights, x));
+    plan.dispose();
+  }
+  const has =
+    (k: LOp['k'], when: (op: LOp) => boolean = () => true) =>
+    (ops: LOp[]) =>
+      ops.some((op) => op.k === k && when(op));
+
+  describe('every lowered op kind equals the reference kernels within 1e-4', () => {
+    it('pointwise: grouped 1x1 conv + BN + ReLU (a GEMM per group, tile edges)', () =>
+      check('pw', (b, x) => b.relu('r', b.bn('bn', b.conv('c', x, 39, 1, { groups: 3 }))), {
+        expect: has('pointwise', (op) => op.k === 'pointwise' && op.groups === 3 && op.relu),
+        size: [13, 7],
+      }));
+
+    it('pointwise: dense, many input channels (several K steps), with bias, batch 3', () =>
+      check('pw dense', (b, x) => b.conv('c', x, 70, 1, { bias: true }), {
+        channels: 37,
+        batch: 3,
+        expect: has('pointwise', (op) => op.k === 'pointwise' && op.groups === 1),
+      }));
+
+    it('pointwise reading a folded channel shuffle (input map), both orders', async () => {
+      for (const order of ['paper', 'authors'] as const)
+        await check(
+          `pw map ${order}`,
+          (b, x) =>
+            b.conv('c2', b.shuffle('s', b.conv('c1', x, 12, 1, { groups: 3 }), 3, order), 12, 1, {
+              groups: 3,
+            }),
+          { expect: has('pointwise', (op) => op.k === 'pointwise' && !!op.inMap) },
+        );
+    });
+
+    it('pointwise with the residual add and ReLU fused', () =>
+      check('pw res', (b, x) => b.relu('r', b.add('a', b.bn('bn', b.conv('c', x, 6, 1)), x)), {
+        expect: has('pointwise', (op) => op.k === 'pointwise' && !!op.res && op.relu),
+      }));
+
+    it('depthwise 3x3, stride 1 and 2, the shuffle folded as output map (after) or weights (before)', async () => {
+      for (const stride of [1, 2]) {
+        for (const position of ['after', 'before'] as const) {
+          await check(
+            `dw s${stride} ${position}`,
+            (b, x) => {
+              const dw = (v: Value) => b.bn('bn', b.conv('dw', v, 6, 3, { stride, padding: 1, groups: 6 }));
+              const y =
+                position === 'after'
+                  ? b.shuffle('s', dw(x), 3, 'authors')
+                  : dw(b.shuffle('s', x, 3, 'paper'));
+              return b.conv('pw', y, 6, 1);
+            },
+            { expect: has('depthwise', (op) => op.k === 'depthwise' && !!op.outMap && op.stride === stride) },
+          );
+        }
+      }
+    });
+
+    it('the stride-2 unit: avg pool and a branch written into their concat slices, then a 1x1 conv', () =>
+      check(
+        'concat',
+        (b, x) => {
+          const proj = b.avgpool('proj', x, 3, 2, 1, true);
+          const branch = b.relu('r', b.bn('bn', b.conv('dw', x, 6, 3, { stride: 2, padding: 1, groups: 6 })));
+          return b.conv('pw', b.concat('cat', [proj, branch]), 8, 1);
+        },
+        { expect: (ops) => ops.filter((op) => op.k !== 'js' && op.y.off > 0).length === 1 },
+      ));
+
+    it('general conv: the stem (3x3 stride 2), AlexNet-like 11x11/4 and 5x5, grouped, dilated', async () => {
+      const cases: [string, number, number, Parameters<GraphBuilder['conv']>[4], [number, number]][] = [
+        ['stem', 3, 3, { stride: 2, padding: 1 }, [17, 15]],
+        ['11x11/4', 11, 3, { stride: 4, padding: 2, bias: true }, [35, 31]],
+        ['5x5 grouped', 5, 6, { padding: 2, groups: 2, bias: true }, [9, 11]],
+        ['dilated', 3, 6, { padding: 2, dilation: 2 }, [9, 11]],
+      ];
+      for (const [what, k, channels, options, size] of cases)
+        await check(what, (b, x) => b.relu('r', b.bn('bn', b.conv('c', x, 8, k, options))), {
+          channels,
+          size,
+          expect: has('conv', (op) => op.k === 'conv' && op.relu),
+        });
+    });
+
+    it('max pool (padding, ceil mode) and average pool (count_include_pad on and off)', async () => {
+      await check('maxpool', (b, x) => b.maxpool('m', x, 3, 2, 1), { expect: has('maxpool') });
+      await check('maxpool ceil', (b, x) => b.maxpool('m', x, 3, 2, 0, true), { expect: has('maxpool') });
+      for (const include of [true, false])
+        await check(`avgpool ${include}`, (b, x) => b.avgpool('a', x, 3, 2, 1, include), {
+          expect: has('avgpool'),
+        });
+    });
+
+    it('global average pool, flatten, linear + ReLU, linear', () =>
+      check(
+        'head',
+        (b, x) =>
+          b.linear('fc2', b.relu('r', b.linear('fc1', b.flatten('f', b.globalAvgPool('g', x), 6), 40)), 10),
+        { expect: (ops) => has('gap')(ops) && has('linear', (op) => op.k === 'linear' && op.relu)(ops) },
+      ));
+
+    it('channel affine (a BN that follows no conv) + ReLU, add + ReLU, ReLU', () =>
+      check(
+        'affine add relu',
+        (b, x) => b.relu('r2', b.add('a', b.relu('r1', x), b.relu('r0', b.bn('bn', x)))),
+        {
+          expect: (ops) => ['affine', 'add', 'relu'].every((k) => has(k as LOp['k'])(ops)),
+        },
+      ));
+
+    it('ops without a kernel run the reference kernel on the CPU between submissions', async () => {
+      const build = (b: GraphBuilder, x: Value) => {
+        const y = b.shuffle('s', b.relu('r', x), 3, 'paper'); // not next to a conv: a real shuffle
+        const cat = b.concat('cat', [x, y]); // the input is not written by a kernel: a real concat
+        const pooled = b.adaptiveAvgPool('ap', cat, 2); // not the identity
+        return b.softmax('sm', b.linear('fc', b.flatten('f', pooled, 48), 5));
+      };
+      await check('cpu ops', build, { expect: (ops) => ops.filter((op) => op.k === 'js').length === 4 });
+      const b = new GraphBuilder('cpu ops', 6, [9, 11]);
+      const plan = engine.compile(randomized(b.build(build(b, b.input())), 1), { batch: 2 });
+      assert.deepEqual(plan.cpuNodes, ['s', 'cat', 'ap', 'sm']);
+      plan.dispose();
+    });
+  });
+
+  // A model for the whole-preset checks: non-trivial BN statistics, as in test/plan.test.ts.
+  const preset = (name: string) => {
+    const m = createModel(name, { seed: 3 });
+    return randomized(m.graph, 3);
+  };
+
+  describe('whole presets equal the reference and the WASM plan within 1e-4 (64x64, batch 1 and 2)', () => {
+    for (const name of [
+      'shufflenet_v1_g1_0.25x',
+      'shufflenet_v1_g1_0.5x',
+      'shufflenet_v1_g3_0.25x',
+      'shufflenet_v1_g3_0.5x',
+      'shufflenet_v1_g8_0.25x',
+      'shufflenet_v1_g8_0.5x',
+    ]) {
+      it(name, async () => {
+        const m = preset(name);
+        const wasm = await createEngine();
+        for (const batch of [1, 2]) {
+          const x = Tensor.random([batch, 3, 64, 64], seededRandom(batch));
+          const plan = engine.compile(m, { batch, height: 64, width: 64 });
+          assert.deepEqual(plan.cpuNodes, []);
+          const y = await plan.run(x.data);
+          assertClose(`${name} batch ${batch}`, y, execute(m.graph, m.weights, x));
+          const w = wasm.compile(m, { batch, height: 64, width: 64 });
+          assertClose(`${name} batch ${batch} vs WASM`, y, new Tensor(w.outputShape, w.run(x.data)));
+          plan.dispose();
+        }
+      });
+    }
+
+    it("the paper's shuffle position and order (folded into the depthwise conv's weights)", async () => {
+      const m = createModel('shufflenet_v1_g3_0.25x', {
+        shuffleOrder: 'paper',
+        shufflePosition: 'before-dw',
+      });
+      const x = Tensor.random([1, 3, 64, 64], seededRandom(4));
+      const r = randomized(m.graph, 4);
+      const plan = engine.compile(r, { height: 64, width: 64 });
+      assertClose('before-dw', await plan.run(x.data), r.forward(x));
+      plan.dispose();
+    });
+  });
+
+  describe('plans', () => {
+    it('one submission per run, and the same output every run', async () => {
+      const plan = engine.compile(preset('shufflenet_v1_g3_0.25x'), { height: 64, width: 64 });
+      const x = Tensor.random([1, 3, 64, 64], seededRandom(9)).data;
+      const first = await plan.run(x);
+      const queue = engine.device.queue;
+      const submit = queue.submit.bind(queue);
+      let submits = 0;
+      queue.submit = (buffers) => {
+        submits++;
+        submit(buffers);
+      };
+      try {
+        const out = new Float32Array(1000);
+        assert.equal(await plan.run(x, out), out);
+        assert.equal(submits, 1);
+        assert.deepEqual(out, first);
+      } finally {
+        queue.submit = submit;
+      }
+      plan.dispose();
+    });
+
+    it('runs from a SharedArrayBuffer view (threaded WASM memory) and queued runs', async () => {
+      const plan = engine.compile(preset('shufflenet_v1_g8_0.25x'), { batch: 2, height: 32, width: 32 });
+      const x = Tensor.random([2, 3, 32, 32], seededRandom(2)).data;
+      const shared = new Float32Array(new SharedArrayBuffer(x.byteLength));
+      shared.set(x);
+      const [a, b] = await Promise.all([plan.run(shared), plan.run(x)]);
+      assert.deepEqual(a, b);
+      plan.dispose();
+    });
+
+    it('names the expected size for a wrong input, and refuses runs after dispose', async () => {
+      const plan = engine.compile(preset('shufflenet_v1_g3_0.25x'), { height: 32, width: 32 });
+      await assert.rejects(
+        plan.run(new Float32Array(10)),
+        /plan for input \[1, 3, 32, 32\] needs 3072 values, got 10/,
+      );
+      plan.dispose();
+      await assert.rejects(plan.run(new Float32Array(3072)), /disposed/);
+    });
+
+    it('reuses activation buffers: the arena is far smaller than all activations together', () => {
+      const plan = engine.compile(preset('shufflenet_v1_g3_0.5x'));
+      assert.ok(plan.bytes.arena * 4 < plan.bytes.unplanned, JSON.stringify(plan.bytes));
+      plan.dispose();
+    });
+  });
+
+  const skip =
+    existsSync(join(shared, 'weights')) && existsSync(join(shared, 'images'))
+      ? false
+      : 'no ../shared weights/images';
+  it("the authors' 0.5x g=3 weights label the photos as their model does", { skip }, async () => {
+    const { model } = await loadModel(join(shared, 'weights', 'shufflenet_v1_g3_0.5x.pth.tar'));
+    const plan = engine.compile(model);
+    for (const [file, index] of [
+      ['chelsea.png', 285],
+      ['coffee.png', 967],
+      ['camera.png', 872],
+      ['grace_hopper.jpg', 457],
+    ] as const) {
+      const x = preprocess(await loadImage(join(shared, 'images', file)), MEGVII_PREPROCESS);
+      const logits = await plan.run(x.data);
+      assert.equal(topK(logits, 1, IMAGENET_LABELS)[0]!.index, index, file);
+      if (file === 'chelsea.png') assertClose(file, logits, model.forward(x));
+    }
+    plan.dispose();
+  });
+});
