@@ -90,10 +90,13 @@ export { Engine, createEngine } from './runtime/engine.js';
 export { Plan, type PlanOptions } from './runtime/plan.js';
 export { relaxedSimdSupported } from './backends/wasm/module.js';
 
-// WebGPU inference: the same lowered plans on WGSL kernels, on a GPUDevice (browsers: navigator.gpu).
+// WebGPU inference (the same lowered plans on WGSL kernels) and training, on a GPUDevice
+// (browsers: navigator.gpu).
 export {
   WebGpuEngine,
   WebGpuPlan,
+  WebGpuTrainPlan,
+  webgpuTraining,
   requestWebGpuEngine,
   NoWebGpuAdapterError,
   type WebGpuEngineOptions,

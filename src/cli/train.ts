@@ -3,6 +3,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'nod
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
+import { webgpuTraining } from '../backends/webgpu/train-plan.js';
 import { makeBatch, Rng, streamSeed, type AugmentOptions, type Normalize } from '../data/augment.js';
 import { sampleSet, type ImageSet } from '../data/datasets.js';
 import { ConfigError } from '../errors.js';
@@ -32,6 +33,7 @@ import {
   type Infer,
 } from '../train/trainer.js';
 import { integer, positiveInt } from './args.js';
+import { openWebGpu } from './backend.js';
 
 /** A folder as a CheckpointStore; every write is atomic (temporary file + rename). */
 export function dirStore(dir: string): CheckpointStore {
@@ -126,7 +128,7 @@ interface TrainFlags {
   cache: boolean;
   resume?: boolean;
   threads: number;
-  backend: 'wasm' | 'reference';
+  backend: 'wasm' | 'webgpu' | 'auto' | 'reference';
 }
 
 /** The options that define a run (saved in state.json; --resume takes them from there). */
@@ -290,8 +292,11 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
     stop = true;
   };
   process.on('SIGINT', onSigint);
-  const engine = o.backend === 'wasm' ? await createNodeEngine({ threads: o.threads }) : undefined;
-  const backend = engine ? engineTraining(engine) : referenceTraining;
+  // auto: WebGPU when there is an adapter, else WASM (openWebGpu says which on stderr).
+  const gpu = await openWebGpu(o.backend);
+  const wasm = o.backend === 'wasm' || (o.backend === 'auto' && !gpu);
+  const engine = wasm ? await createNodeEngine({ threads: o.threads }) : undefined;
+  const backend = gpu ? webgpuTraining(gpu) : engine ? engineTraining(engine) : referenceTraining;
   console.error(`backend: ${backend.name}`);
   const tty = process.stderr.isTTY;
   const began = performance.now();
@@ -372,6 +377,7 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
     console.error(`wrote ${join(o.out, MODEL_FILE)}`);
   } finally {
     process.off('SIGINT', onSigint);
+    gpu?.destroy();
     writePlot(o.out, title);
   }
 }
@@ -509,8 +515,11 @@ export function addTrainCommands(program: Command): Command {
       Math.min(4, availableParallelism()),
     )
     .addOption(
-      new Option('--backend <kind>', 'kernels: WASM SIMD plans, or the plain TypeScript reference')
-        .choices(['wasm', 'reference'])
+      new Option(
+        '--backend <kind>',
+        'kernels: WASM SIMD plans, WebGPU, auto (WebGPU when there is an adapter, else WASM), or the plain TypeScript reference',
+      )
+        .choices(['wasm', 'webgpu', 'auto', 'reference'])
         .default('wasm'),
     )
     .action((o: TrainFlags, cmd: Command) => runTrain(o, cmd));

@@ -26,7 +26,10 @@ import { Tensor } from '../tensor/tensor.js';
 import { softmaxCrossEntropy } from './loss.js';
 import type { Optimizer } from './optim.js';
 
-/** Gradients of a training step. The reference backend is the autograd tape over the reference kernels. */
+/**
+ * Gradients of a training step. The reference backend is the autograd tape over the reference kernels.
+ * A backend may answer asynchronously (WebGPU reads its results back); the loop awaits either.
+ */
 export interface TrainBackend {
   readonly name: string;
   /** Training-mode forward (BN uses batch statistics and updates its running buffers in `weights`). */
@@ -34,9 +37,17 @@ export interface TrainBackend {
     graph: Graph,
     weights: ReadonlyMap<string, Tensor>,
     input: Tensor,
-  ): { output: Tensor; tape: unknown };
+  ): TrainForward | Promise<TrainForward>;
   /** dL/d(parameter) for every learnable parameter, given dL/d(output). */
-  backward(tape: unknown, gradOutput: Tensor): ReadonlyMap<string, Tensor>;
+  backward(
+    tape: unknown,
+    gradOutput: Tensor,
+  ): ReadonlyMap<string, Tensor> | Promise<ReadonlyMap<string, Tensor>>;
+}
+
+export interface TrainForward {
+  output: Tensor;
+  tape: unknown;
 }
 
 export const referenceTraining: TrainBackend = {
@@ -248,14 +259,14 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
       aug,
     );
     const lr = cfg.schedule(step);
-    const { output, tape } = backend.forward(graph, weights, input);
+    const { output, tape } = await backend.forward(graph, weights, input);
     const { loss, grad, correct } = softmaxCrossEntropy(output, labels, cfg.labelSmoothing ?? 0);
     if (!Number.isFinite(loss)) {
       throw new Error(
         `the loss is ${loss} at step ${step + 1} (lr ${lr}); the last checkpoint is kept. Lower --lr?`,
       );
     }
-    optimizer.step(params, backend.backward(tape, grad), lr);
+    optimizer.step(params, await backend.backward(tape, grad), lr);
     step++;
     const seconds = (performance.now() - t0) / 1000;
     const n = labels.length;

@@ -1,8 +1,10 @@
 import type { Graph } from '../../graph/graph.js';
 import type { PlanOptions } from '../../runtime/plan.js';
-import type { Tensor } from '../../tensor/tensor.js';
+import type { Shape, Tensor } from '../../tensor/tensor.js';
 import { KERNELS, type Kernel } from './kernels.js';
 import { WebGpuPlan, type GpuContext } from './plan.js';
+import { WebGpuTrainPlan } from './train-plan.js';
+import { TRAIN_KERNELS } from './train-kernels.js';
 
 /** No WebGPU adapter here (no GPU, no driver, or a browser without WebGPU). */
 export class NoWebGpuAdapterError extends Error {
@@ -85,7 +87,7 @@ export class WebGpuEngine implements GpuContext {
 
   /** Compiles every kernel now; rejects naming the kernels that fail. */
   async warmUp(): Promise<void> {
-    const errors = await Promise.all(KERNELS.map((k) => this.pipelineError(k)));
+    const errors = await Promise.all([...KERNELS, ...TRAIN_KERNELS].map((k) => this.pipelineError(k)));
     const failed = errors.filter((e) => e);
     if (failed.length) throw new Error(failed.join('\n'));
   }
@@ -96,6 +98,15 @@ export class WebGpuEngine implements GpuContext {
   ): WebGpuPlan {
     if (this.lostReason) throw new Error(`the WebGPU device was lost: ${this.lostReason}`);
     return new WebGpuPlan(this, model.graph, model.weights, options);
+  }
+
+  /**
+   * A training step for `graph` on inputs of `inputShape` (see WebGpuTrainPlan). `inputGradient` also
+   * returns dL/d(input) from backward, under the key 'input' (tests).
+   */
+  compileTraining(graph: Graph, inputShape: Shape, o: { inputGradient?: boolean } = {}): WebGpuTrainPlan {
+    if (this.lostReason) throw new Error(`the WebGPU device was lost: ${this.lostReason}`);
+    return new WebGpuTrainPlan(this, graph, inputShape, o);
   }
 
   /** Destroys the device (every plan's buffers with it). */

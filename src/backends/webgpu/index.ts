@@ -1,5 +1,5 @@
-// WebGPU inference: WGSL kernels for the lowered ops, plans on one arena buffer. Platform-neutral: give it
-// a GPU (navigator.gpu) or a GPUDevice; Node creates one with 'shufflenet/node' createNodeWebGpuEngine.
+// WebGPU inference and training: WGSL kernels, plans on one arena buffer. Platform-neutral: give it a GPU
+// (navigator.gpu) or a GPUDevice; Node creates one with 'shufflenet/node' createNodeWebGpuEngine.
 export {
   WebGpuEngine,
   requestWebGpuEngine,
@@ -7,3 +7,4 @@ export {
   type WebGpuEngineOptions,
 } from './engine.js';
 export { WebGpuPlan } from './plan.js';
+export { WebGpuTrainPlan, webgpuTraining } from './train-plan.js';

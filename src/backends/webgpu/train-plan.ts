@@ -1,0 +1,897 @@
+import { graphParams, inferShapes, INPUT, type Graph, type Node } from '../../graph/graph.js';
+import { OPS, shufflePermutation, type BackwardArgs, type KernelArgs } from '../../ops/index.js';
+import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.js';
+import type { TrainBackend } from '../../train/trainer.js';
+import { WORKGROUP, type Kernel } from './kernels.js';
+import type { GpuContext } from './plan.js';
+import * as K from './train-kernels.js';
+
+/** GPUBufferUsage bits as numbers: Node's `webgpu` defines no globals. */
+const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 } as const;
+const MAP_MODE_READ = 0x1;
+
+/** A dispatch before layout: its arguments may hold gradient tokens (< 0). */
+interface GpuStep {
+  node: string;
+  kernel: Kernel;
+  args: number[];
+  /** Workgroups: one per channel (or item), or (when undefined) one invocation per element of the last argument. */
+  channels?: number;
+  /** The float offset the step writes and the index of its ReLU flag: a ReLU in place may fuse into it. */
+  out?: number;
+  relu?: number;
+}
+
+/** An op without a kernel: its reference on a copy of the arena read back (`mirror`), then written back. */
+interface CpuStep {
+  node: string;
+  run(mirror: Float32Array): void;
+}
+
+type Step = GpuStep | CpuStep;
+
+interface Ready {
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  grid: [number, number, number];
+}
+
+interface Value {
+  name: string;
+  shape: Shape;
+  /** Float offset in the arena. */
+  ptr: number;
+  /** Gradient token (< 0, see gradPtr); 0: none (the input, unless asked for). */
+  grad: number;
+  /** The value whose buffers this one shares (itself if none). */
+  base: string;
+  /** A folded channel shuffle: logical channel c is row map[c] of the base; its float offset in `weights`. */
+  map?: Int32Array;
+  mapAt: number;
+  inPlace?: boolean;
+}
+
+interface Param {
+  shape: Shape;
+  size: number;
+  /** Float offsets: the value in `weights`, the gradient in the arena (-1: a buffer, no gradient). */
+  at: number;
+  grad: number;
+}
+
+const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
+
+/** Conv weight gradients with fewer weights than this run a workgroup per weight (see train-kernels.ts). */
+const SPLIT_BELOW = 1024;
+
+/**
+ * A training step compiled onto a WebGPU device: the same plan as the WASM TrainPlan (src/runtime/train-
+ * plan.ts) on one arena buffer: values, BN statistics, parameter gradients, and value gradients laid out
+ * by their lifetime in the backward order (first writer writes, the others add), ReLUs in place, channel
+ * shuffles that only convs read folded into their indexing. Parameters live in a second buffer, uploaded
+ * before each forward. A forward is one submission (reading back the output and the BN batch statistics,
+ * which update the running buffers on the CPU); a backward is one submission (reading back the parameter
+ * gradients). Ops without a kernel (softmax, adaptive pooling, a shuffle that something other than a conv
+ * reads) run their reference on the CPU on a read-back copy of the arena, splitting the submission.
+ */
+export class WebGpuTrainPlan {
+  readonly inputShape: Shape;
+  readonly outputShape: Shape;
+  /**
+   * Bytes: the arena, the parameter buffer, the value gradients as laid out by lifetime, and the value
+   * gradients without that reuse.
+   */
+  readonly bytes: { arena: number; weights: number; gradients: number; unplannedGradients: number };
+  /** Nodes whose forward and backward run on the CPU for want of a kernel. */
+  readonly cpuNodes: string[] = [];
+  private readonly values = new Map<string, Value>();
+  private readonly params = new Map<string, Param>();
+  private readonly forwardSteps: Step[] = [];
+  private readonly backwardSteps: Step[] = [];
+  private forwardReady: (Ready | CpuStep)[] = [];
+  private backwardReady: (Ready | CpuStep)[] = [];
+  /** Floats of gradient buffer k-1 (token -k), then its float offset once laid out. */
+  private readonly gradSizes: number[] = [];
+  private readonly gradAt: number[] = [];
+  /** BN nodes on the GPU: where their batch mean and variance are (in the statistics block). */
+  private readonly bnStats: { node: Node; at: number; C: number; count: number }[] = [];
+  private statsBlock = { at: 0, size: 0 };
+  private gradBlock = { at: 0, size: 0 };
+  private paramFloats = 0;
+  private arenaFloats = 0;
+  private weights: ReadonlyMap<string, Tensor> = new Map();
+  private readonly staging: Float32Array<ArrayBuffer>;
+  private readonly buffers: GPUBuffer[] = [];
+  private arena!: GPUBuffer;
+  private weightBuf!: GPUBuffer;
+  private forwardRead!: GPUBuffer;
+  private backwardRead!: GPUBuffer;
+  private mirrorRead: GPUBuffer | undefined;
+  private created: Promise<string | undefined> = Promise.resolve(undefined);
+  private inputGrad = 0;
+  private forwarded = false;
+  private disposed = false;
+  /** Steps run one at a time: they share the buffers. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly gpu: GpuContext,
+    readonly graph: Graph,
+    inputShape: Shape,
+    o: { inputGradient?: boolean } = {},
+  ) {
+    this.inputShape = inputShape;
+    const shapes = inferShapes(graph, inputShape);
+    this.outputShape = shapes.get(graph.output)!;
+    const alloc = (floats: number) => {
+      const at = this.arenaFloats;
+      this.arenaFloats += alignUp(Math.max(floats, 1), 4);
+      return at;
+    };
+    const consumers = new Map<string, Node[]>();
+    for (const n of graph.nodes) for (const v of n.inputs) consumers.set(v, [...(consumers.get(v) ?? []), n]);
+    const producer = new Map(graph.nodes.map((n) => [n.name, n]));
+    const maps: Int32Array[] = [];
+
+    // Parameters: values in `weights`, gradients in one arena block (zeroed once per backward).
+    const learnable = graphParams(graph).filter((p) => p.kind === 'parameter');
+    for (const p of learnable) {
+      this.params.set(p.name, { shape: p.shape, size: shapeSize(p.shape), at: this.paramFloats, grad: 0 });
+      this.paramFloats += shapeSize(p.shape);
+    }
+    this.gradBlock = { at: alloc(this.paramFloats), size: this.paramFloats };
+    for (const p of this.params.values()) p.grad = this.gradBlock.at + p.at;
+    this.staging = new Float32Array(this.paramFloats);
+
+    // BN batch statistics (mean, variance per channel), together: one readback after the forward.
+    const bnNodes = graph.nodes.filter((n) => n.op === 'batchnorm');
+    const statsFloats = bnNodes.reduce((s, n) => s + 2 * shapes.get(n.name)![1]!, 0);
+    this.statsBlock = { at: alloc(statsFloats), size: statsFloats };
+
+    const own = (name: string, shape: Shape, grad = true): Value => {
+      this.gradSizes.push(shapeSize(shape));
+      return {
+        name,
+        shape,
+        ptr: alloc(shapeSize(shape)),
+        grad: grad ? -this.gradSizes.length : 0,
+        base: name,
+        mapAt: 0,
+      };
+    };
+    this.values.set(INPUT, own(INPUT, inputShape, !!o.inputGradient));
+    let mapAt = this.paramFloats;
+    for (const node of graph.nodes) {
+      const shape = shapes.get(node.name)!;
+      const x = this.values.get(node.inputs[0] ?? '');
+      if (node.op === 'flatten' && x && !x.map) {
+        this.values.set(node.name, { ...x, name: node.name, shape });
+      } else if (
+        node.op === 'relu' &&
+        x &&
+        x.base === x.name &&
+        consumers.get(x.name)!.length === 1 &&
+        // Ops whose gradient does not read their output, which the ReLU overwrites.
+        ['batchnorm', 'add', 'concat', 'conv2d'].includes(producer.get(x.name)?.op ?? '')
+      ) {
+        this.values.set(node.name, { ...x, name: node.name, shape, inPlace: true });
+      } else if (
+        node.op === 'channelshuffle' &&
+        x &&
+        !x.map &&
+        x.name !== INPUT &&
+        node.name !== graph.output &&
+        (consumers.get(node.name) ?? []).every((c) => c.op === 'conv2d')
+      ) {
+        // Every conv kernel reads its input channel c from row map[c] of the unshuffled buffer.
+        const map = shufflePermutation(shape[1]!, node.attrs.groups, node.attrs.order);
+        maps.push(map);
+        this.values.set(node.name, { ...x, name: node.name, shape, map, mapAt });
+        mapAt += map.length;
+      } else {
+        this.values.set(node.name, own(node.name, shape));
+      }
+    }
+
+    const emitter = new Emitter(this, alloc);
+    for (const node of graph.nodes) emitter.forward(node);
+    emitter.backward();
+    const input = this.values.get(INPUT)!;
+    if (input.grad && emitter.hasGrad(INPUT)) {
+      emitter.use(input.grad, Infinity); // read after the last step
+      this.inputGrad = input.grad;
+    }
+    const gradients = this.layoutGradients(emitter.gradUses, alloc);
+    this.bytes = {
+      arena: this.arenaFloats * 4,
+      weights: mapAt * 4,
+      gradients: gradients * 4,
+      unplannedGradients: [...emitter.gradUses.keys()].reduce((s, t) => s + this.gradSizes[-t - 1]! * 4, 0),
+    };
+    this.createBuffers(mapAt, maps);
+  }
+
+  /** A gradient's float offset: tokens (< 0) become offsets once the backward pass is laid out. */
+  gradPtr(token: number): number {
+    return token < 0 ? this.gradAt[-token - 1]! : token;
+  }
+
+  /**
+   * Gradient buffers live from their first to their last use in the backward order, so they share one
+   * block: greedy first fit by size. Returns the block's floats.
+   */
+  private layoutGradients(
+    uses: ReadonlyMap<number, { first: number; last: number }>,
+    alloc: (floats: number) => number,
+  ): number {
+    const floats = (t: number) => alignUp(this.gradSizes[-t - 1]!, 16);
+    const tokens = [...uses.keys()].sort((a, b) => floats(a) - floats(b)).reverse();
+    const placed: { t: number; at: number }[] = [];
+    let total = 0;
+    for (const t of tokens) {
+      const u = uses.get(t)!;
+      const clashes = placed
+        .filter((q) => uses.get(q.t)!.first <= u.last && u.first <= uses.get(q.t)!.last)
+        .sort((a, b) => a.at - b.at);
+      let at = 0;
+      for (const q of clashes) {
+        if (at + floats(t) <= q.at) break;
+        at = Math.max(at, q.at + floats(q.t));
+      }
+      placed.push({ t, at });
+      total = Math.max(total, at + floats(t));
+    }
+    const base = alloc(total);
+    for (const q of placed) this.gradAt[-q.t - 1] = base + q.at;
+    for (const s of this.backwardSteps) if ('kernel' in s) s.args = s.args.map((a) => this.gradPtr(a));
+    return total;
+  }
+
+  private createBuffers(weightFloats: number, maps: Int32Array[]): void {
+    const { device } = this.gpu;
+    const limits = device.limits;
+    const arenaBytes = this.arenaFloats * 4;
+    const most = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+    if (weightFloats * 4 > most)
+      throw new RangeError(
+        `${this.graph.name}: ${weightFloats * 4} bytes of parameters, the device binds at most ${most}`,
+      );
+    if (arenaBytes > most)
+      throw new RangeError(
+        `${this.graph.name} ${formatShape(this.inputShape)}: training needs an arena of ${arenaBytes} bytes, ` +
+          `the device binds at most ${most}: use a smaller batch or input`,
+      );
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    const buffer = (bytes: number, usage: number, label: string) => {
+      const b = device.createBuffer({ size: alignUp(Math.max(bytes, 16), 4), usage, label });
+      this.buffers.push(b);
+      return b;
+    };
+    this.arena = buffer(
+      arenaBytes,
+      USAGE.STORAGE | USAGE.COPY_DST | USAGE.COPY_SRC,
+      `${this.graph.name} arena`,
+    );
+    this.weightBuf = buffer(weightFloats * 4, USAGE.STORAGE | USAGE.COPY_DST, `${this.graph.name} weights`);
+    const mapData = new Float32Array(weightFloats - this.paramFloats);
+    let at = 0;
+    for (const m of maps) {
+      mapData.set(m, at);
+      at += m.length;
+    }
+    if (mapData.length) device.queue.writeBuffer(this.weightBuf, this.paramFloats * 4, mapData);
+    const outFloats = shapeSize(this.outputShape);
+    this.forwardRead = buffer(
+      (outFloats + this.statsBlock.size) * 4,
+      USAGE.MAP_READ | USAGE.COPY_DST,
+      'output',
+    );
+    const inputFloats = this.inputGrad ? shapeSize(this.inputShape) : 0;
+    this.backwardRead = buffer(
+      (this.paramFloats + inputFloats) * 4,
+      USAGE.MAP_READ | USAGE.COPY_DST,
+      'parameter gradients',
+    );
+    if (this.cpuNodes.length)
+      this.mirrorRead = buffer(arenaBytes, USAGE.MAP_READ | USAGE.COPY_DST, 'CPU ops');
+
+    // One uniform slice per dispatch, in one buffer.
+    const uAlign = limits.minUniformBufferOffsetAlignment;
+    const gpuSteps = [...this.forwardSteps, ...this.backwardSteps].filter((s): s is GpuStep => 'kernel' in s);
+    let uBytes = 0;
+    const slices = new Map<GpuStep, { at: number; size: number }>();
+    for (const s of gpuSteps) {
+      if (s.args.length !== s.kernel.fields.length)
+        throw new Error(
+          `${s.kernel.name} '${s.node}': ${s.args.length} arguments for ${s.kernel.fields.length} fields`,
+        );
+      if (s.args.some((a) => !Number.isInteger(a) || a < 0 || a > 0xffffffff))
+        throw new Error(`${s.kernel.name} '${s.node}': bad arguments ${s.args.join(', ')}`);
+      const size = alignUp(s.args.length * 4, 16);
+      slices.set(s, { at: uBytes, size });
+      uBytes = alignUp(uBytes + size, uAlign);
+    }
+    const uniforms = device.createBuffer({
+      size: Math.max(uBytes, 16),
+      usage: USAGE.UNIFORM,
+      mappedAtCreation: true,
+    });
+    this.buffers.push(uniforms);
+    const u = uniforms.getMappedRange();
+    for (const [s, slice] of slices) new Uint32Array(u, slice.at, s.args.length).set(s.args);
+    uniforms.unmap();
+    const ready = (s: Step): Ready | CpuStep => {
+      if (!('kernel' in s)) return s;
+      const slice = slices.get(s)!;
+      const bindGroup = device.createBindGroup({
+        label: s.node,
+        layout: this.gpu.layout,
+        entries: [
+          { binding: 0, resource: { buffer: this.arena } },
+          { binding: 1, resource: { buffer: this.weightBuf } },
+          { binding: 2, resource: { buffer: uniforms, offset: slice.at, size: slice.size } },
+        ],
+      });
+      return { pipeline: this.gpu.pipeline(s.kernel), bindGroup, grid: this.grid(s) };
+    };
+    this.forwardReady = this.forwardSteps.map(ready);
+    this.backwardReady = this.backwardSteps.map(ready);
+    const errors = [device.popErrorScope(), device.popErrorScope()].map((e) => e.then((x) => x?.message));
+    const kernels = new Set(gpuSteps.map((s) => s.kernel));
+    this.created = Promise.all([...[...kernels].map((k) => this.gpu.pipelineError(k)), ...errors]).then(
+      (e) => e.find((x) => x),
+      (e: Error) => e.message,
+    );
+  }
+
+  private grid(s: GpuStep): [number, number, number] {
+    const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
+    const groups = s.channels ?? Math.max(1, Math.ceil(s.args[s.args.length - 1]! / WORKGROUP));
+    const x = Math.min(groups, max);
+    const grid: [number, number, number] = [x, Math.ceil(groups / x), 1];
+    if (grid.some((g) => g > max))
+      throw new RangeError(
+        `${s.kernel.name} '${s.node}': needs ${grid.join('x')} workgroups, the device allows ${max} per ` +
+          `dimension: use a smaller batch or input`,
+      );
+    return grid;
+  }
+
+  /**
+   * Training-mode forward: uploads the parameters, updates the BN running buffers in `weights` (as PyTorch:
+   * unbiased variance) and resolves to the output. Calls on one plan run one after the other.
+   */
+  forward(weights: ReadonlyMap<string, Tensor>, input: Tensor): Promise<Tensor> {
+    return this.enqueue(() => this.forwardNow(weights, input));
+  }
+
+  /** dL/d(parameter) for every learnable parameter of the last forward (and the input's, if asked for). */
+  backward(gradOutput: Tensor): Promise<Map<string, Tensor>> {
+    return this.enqueue(() => this.backwardNow(gradOutput));
+  }
+
+  /**
+   * Copies of the last forward's values by name, as the reference tape holds them (tests). A value a ReLU
+   * overwrote in place reads as the ReLU's output: only that ReLU reads it, and only its sign.
+   */
+  forwardValues(): Promise<Map<string, Tensor>> {
+    return this.enqueue(async () => {
+      const heap = await this.readArena();
+      const out = new Map<string, Tensor>();
+      for (const v of this.values.values()) {
+        const data = heap.slice(v.ptr, v.ptr + shapeSize(v.shape));
+        if (!v.map) {
+          out.set(v.name, new Tensor(v.shape, data));
+          continue;
+        }
+        const [n, c] = [v.shape[0]!, v.shape[1]!];
+        const plane = data.length / (n * c);
+        const shuffled = new Float32Array(data.length);
+        for (let b = 0; b < n; b++)
+          for (let i = 0; i < c; i++)
+            shuffled.set(
+              data.subarray((b * c + v.map[i]!) * plane, (b * c + v.map[i]! + 1) * plane),
+              (b * c + i) * plane,
+            );
+        out.set(v.name, new Tensor(v.shape, shuffled));
+      }
+      return out;
+    });
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    void this.queue.then(() => {
+      for (const b of this.buffers) b.destroy();
+    });
+  }
+
+  private enqueue<T>(f: () => Promise<T>): Promise<T> {
+    if (this.disposed) return Promise.reject(new Error('this training plan was disposed'));
+    const run = this.queue.then(f);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private check(got: Shape, want: Shape, what: string): void {
+    if (got.length !== want.length || got.some((d, i) => d !== want[i]))
+      throw new RangeError(
+        `${this.graph.name}: ${what} ${formatShape(got)} does not fit the plan's ${formatShape(want)}`,
+      );
+  }
+
+  private async forwardNow(weights: ReadonlyMap<string, Tensor>, input: Tensor): Promise<Tensor> {
+    this.check(input.shape, this.inputShape, 'input');
+    for (const [key, p] of this.params) {
+      const t = weights.get(key);
+      if (!t || t.data.length !== p.size)
+        throw new RangeError(`${this.graph.name}: weight '${key}' is missing or not ${formatShape(p.shape)}`);
+      this.staging.set(t.data, p.at);
+    }
+    this.weights = weights;
+    const { queue } = this.gpu.device;
+    queue.writeBuffer(this.weightBuf, 0, this.staging);
+    queue.writeBuffer(this.arena, this.values.get(INPUT)!.ptr * 4, copyOf(input.data));
+    const out = this.values.get(this.graph.output)!;
+    const outFloats = shapeSize(this.outputShape);
+    const read = await this.execute(this.forwardReady, this.forwardRead, [
+      [out.ptr, outFloats],
+      [this.statsBlock.at, this.statsBlock.size],
+    ]);
+    // The running buffers move as PyTorch's (momentum, unbiased variance), from the batch statistics.
+    for (const { node, at, C, count } of this.bnStats) {
+      if (node.op !== 'batchnorm') continue;
+      const m = node.attrs.momentum;
+      const rm = weights.get(node.params.running_mean!)!.data;
+      const rv = weights.get(node.params.running_var!)!.data;
+      const s = outFloats + at - this.statsBlock.at;
+      for (let c = 0; c < C; c++) {
+        const variance = read[s + C + c]!;
+        const unbiased = count > 1 ? (variance * count) / (count - 1) : variance;
+        rm[c] = (1 - m) * rm[c]! + m * read[s + c]!;
+        rv[c] = (1 - m) * rv[c]! + m * unbiased;
+      }
+    }
+    this.forwarded = true;
+    return new Tensor(this.outputShape, read.slice(0, outFloats));
+  }
+
+  private async backwardNow(gradOutput: Tensor): Promise<Map<string, Tensor>> {
+    this.check(gradOutput.shape, this.outputShape, 'output gradient');
+    if (!this.forwarded) throw new Error(`${this.graph.name}: backward before any forward`);
+    const { queue } = this.gpu.device;
+    queue.writeBuffer(
+      this.arena,
+      this.gradPtr(this.values.get(this.graph.output)!.grad) * 4,
+      copyOf(gradOutput.data),
+    );
+    const inputFloats = this.inputGrad ? shapeSize(this.inputShape) : 0;
+    const read = await this.execute(
+      this.backwardReady,
+      this.backwardRead,
+      [
+        [this.gradBlock.at, this.paramFloats],
+        [this.gradPtr(this.inputGrad), inputFloats],
+      ],
+      (e) => e.clearBuffer(this.arena, this.gradBlock.at * 4, alignUp(this.paramFloats, 4) * 4),
+    );
+    const grads = new Map<string, Tensor>();
+    for (const [key, p] of this.params) grads.set(key, new Tensor(p.shape, read.slice(p.at, p.at + p.size)));
+    const input = this.values.get(INPUT)!;
+    if (input.grad) {
+      const data = this.inputGrad
+        ? read.slice(this.paramFloats, this.paramFloats + inputFloats)
+        : new Float32Array(shapeSize(this.inputShape));
+      grads.set(INPUT, new Tensor(this.inputShape, data));
+    }
+    return grads;
+  }
+
+  /**
+   * Records the steps in one command encoder (split only by CPU steps), copies the `reads` (float offset,
+   * count) into `readback` and resolves to their floats, one after the other.
+   */
+  private async execute(
+    steps: readonly (Ready | CpuStep)[],
+    readback: GPUBuffer,
+    reads: [number, number][],
+    prologue?: (e: GPUCommandEncoder) => void,
+  ): Promise<Float32Array> {
+    if (this.gpu.lost) throw new Error(`the WebGPU device was lost: ${this.gpu.lost}`);
+    const failed = await this.created;
+    if (failed)
+      throw new Error(`WebGPU: compiling the training plan of ${this.graph.name} failed: ${failed}`);
+    const { device } = this.gpu;
+    device.pushErrorScope('validation');
+    let error: GPUError | null;
+    let floats = 0;
+    try {
+      let encoder = device.createCommandEncoder();
+      prologue?.(encoder);
+      let pass = encoder.beginComputePass();
+      for (const s of steps) {
+        if ('pipeline' in s) {
+          pass.setPipeline(s.pipeline);
+          pass.setBindGroup(0, s.bindGroup);
+          pass.dispatchWorkgroups(...s.grid);
+          continue;
+        }
+        pass.end();
+        const mirror = await this.readArena(encoder);
+        s.run(mirror);
+        device.queue.writeBuffer(this.arena, 0, mirror);
+        encoder = device.createCommandEncoder();
+        pass = encoder.beginComputePass();
+      }
+      pass.end();
+      for (const [at, n] of reads) {
+        if (n) encoder.copyBufferToBuffer(this.arena, at * 4, readback, floats * 4, n * 4);
+        floats += n;
+      }
+      device.queue.submit([encoder.finish()]);
+    } finally {
+      error = await device.popErrorScope();
+    }
+    if (error) throw new Error(`WebGPU: a training step of ${this.graph.name}: ${error.message}`);
+    await readback.mapAsync(MAP_MODE_READ);
+    const out = new Float32Array(readback.getMappedRange(), 0, floats).slice();
+    readback.unmap();
+    return out;
+  }
+
+  /** The whole arena, after the work recorded in `encoder` (submitted here). */
+  private async readArena(encoder?: GPUCommandEncoder): Promise<Float32Array<ArrayBuffer>> {
+    const { device } = this.gpu;
+    this.mirrorRead ??= (() => {
+      const b = device.createBuffer({ size: this.arenaFloats * 4, usage: USAGE.MAP_READ | USAGE.COPY_DST });
+      this.buffers.push(b);
+      return b;
+    })();
+    const e = encoder ?? device.createCommandEncoder();
+    e.copyBufferToBuffer(this.arena, 0, this.mirrorRead, 0, this.arenaFloats * 4);
+    device.queue.submit([e.finish()]);
+    await this.mirrorRead.mapAsync(MAP_MODE_READ);
+    const out = new Float32Array(this.mirrorRead.getMappedRange()).slice();
+    this.mirrorRead.unmap();
+    return out;
+  }
+
+  /** @internal The emitter's access to the plan's tables. */
+  get internals() {
+    return {
+      values: this.values,
+      params: this.params,
+      forwardSteps: this.forwardSteps,
+      backwardSteps: this.backwardSteps,
+      bnStats: this.bnStats,
+      statsAt: () => this.statsBlock.at,
+      cpuNodes: this.cpuNodes,
+      weights: () => this.weights,
+    };
+  }
+}
+
+/** Node's webgpu crashes on views of a SharedArrayBuffer: copy those (and unaligned views) first. */
+function copyOf(data: Float32Array): Float32Array<ArrayBuffer> {
+  const shared = typeof SharedArrayBuffer !== 'undefined' && data.buffer instanceof SharedArrayBuffer;
+  return (shared ? data.slice() : data) as Float32Array<ArrayBuffer>;
+}
+
+const f32bits = (v: number) => new Uint32Array(Float32Array.of(v).buffer)[0]!;
+
+/** Turns graph nodes into forward and backward steps (the WASM TrainPlan's Emitter, on WGSL kernels). */
+class Emitter {
+  private readonly t: WebGpuTrainPlan['internals'];
+  /** Gradient buffers (by base value) that some backward step has written already. */
+  private readonly written = new Set<string>();
+  /** Per node, in forward order: how to emit its backward. */
+  private readonly backs: (() => void)[] = [];
+  private statsUsed = 0;
+  /** Gradient token -> first and last backward step that touches it. */
+  readonly gradUses = new Map<number, { first: number; last: number }>();
+
+  constructor(
+    private readonly plan: WebGpuTrainPlan,
+    private readonly alloc: (floats: number) => number,
+  ) {
+    this.t = plan.internals;
+  }
+
+  private v(name: string): Value {
+    return this.t.values.get(name)!;
+  }
+  /** A parameter's offsets ({ at: 0, grad: 0 } and absent when the slot is empty). */
+  private p(node: Node, slot: string): { at: number; grad: number; present: boolean } {
+    const key = node.params[slot];
+    const p = key ? this.t.params.get(key) : undefined;
+    return p ? { at: p.at, grad: p.grad, present: true } : { at: 0, grad: 0, present: false };
+  }
+  use(token: number, at = this.t.backwardSteps.length): void {
+    if (token >= 0) return;
+    const u = this.gradUses.get(token);
+    if (!u) this.gradUses.set(token, { first: at, last: at });
+    else u.last = Math.max(u.last, at);
+  }
+  private fwd(node: Node, kernel: Kernel, args: number[], more: Partial<GpuStep> = {}): void {
+    this.t.forwardSteps.push({ node: node.name, kernel, args, ...more });
+  }
+  private bwd(node: Node, kernel: Kernel, args: number[], channels?: number): void {
+    for (const a of args) this.use(a);
+    this.t.backwardSteps.push({ node: node.name, kernel, args, channels });
+  }
+
+  /** Whether dL/d(value) has any contribution yet (false: the node is not on a path to the output). */
+  hasGrad(name: string): boolean {
+    return this.written.has(this.v(name).base);
+  }
+  /** Accumulate flag for a gradient written into `name`'s buffer now, or undefined when it needs none. */
+  private acc(name: string): number | undefined {
+    const x = this.v(name);
+    if (!x.grad) return undefined;
+    const first = !this.written.has(x.base);
+    this.written.add(x.base);
+    return first ? 0 : 1;
+  }
+
+  forward(node: Node): void {
+    const y = this.v(node.name);
+    if (y.inPlace) {
+      const n = shapeSize(y.shape);
+      // The kernel that wrote the value applies the ReLU as it writes (one pass less).
+      const last = this.t.forwardSteps.at(-1);
+      if (last && 'kernel' in last && last.out === y.ptr && last.relu !== undefined) last.args[last.relu] = 1;
+      else this.fwd(node, K.RELU, [y.ptr, y.ptr, n]);
+      this.backs.push(() => this.bwd(node, K.RELU_BWD, [y.ptr, y.grad, y.grad, 0, n]));
+      return;
+    }
+    if (y.base !== node.name) {
+      this.backs.push(() => {}); // a view: its gradient is its base's
+      return;
+    }
+    const x = this.v(node.inputs[0] ?? INPUT);
+    const [N, C, H, W] = [x.shape[0]!, x.shape[1]!, x.shape[2] ?? 1, x.shape[3] ?? 1];
+    const [O, OH, OW] = [y.shape[1]!, y.shape[2] ?? 1, y.shape[3] ?? 1];
+    const n = shapeSize(y.shape);
+    const mapped = node.inputs.some((i) => this.v(i).map);
+    switch (node.op) {
+      case 'conv2d': {
+        const a = node.attrs;
+        const w = this.p(node, 'weight');
+        const b = this.p(node, 'bias');
+        const dims = [C, H, W, O, OH, OW, ...a.kernel, ...a.stride, ...a.padding, ...a.dilation];
+        const groups = [C / a.groups, O / a.groups];
+        const map = [x.mapAt, +!!x.map];
+        this.fwd(node, K.CONV_FWD, [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims, ...groups, n], {
+          out: y.ptr,
+          relu: 7,
+        });
+        this.backs.push(() => {
+          const f = this.acc(x.name);
+          if (f !== undefined)
+            this.bwd(node, K.CONV_BWD_INPUT, [
+              y.grad,
+              w.at,
+              ...map,
+              x.grad,
+              f,
+              ...dims,
+              ...groups,
+              shapeSize(x.shape),
+            ]);
+          const wn = O * groups[0]! * a.kernel[0] * a.kernel[1];
+          // Few weights with long sums: a workgroup per weight; else one invocation per weight.
+          const split = wn < SPLIT_BELOW;
+          const kernel = split ? K.CONV_BWD_WEIGHT_SPLIT : K.CONV_BWD_WEIGHT;
+          const args = [x.ptr, y.grad, w.grad, ...map, N, ...dims, ...groups, wn];
+          this.bwd(node, kernel, args, split ? wn : undefined);
+          if (b.present) this.bwd(node, K.CHANNEL_SUM, [y.grad, b.grad, N, O, OH * OW], O);
+        });
+        return;
+      }
+      case 'batchnorm': {
+        if (mapped) break;
+        const a = node.attrs;
+        const HW = H * W;
+        const mean = this.t.statsAt() + this.statsUsed;
+        const variance = mean + C;
+        this.statsUsed += 2 * C;
+        this.t.bnStats.push({ node, at: mean, C, count: N * HW });
+        const [scale, shift] = [this.alloc(C), this.alloc(C)];
+        const gamma = this.p(node, 'weight');
+        const beta = this.p(node, 'bias');
+        const eps = f32bits(a.eps);
+        this.fwd(node, K.BN_STATS, [x.ptr, N, C, HW, gamma.at, beta.at, mean, variance, scale, shift, eps], {
+          channels: C,
+        });
+        this.fwd(node, K.AFFINE, [x.ptr, y.ptr, scale, shift, C, HW, 0, n], { out: y.ptr, relu: 6 });
+        this.backs.push(() => {
+          const f = this.acc(x.name);
+          const gx = f === undefined ? [0, 0, 0] : [x.grad, 1, f];
+          this.bwd(
+            node,
+            K.BN_BWD,
+            [y.grad, x.ptr, mean, variance, gamma.at, ...gx, gamma.grad, beta.grad, N, C, HW, eps],
+            C,
+          );
+        });
+        return;
+      }
+      case 'relu': {
+        if (mapped) break;
+        this.fwd(node, K.RELU, [x.ptr, y.ptr, n]);
+        this.backs.push(() => {
+          const f = this.acc(x.name);
+          if (f !== undefined) this.bwd(node, K.RELU_BWD, [y.ptr, y.grad, x.grad, f, n]);
+        });
+        return;
+      }
+      case 'add': {
+        const b = this.v(node.inputs[1]!);
+        if (mapped) break;
+        this.fwd(node, K.ADD, [x.ptr, b.ptr, y.ptr, 0, n], { out: y.ptr, relu: 3 });
+        this.backs.push(() => {
+          for (const v of [x, b]) {
+            const f = this.acc(v.name);
+            if (f !== undefined) this.bwd(node, K.COPY, [y.grad, O, 0, v.grad, O, 0, O, H * W, f, n]);
+          }
+        });
+        return;
+      }
+      case 'concat': {
+        if (mapped) break;
+        const HW = H * W;
+        let off = 0;
+        const slices = node.inputs.map((i) => {
+          const v = this.v(i);
+          const s = { v, off, C: v.shape[1]! };
+          off += s.C;
+          return s;
+        });
+        for (const s of slices)
+          this.fwd(node, K.COPY, [s.v.ptr, s.C, 0, y.ptr, O, s.off, s.C, HW, 0, N * s.C * HW]);
+        this.backs.push(() => {
+          for (const s of slices) {
+            const f = this.acc(s.v.name);
+            if (f !== undefined)
+              this.bwd(node, K.COPY, [y.grad, O, s.off, s.v.grad, s.C, 0, s.C, HW, f, N * s.C * HW]);
+          }
+        });
+        return;
+      }
+      case 'maxpool2d':
+      case 'avgpool2d': {
+        if (mapped) break;
+        const a = node.attrs;
+        const mode = node.op === 'maxpool2d' ? 0 : node.attrs.countIncludePad ? 1 : 2;
+        const dims = [C, H, W, OH, OW, ...a.kernel, ...a.stride, ...a.padding, mode];
+        this.fwd(node, K.POOL, [x.ptr, y.ptr, ...dims, n]);
+        this.backs.push(() => {
+          const f = this.acc(x.name);
+          if (f !== undefined)
+            this.bwd(node, K.POOL_BWD, [x.ptr, y.grad, x.grad, f, ...dims, shapeSize(x.shape)]);
+        });
+        return;
+      }
+      case 'globalavgpool': {
+        if (mapped) break;
+        this.fwd(node, K.GAP, [x.ptr, y.ptr, H * W, N * C]);
+        this.backs.push(() => {
+          const f = this.acc(x.name);
+          if (f !== undefined) this.bwd(node, K.GAP_BWD, [y.grad, x.grad, H * W, f, shapeSize(x.shape)]);
+        });
+        return;
+      }
+      case 'linear': {
+        if (mapped) break;
+        const w = this.p(node, 'weight');
+        const b = this.p(node, 'bias');
+        const Kf = node.attrs.inFeatures;
+        const M = node.attrs.outFeatures;
+        this.fwd(node, K.LINEAR, [x.ptr, w.at, b.at, +b.present, y.ptr, Kf, M, N * M]);
+        this.backs.push(() => {
+          const f = this.acc(x.name);
+          if (f !== undefined) this.bwd(node, K.LINEAR_BWD_INPUT, [y.grad, w.at, x.grad, f, Kf, M, N * Kf]);
+          const total = M * Kf + (b.present ? M : 0);
+          this.bwd(node, K.LINEAR_BWD_WEIGHT, [x.ptr, y.grad, w.grad, b.grad, N, Kf, M, total]);
+        });
+        return;
+      }
+      default:
+        break;
+    }
+    this.fallback(node);
+  }
+
+  private cpu(list: Step[], node: Node, run: (mirror: Float32Array) => void): void {
+    list.push({ node: node.name, run });
+  }
+
+  /** A view of the mirror at a float offset (or gradient token). */
+  private view(mirror: Float32Array, at: number, shape: Shape): Tensor {
+    const ptr = this.plan.gradPtr(at);
+    return new Tensor(shape, mirror.subarray(ptr, ptr + shapeSize(shape)));
+  }
+
+  /** The reference kernel and gradient on the CPU, on a read-back copy of the arena. */
+  private fallback(node: Node): void {
+    for (const i of node.inputs)
+      if (this.v(i).map) throw new Error(`${node.op} '${node.name}': cannot read a folded channel shuffle`);
+    this.t.cpuNodes.push(node.name);
+    this.cpu(this.t.forwardSteps, node, (mirror) => {
+      (OPS[node.op].reference as (a: KernelArgs<never>) => void)(this.kernelArgs(node, mirror));
+    });
+    this.backs.push(() => {
+      // The reference gradient adds into dx: a gradient no one wrote yet is zeroed first.
+      const zero = node.inputs.map((i) => (this.acc(i) === 0 ? this.v(i).grad : 0));
+      for (const v of [node.name, ...node.inputs]) this.use(this.v(v).grad);
+      this.cpu(this.t.backwardSteps, node, (mirror) => {
+        node.inputs.forEach((i, k) => {
+          const at = this.plan.gradPtr(zero[k]!);
+          if (zero[k]) mirror.fill(0, at, at + shapeSize(this.v(i).shape));
+        });
+        const y = this.v(node.name);
+        const args: BackwardArgs<never> = {
+          ...this.kernelArgs(node, mirror),
+          gradOut: this.view(mirror, y.grad, y.shape),
+          gradInputs: node.inputs.map((i) => {
+            const v = this.v(i);
+            return v.grad ? this.view(mirror, v.grad, v.shape) : undefined;
+          }),
+          gradParams: Object.fromEntries(
+            Object.entries(node.params).map(([slot, key]) => {
+              const p = this.t.params.get(key);
+              return [slot, p ? this.view(mirror, p.grad, p.shape) : undefined];
+            }),
+          ),
+        };
+        (OPS[node.op].backward as (a: BackwardArgs<never>) => void)(args);
+      });
+    });
+  }
+
+  private kernelArgs(node: Node, mirror: Float32Array): KernelArgs<never> {
+    const y = this.v(node.name);
+    return {
+      out: this.view(mirror, y.ptr, y.shape),
+      inputs: node.inputs.map((i) => this.view(mirror, this.v(i).ptr, this.v(i).shape)),
+      // The caller's tensors: the parameters as uploaded, BN's running buffers updated in place.
+      params: Object.fromEntries(
+        Object.entries(node.params).map(([slot, key]) => [slot, this.t.weights().get(key)]),
+      ),
+      attrs: node.attrs as never,
+      ctx: { training: true },
+    };
+  }
+
+  /** Emits the backward steps, last node first, from the output's gradient. */
+  backward(): void {
+    const { graph } = this.plan;
+    this.written.add(this.v(graph.output).base);
+    this.use(this.v(graph.output).grad, -1); // written by backward() before the first step
+    for (let i = graph.nodes.length - 1; i >= 0; i--) {
+      if (this.hasGrad(graph.nodes[i]!.name)) this.backs[i]!();
+    }
+  }
+}
+
+/** Training steps on a WebGPU device: one compiled plan per graph and input shape (asynchronous steps). */
+export function webgpuTraining(engine: {
+  adapter: string;
+  compileTraining(graph: Graph, inputShape: Shape): WebGpuTrainPlan;
+}): TrainBackend {
+  const plans = new WeakMap<Graph, Map<string, WebGpuTrainPlan>>();
+  return {
+    name: `webgpu (${engine.adapter})`,
+    async forward(graph, weights, input) {
+      let byShape = plans.get(graph);
+      if (!byShape) plans.set(graph, (byShape = new Map()));
+      const key = input.shape.join('x');
+      let plan = byShape.get(key);
+      if (!plan) byShape.set(key, (plan = engine.compileTraining(graph, input.shape)));
+      return { output: await plan.forward(weights, input), tape: plan };
+    },
+    backward: (tape, gradOutput) => (tape as WebGpuTrainPlan).backward(gradOutput),
+  };
+}

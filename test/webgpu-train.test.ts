@@ -1,0 +1,423 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { backward, forwardWithTape } from '../src/autograd/tape.js';
+import type { WebGpuEngine } from '../src/backends/webgpu/index.js';
+import { webgpuTraining, type WebGpuTrainPlan } from '../src/backends/webgpu/train-plan.js';
+import { FASHION_MNIST_STATS, limitSet } from '../src/data/datasets.js';
+import { makeBatch } from '../src/data/augment.js';
+import { GraphBuilder, type Value } from '../src/graph/builder.js';
+import type { Graph } from '../src/graph/graph.js';
+import { buildPreset, type ModelOptions } from '../src/models/registry.js';
+import { initWeights } from '../src/nn/init.js';
+import { FASHION_MNIST_DIR, loadFashionMnist } from '../src/node/datasets.js';
+import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
+import { seededRandom, Tensor, type Shape } from '../src/tensor/tensor.js';
+import { softmaxCrossEntropy } from '../src/train/loss.js';
+import { lrSchedule, sgd } from '../src/train/optim.js';
+import { train, type TrainConfig } from '../src/train/trainer.js';
+
+/**
+ * Training on the WebGPU backend, on Dawn's OpenGL ES backend over Mesa's llvmpipe (no GPU needed;
+ * SHUFFLENET_WEBGPU_BACKEND=vulkan runs it on a GPU): every gradient kernel and whole ShuffleNets against
+ * the reference autograd tape. Without an adapter the tests fail; they skip only where the `webgpu` package
+ * cannot load.
+ */
+const dawn = await import('webgpu').then(
+  () => false as const,
+  (e: Error) => `the webgpu package cannot load on ${process.platform}-${process.arch}: ${e.message}`,
+);
+
+const copy = (w: ReadonlyMap<string, Tensor>) =>
+  new Map([...w].map(([k, t]) => [k, new Tensor(t.shape, t.data.slice())]));
+
+function randomInput(shape: Shape, seed: number): Tensor {
+  const rnd = seededRandom(seed);
+  return new Tensor(
+    shape,
+    Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rnd() * 2 - 1),
+  );
+}
+
+/** Non-trivial BN parameters and biases, so that every term of their gradients matters. */
+function randomized(graph: Graph, seed: number): Map<string, Tensor> {
+  const weights = initWeights(graph, seed);
+  const r = seededRandom(seed + 7);
+  for (const [k, t] of weights) {
+    if (k.endsWith('running_var')) t.data.forEach((_, i) => (t.data[i] = 0.5 + r()));
+    if (k.endsWith('running_mean') || k.endsWith('.bias') || (k.endsWith('.weight') && t.shape.length === 1))
+      t.data.forEach((_, i) => (t.data[i] = (r() - 0.5) / 2 + (k.endsWith('.weight') ? 1 : 0)));
+  }
+  return weights;
+}
+
+/** max |a - b| over max |b| + floor: gradients that are ~0 in exact arithmetic are float32 noise in both. */
+function maxError(a: Float32Array, b: Float32Array, floor: number): number {
+  assert.equal(a.length, b.length, 'sizes differ');
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(b[i]!));
+  }
+  return diff / (scale + floor);
+}
+
+describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => {
+  let engine: WebGpuEngine;
+  before(async () => {
+    engine = await createNodeWebGpuEngine({ backend: process.env.SHUFFLENET_WEBGPU_BACKEND ?? 'opengles' });
+    await engine.warmUp(); // every WGSL kernel, inference and training, compiles
+  });
+  after(() => engine?.destroy());
+
+  /**
+   * One training step of `graph` on WebGPU against the reference: the output, then every parameter
+   * gradient and dL/d(input) from the reference tape at the plan's own forward values, then the BN
+   * running buffers. Returns the CPU-fallback nodes.
+   */
+  async function check(what: string, graph: Graph, input: Shape, seed = 1): Promise<string[]> {
+    const init = randomized(graph, seed);
+    const x = randomInput(input, seed + 1);
+    const plan = engine.compileTraining(graph, input, { inputGradient: true });
+    try {
+      const weights = copy(init);
+      const refWeights = copy(init);
+      const ref = forwardWithTape(graph, refWeights, x, { training: true });
+      const out = await plan.forward(weights, x);
+      assert.ok(maxError(out.data, ref.output.data, 0) < 1e-4, `${what}: output`);
+      const gradOut = randomInput(out.shape, seed + 2);
+      const grads = await plan.backward(gradOut);
+      // The reference gradient at the plan's own values: float32 rounding may flip a ReLU near zero.
+      const tape = { graph, weights, values: await plan.forwardValues(), ctx: { training: true } };
+      const refGrads = backward(tape, gradOut);
+      const all = new Map([...refGrads.params, ['input', refGrads.input]]);
+      let gmax = 0;
+      for (const t of all.values()) for (const v of t.data) gmax = Math.max(gmax, Math.abs(v));
+      assert.deepEqual([...grads.keys()].sort(), [...all.keys()].sort(), `${what}: gradient names`);
+      for (const [k, t] of all) {
+        const e = maxError(grads.get(k)!.data, t.data, 1e-3 * gmax);
+        assert.ok(e < 1e-4, `${what}: gradient of ${k} off by ${e}`);
+      }
+      for (const [k, t] of refWeights) {
+        if (/running_/.test(k))
+          assert.ok(maxError(weights.get(k)!.data, t.data, 1e-4) < 1e-4, `${what}: ${k}`);
+      }
+      return plan.cpuNodes;
+    } finally {
+      plan.dispose();
+    }
+  }
+
+  const graphOf = (
+    name: string,
+    channels: number,
+    size: [number, number],
+    f: (b: GraphBuilder, x: Value) => Value,
+  ) => {
+    const b = new GraphBuilder(name, channels, size);
+    return b.build(f(b, b.input()));
+  };
+
+  describe('every gradient kernel equals the reference gradient within 1e-4', () => {
+    it('grouped 1x1 conv: forward, backward input and weight, bias; reading a folded shuffle (both orders)', async () => {
+      for (const order of ['paper', 'authors'] as const) {
+        const g = graphOf(`pw ${order}`, 6, [5, 7], (b, x) => {
+          const y = b.shuffle('s', b.conv('c1', x, 12, 1, { groups: 3 }), 3, order);
+          return b.conv('c2', y, 9, 1, { groups: 3, bias: true });
+        });
+        assert.deepEqual(await check(`pw ${order}`, g, [3, 6, 5, 7]), []);
+      }
+      // Enough weights (>= 1024) for one weight per invocation instead of a workgroup per weight.
+      const big = graphOf('pw big', 40, [3, 5], (b, x) => b.conv('c', x, 48, 1, { bias: true }));
+      assert.deepEqual(await check('pw big', big, [2, 40, 3, 5]), []);
+    });
+
+    it('depthwise 3x3 stride 1 and 2 (odd sizes), reading a folded shuffle (the paper unit)', async () => {
+      for (const stride of [1, 2]) {
+        const g = graphOf(`dw s${stride}`, 6, [9, 7], (b, x) => {
+          const y = b.shuffle('s', b.conv('pw', x, 6, 1, { groups: 2 }), 2, 'paper');
+          return b.conv('dw', y, 6, 3, { stride, padding: 1, groups: 6 });
+        });
+        assert.deepEqual(await check(`dw s${stride}`, g, [2, 6, 9, 7]), []);
+      }
+    });
+
+    it('general conv: the stem (3x3 stride 2), 5x5 grouped with bias, dilated', async () => {
+      const cases: [string, number, number, Parameters<GraphBuilder['conv']>[4]][] = [
+        ['stem', 3, 3, { stride: 2, padding: 1 }],
+        ['5x5 grouped', 5, 4, { padding: 2, groups: 2, bias: true }],
+        ['dilated', 3, 4, { padding: 2, dilation: 2, stride: 2 }],
+        ['3x3 with 1152 weights', 3, 16, { padding: 1, stride: 2 }],
+      ];
+      for (const [what, k, channels, options] of cases) {
+        const g = graphOf(what, channels, [11, 9], (b, x) => b.conv('c', x, 8, k, options));
+        assert.deepEqual(await check(what, g, [2, channels, 11, 9]), []);
+      }
+    });
+
+    it('batch norm (statistics, affine, backward) with the ReLU in place, on the input and after a conv', async () => {
+      const g = graphOf('bn', 5, [6, 7], (b, x) => {
+        const y = b.relu('r1', b.bn('bn1', x));
+        return b.relu('r2', b.bn('bn2', b.conv('c', y, 7, 1)));
+      });
+      assert.deepEqual(await check('bn', g, [3, 5, 6, 7]), []);
+    });
+
+    it('ReLU (not in place), add + ReLU, a value read by several ops (gradients summed)', async () => {
+      const g = graphOf('add', 4, [5, 6], (b, x) => {
+        const c = b.conv('c', x, 4, 1);
+        const r = b.relu('r', c); // c has two readers: not in place
+        return b.relu('r2', b.add('a', b.add('a0', r, c), b.conv('c2', c, 4, 3, { padding: 1 })));
+      });
+      assert.deepEqual(await check('add', g, [2, 4, 5, 6]), []);
+    });
+
+    it('the stride-2 unit: avg pool and a branch concatenated, ReLU in place on the concat', async () => {
+      const g = graphOf('concat', 6, [9, 11], (b, x) => {
+        const proj = b.avgpool('proj', x, 3, 2, 1, true);
+        const branch = b.bn('bn', b.conv('dw', x, 6, 3, { stride: 2, padding: 1, groups: 6 }));
+        return b.conv('pw', b.relu('r', b.concat('cat', [proj, branch])), 8, 1);
+      });
+      assert.deepEqual(await check('concat', g, [2, 6, 9, 11]), []);
+    });
+
+    it('max pool (padding, ceil mode, ties after a ReLU) and avg pool (count_include_pad on and off)', async () => {
+      const pools: [string, (b: GraphBuilder, x: Value) => Value][] = [
+        ['max', (b, x) => b.maxpool('m', b.relu('r', b.conv('c', x, 4, 1)), 3, 2, 1)],
+        ['max ceil', (b, x) => b.maxpool('m', b.conv('c', x, 4, 1), 3, 2, 0, true)],
+        ['avg incl', (b, x) => b.avgpool('a', b.conv('c', x, 4, 1), 3, 2, 1, true)],
+        ['avg excl', (b, x) => b.avgpool('a', b.conv('c', x, 4, 1), 3, 2, 1, false)],
+      ];
+      for (const [what, f] of pools) {
+        const g = graphOf(what, 4, [10, 9], f);
+        assert.deepEqual(await check(what, g, [2, 4, 10, 9]), []);
+      }
+    });
+
+    it('global average pool, flatten, linear with and without bias', async () => {
+      const g = graphOf('head', 6, [5, 5], (b, x) =>
+        b.linear(
+          'fc2',
+          b.relu('r', b.linear('fc1', b.flatten('f', b.globalAvgPool('g', x), 6), 9)),
+          5,
+          false,
+        ),
+      );
+      assert.deepEqual(await check('head', g, [3, 6, 5, 5]), []);
+    });
+
+    it('ops without a kernel run their reference and gradient on the CPU (softmax, adaptive pool, a shuffle)', async () => {
+      const g = graphOf('cpu', 6, [6, 6], (b, x) => {
+        const y = b.relu('r', b.shuffle('s', b.conv('c', x, 6, 1), 3, 'paper')); // a ReLU reads it: a copy
+        const pooled = b.adaptiveAvgPool('ap', y, 2);
+        return b.softmax('sm', b.linear('fc', b.flatten('f', pooled, 24), 5));
+      });
+      assert.deepEqual(await check('cpu', g, [2, 6, 6, 6]), ['s', 'ap', 'sm']);
+    });
+  });
+
+  const CASES: { name: string; arch: string; options: ModelOptions; input: Shape }[] = [
+    {
+      name: 'g=3 0.25x, small-input stem, 1x28x28, batch 4',
+      arch: 'shufflenet_v1_g3_0.25x',
+      options: { inputChannels: 1, numClasses: 10, smallInput: true, inputSize: [28, 28] },
+      input: [4, 1, 28, 28],
+    },
+    {
+      name: "g=8 0.25x, the paper's order before the depthwise conv, 3x32x32, batch 2",
+      arch: 'shufflenet_v1_g8_0.25x',
+      options: {
+        inputChannels: 3,
+        numClasses: 10,
+        smallInput: true,
+        inputSize: [32, 32],
+        shufflePosition: 'before-dw',
+        shuffleOrder: 'paper',
+      },
+      input: [2, 3, 32, 32],
+    },
+  ];
+
+  describe('whole ShuffleNets equal the reference autograd tape', () => {
+    for (const c of CASES) {
+      it(c.name, async () => {
+        const graph = buildPreset(c.arch, c.options);
+        const init = initWeights(graph, 1);
+        const x = randomInput(c.input, 2);
+        const labels = Int32Array.from({ length: c.input[0]! }, (_, i) => i % 7);
+        const refWeights = copy(init);
+        const ref = forwardWithTape(graph, refWeights, x, { training: true });
+        const plan = engine.compileTraining(graph, c.input);
+        assert.deepEqual(plan.cpuNodes, []);
+        // Gradient buffers share memory by lifetime.
+        assert.ok(plan.bytes.gradients * 3 < plan.bytes.unplannedGradients, JSON.stringify(plan.bytes));
+        const weights = copy(init);
+        const out = await plan.forward(weights, x);
+        assert.ok(maxError(out.data, ref.output.data, 0) < 1e-4, 'logits');
+        const gradOut = softmaxCrossEntropy(out, labels, 0.1).grad;
+        const grads = await plan.backward(gradOut);
+        const tape = { graph, weights, values: await plan.forwardValues(), ctx: { training: true } };
+        const refGrads = backward(tape, gradOut).params;
+        let gmax = 0;
+        for (const t of refGrads.values()) for (const v of t.data) gmax = Math.max(gmax, Math.abs(v));
+        assert.deepEqual([...grads.keys()].sort(), [...refGrads.keys()].sort());
+        for (const [k, t] of refGrads) {
+          const e = maxError(grads.get(k)!.data, t.data, 1e-3 * gmax);
+          assert.ok(e < 1e-4, `gradient of ${k} off by ${e}`);
+        }
+        for (const [k, t] of refWeights) {
+          if (/running_/.test(k)) assert.ok(maxError(weights.get(k)!.data, t.data, 1e-4) < 1e-3, k);
+        }
+        // A second step on the same plan gives the same gradients (no state leaks between steps), with one
+        // submission per forward and one per backward.
+        const queue = engine.device.queue;
+        const submit = queue.submit.bind(queue);
+        let submits = 0;
+        queue.submit = (buffers) => {
+          submits++;
+          submit(buffers);
+        };
+        try {
+          const again = await plan.backward(
+            softmaxCrossEntropy(await plan.forward(copy(init), x), labels, 0.1).grad,
+          );
+          assert.equal(submits, 2);
+          for (const [k, t] of grads) assert.deepEqual(again.get(k)!.data, t.data, `step 2, ${k}`);
+        } finally {
+          queue.submit = submit;
+        }
+        plan.dispose();
+      });
+    }
+
+    it('names the shape that does not fit the plan, and refuses steps after dispose', async () => {
+      const c = CASES[0]!;
+      const graph = buildPreset(c.arch, c.options);
+      const plan = engine.compileTraining(graph, c.input);
+      await assert.rejects(
+        plan.forward(initWeights(graph, 0), randomInput([4, 1, 32, 32], 0)),
+        /input \[4, 1, 32, 32\] does not fit the plan's \[4, 1, 28, 28\]/,
+      );
+      plan.dispose();
+      await assert.rejects(plan.forward(initWeights(graph, 0), randomInput(c.input, 0)), /disposed/);
+    });
+  });
+
+  const haveData = existsSync(FASHION_MNIST_DIR);
+  describe('the trainer on WebGPU (Fashion-MNIST)', { skip: !haveData && 'no Fashion-MNIST' }, () => {
+    let all: ReturnType<typeof loadFashionMnist> | undefined;
+    const config = (images: number, o: Partial<TrainConfig>): TrainConfig => {
+      all ??= loadFashionMnist(FASHION_MNIST_DIR, 'train');
+      const graph = buildPreset('shufflenet_v1_g3_0.25x', {
+        inputChannels: 1,
+        numClasses: 10,
+        smallInput: true,
+        inputSize: [28, 28],
+      });
+      return {
+        graph,
+        weights: initWeights(graph, 3),
+        train: limitSet(all, images),
+        normalize: FASHION_MNIST_STATS,
+        batchSize: 16,
+        epochs: 1,
+        optimizer: sgd({ momentum: 0.9 }),
+        schedule: lrSchedule({ kind: 'constant', lr: 0.01, totalSteps: 4 }),
+        seed: 11,
+        ...o,
+      };
+    };
+
+    it('steps through the trainer: the reference gradients on real batches; 64 images, lower loss', async () => {
+      const gpu = webgpuTraining(engine);
+      // The reference gradient at the plan's own forward values (see above), checked at every step.
+      let checked = 0;
+      const one = config(16, {});
+      one.backend = {
+        name: gpu.name,
+        forward: (graph, weights, input) => gpu.forward(graph, weights, input),
+        async backward(tape, gradOut) {
+          const grads = await gpu.backward(tape, gradOut);
+          const values = await (tape as WebGpuTrainPlan).forwardValues();
+          const ref = backward(
+            { graph: one.graph, weights: one.weights, values, ctx: { training: true } },
+            gradOut,
+          );
+          let gmax = 0;
+          for (const t of ref.params.values()) for (const v of t.data) gmax = Math.max(gmax, Math.abs(v));
+          for (const [k, t] of ref.params) {
+            const e = maxError(grads.get(k)!.data, t.data, 1e-3 * gmax);
+            assert.ok(e < 1e-4, `step ${checked + 1}: gradient of ${k} off by ${e}`);
+          }
+          checked++;
+          return grads;
+        },
+      };
+      await train(one);
+      assert.equal(checked, 1);
+
+      const cfg = config(64, { backend: gpu, epochs: 2 });
+      const all = makeBatch(
+        cfg.train,
+        Int32Array.from({ length: 64 }, (_, i) => i),
+        cfg.normalize,
+      );
+      const loss = () => {
+        const y = forwardWithTape(cfg.graph, copy(cfg.weights), all.input, { training: true }).output;
+        return softmaxCrossEntropy(y, all.labels).loss;
+      };
+      const before = loss();
+      const t0 = performance.now();
+      const r = await train(cfg);
+      const seconds = (performance.now() - t0) / 1000;
+      assert.equal(r.step, 8);
+      const afterLoss = loss();
+      console.log(
+        `WebGPU: 8 steps in ${seconds.toFixed(1)} s, loss on the 64 images ${before} -> ${afterLoss}`,
+      );
+      assert.ok(afterLoss < before - 0.1, `loss on the 64 images ${before} -> ${afterLoss}`);
+    });
+
+    it('shufflenet train --backend webgpu', () => {
+      const out = mkdtempSync(join(tmpdir(), 'shufflenet-webgpu-'));
+      try {
+        const args = ['--dataset', 'fashion-mnist', '--arch', 'shufflenet_v1_g3_0.25x', '--out', out];
+        const more = [
+          '--limit',
+          '32',
+          '--test-limit',
+          '20',
+          '--epochs',
+          '1',
+          '--batch-size',
+          '16',
+          '--backend',
+          'webgpu',
+        ];
+        const r = spawnSync(
+          process.execPath,
+          ['--import', 'tsx', 'src/cli/main.ts', 'train', ...args, ...more],
+          {
+            cwd: fileURLToPath(new URL('..', import.meta.url)),
+            encoding: 'utf8',
+            env: {
+              ...process.env,
+              SHUFFLENET_WEBGPU_BACKEND: process.env.SHUFFLENET_WEBGPU_BACKEND ?? 'opengles',
+            },
+          },
+        );
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stderr, /backend: webgpu \(/);
+        assert.match(r.stderr, /step 2\/2/);
+        assert.ok(existsSync(join(out, 'model.safetensors')));
+      } finally {
+        rmSync(out, { recursive: true, force: true });
+      }
+    });
+  });
+});
