@@ -18,7 +18,7 @@ import { defaultModelPath, shufflenetHome } from '../node/weights.js';
 import type { Engine } from '../runtime/engine.js';
 import { Tensor } from '../tensor/tensor.js';
 import { adamw, lrSchedule, sgd, type ScheduleKind } from '../train/optim.js';
-import { smooth, trainingCurveSvg, type CurvePoint } from '../train/plot.js';
+import { smooth, thin, trainingCurveSvg, type CurvePoint } from '../train/plot.js';
 import {
   evaluate,
   MODEL_FILE,
@@ -181,7 +181,8 @@ function trimLog(path: string, step: number): void {
   writeFileAtomic(path, kept.map((l) => `${l}\n`).join(''));
 }
 
-function writePlot(out: string, title: string): void {
+/** The run's training.svg from its metrics.jsonl. */
+export function writePlot(out: string, title: string): void {
   const path = join(out, 'metrics.jsonl');
   if (!existsSync(path)) return;
   const loss: CurvePoint[] = [];
@@ -204,7 +205,12 @@ function writePlot(out: string, title: string): void {
   const window = Math.max(1, Math.round(loss.length / 50));
   writeFileAtomic(
     join(out, 'training.svg'),
-    trainingCurveSvg({ loss: smooth(loss, window), accuracy: smooth(accuracy, window), testAccuracy, title }),
+    trainingCurveSvg({
+      loss: thin(smooth(loss, window)),
+      accuracy: thin(smooth(accuracy, window)),
+      testAccuracy,
+      title,
+    }),
   );
 }
 

@@ -22,6 +22,12 @@ export function smooth(points: readonly CurvePoint[], window: number): CurvePoin
   });
 }
 
+/** At most `max` points, evenly spaced, with the last kept: a long run's curve needs no more in a 720-px plot. */
+export function thin(points: readonly CurvePoint[], max = 500): CurvePoint[] {
+  const k = Math.ceil(points.length / max);
+  return points.filter((_, i) => i % k === 0 || i === points.length - 1);
+}
+
 const esc = (s: string) => s.replace(/[<>&]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;' })[c]!);
 
 export function trainingCurveSvg(d: CurveData): string {
