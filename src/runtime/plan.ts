@@ -2,6 +2,7 @@ import type { KernelExports } from '../backends/wasm/module.js';
 import type { Graph } from '../graph/graph.js';
 import { OPS } from '../ops/index.js';
 import { formatShape, Tensor, type Shape } from '../tensor/tensor.js';
+import { firstFit } from './first-fit.js';
 import { lower, type LOp, type Program, type Ref } from './lower.js';
 
 /** A kernel export that runs over (part, parts): every export but the size and address queries. */
@@ -410,25 +411,16 @@ export function arenaLayout(p: Program, batch: number): { at: (number | undefine
     }
     touch(op.y, i);
   });
-  const size = p.buffers.map((b) => align(b.C * b.hw * batch * 4));
-  const placed: { buf: number; at: number }[] = [];
-  const order = p.buffers.map((_, i) => i).sort((a, b) => size[b]! - size[a]!);
+  const used = p.buffers.map((_, i) => i).filter((b) => first[b] !== Infinity); // unused: a value only aliased
+  const { at: offsets, total } = firstFit(
+    used.map((b) => ({
+      size: align(p.buffers[b]!.C * p.buffers[b]!.hw * batch * 4),
+      first: first[b]!,
+      last: last[b]!,
+    })),
+  );
   const at: (number | undefined)[] = [];
-  let total = 0;
-  for (const b of order) {
-    if (first[b] === Infinity) continue; // never used (e.g. a value only aliased)
-    const clashes = placed
-      .filter((q) => first[q.buf]! <= last[b]! && first[b]! <= last[q.buf]!)
-      .sort((x, y) => at[x.buf]! - at[y.buf]!);
-    let offset = 0;
-    for (const q of clashes) {
-      if (offset + size[b]! <= at[q.buf]!) break;
-      offset = Math.max(offset, at[q.buf]! + size[q.buf]!);
-    }
-    at[b] = offset;
-    placed.push({ buf: b, at: offset });
-    total = Math.max(total, offset + size[b]!);
-  }
+  used.forEach((b, i) => (at[b] = offsets[i]));
   return { at, bytes: total };
 }
 

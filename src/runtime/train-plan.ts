@@ -1,6 +1,8 @@
 import { inferShapes, INPUT, type Graph, type Node } from '../graph/graph.js';
-import { OPS, shufflePermutation, type BackwardArgs, type KernelArgs } from '../ops/index.js';
+import { OPS, type BackwardArgs, type KernelArgs } from '../ops/index.js';
 import { formatShape, Tensor, type Shape } from '../tensor/tensor.js';
+import { firstFit } from './first-fit.js';
+import { trainingViews } from './train-views.js';
 import {
   newPlanId,
   runSteps,
@@ -53,8 +55,6 @@ export class TrainPlan {
     this.outputShape = shapes.get(graph.output)!;
     this.start = pool.used;
     const alloc = (floats: number) => pool.alloc(floats * 4);
-    const consumers = new Map<string, Node[]>();
-    for (const n of graph.nodes) for (const v of n.inputs) consumers.set(v, [...(consumers.get(v) ?? []), n]);
 
     // Values: a buffer each, unless the value is a view of another (flatten, a ReLU in place, a shuffle that
     // only 1x1 convolutions read). Gradient buffers are tokens until the backward pass is laid out.
@@ -63,37 +63,21 @@ export class TrainPlan {
       return { name, shape, ptr: alloc(size(shape)), grad: -this.gradSizes.length, base: name, map: 0 };
     };
     this.values.set(INPUT, { ...own(INPUT, inputShape), grad: 0 });
-    const producer = new Map(graph.nodes.map((n) => [n.name, n]));
+    const views = trainingViews(graph, shapes, isPointwise);
     for (const node of graph.nodes) {
       const shape = shapes.get(node.name)!;
-      const x = this.values.get(node.inputs[0] ?? '');
-      if (node.op === 'flatten' && x && !x.map) {
-        this.values.set(node.name, { ...x, name: node.name, shape });
-      } else if (
-        node.op === 'relu' &&
-        x &&
-        x.base === x.name &&
-        consumers.get(x.name)!.length === 1 &&
-        // Ops whose gradient does not read their output, which the ReLU overwrites.
-        ['batchnorm', 'add', 'concat', 'conv2d'].includes(producer.get(x.name)?.op ?? '')
-      ) {
-        this.values.set(node.name, { ...x, name: node.name, shape, inPlace: true });
-      } else if (
-        node.op === 'channelshuffle' &&
-        x &&
-        !x.map &&
-        x.name !== INPUT &&
-        (consumers.get(node.name) ?? []).every((c) => isPointwise(c))
-      ) {
-        const { groups, order } = node.attrs;
-        // A 1x1 conv reads its input channel c from channel source[c] of the unshuffled buffer.
-        const map = shufflePermutation(shape[1]!, groups, order);
-        const at = alloc(map.length);
-        new Int32Array(host.memory.buffer, at, map.length).set(map);
-        this.values.set(node.name, { ...x, name: node.name, shape, map: at });
-      } else {
+      const view = views.get(node.name)!;
+      if (view.kind === 'own') {
         this.values.set(node.name, own(node.name, shape));
+        continue;
       }
+      const x = this.values.get(view.of)!;
+      if (view.kind === 'shuffle') {
+        // A 1x1 conv reads its input channel c from channel perm[c] of the unshuffled buffer.
+        const at = alloc(view.perm.length);
+        new Int32Array(host.memory.buffer, at, view.perm.length).set(view.perm);
+        this.values.set(node.name, { ...x, name: node.name, shape, map: at });
+      } else this.values.set(node.name, { ...x, name: node.name, shape, inPlace: view.kind === 'relu' });
     }
     for (const node of graph.nodes) {
       const slots = (OPS[node.op].params as (a: unknown) => ReturnType<(typeof OPS)['conv2d']['params']>)(
@@ -193,25 +177,12 @@ export class TrainPlan {
    * block: greedy first-fit by size, as the inference arena does.
    */
   private layoutGradients(uses: ReadonlyMap<number, { first: number; last: number }>): void {
-    const tokens = [...uses.keys()].sort((a, b) => this.gradSizes[-b - 1]! - this.gradSizes[-a - 1]!);
-    const bytes = (t: number) => Math.ceil((this.gradSizes[-t - 1]! * 4) / 64) * 64;
-    const placed: { t: number; at: number }[] = [];
-    let total = 0;
-    for (const t of tokens) {
-      const u = uses.get(t)!;
-      const clashes = placed
-        .filter((q) => uses.get(q.t)!.first <= u.last && u.first <= uses.get(q.t)!.last)
-        .sort((a, b) => a.at - b.at);
-      let at = 0;
-      for (const q of clashes) {
-        if (at + bytes(t) <= q.at) break;
-        at = Math.max(at, q.at + bytes(q.t));
-      }
-      placed.push({ t, at });
-      total = Math.max(total, at + bytes(t));
-    }
+    const tokens = [...uses.keys()];
+    const { at, total } = firstFit(
+      tokens.map((t) => ({ size: Math.ceil((this.gradSizes[-t - 1]! * 4) / 64) * 64, ...uses.get(t)! })),
+    );
     const base = this.pool.alloc(total);
-    for (const q of placed) this.gradPtrs[-q.t - 1] = base + q.at;
+    tokens.forEach((t, i) => (this.gradPtrs[-t - 1] = base + at[i]!));
     for (const step of this.backwardSteps) {
       if (step.fn !== 'js') step.args = step.args.map((a) => this.gradPtr(a));
     }

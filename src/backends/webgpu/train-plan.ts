@@ -1,6 +1,8 @@
 import { graphParams, inferShapes, INPUT, type Graph, type Node } from '../../graph/graph.js';
-import { OPS, shufflePermutation, type BackwardArgs, type KernelArgs } from '../../ops/index.js';
+import { OPS, type BackwardArgs, type KernelArgs } from '../../ops/index.js';
 import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.js';
+import { firstFit } from '../../runtime/first-fit.js';
+import { trainingViews } from '../../runtime/train-views.js';
 import type { TrainBackend } from '../../train/trainer.js';
 import { WORKGROUP, type Kernel } from './kernels.js';
 import type { GpuContext } from './plan.js';
@@ -128,9 +130,6 @@ export class WebGpuTrainPlan {
       this.arenaFloats += alignUp(Math.max(floats, 1), 4);
       return at;
     };
-    const consumers = new Map<string, Node[]>();
-    for (const n of graph.nodes) for (const v of n.inputs) consumers.set(v, [...(consumers.get(v) ?? []), n]);
-    const producer = new Map(graph.nodes.map((n) => [n.name, n]));
     const maps: Int32Array[] = [];
 
     // Parameters: values in `weights`, gradients in one arena block (zeroed once per backward).
@@ -161,36 +160,21 @@ export class WebGpuTrainPlan {
     };
     this.values.set(INPUT, own(INPUT, inputShape, !!o.inputGradient));
     let mapAt = this.paramFloats;
+    // Every conv kernel reads its input channel c from row map[c] of the unshuffled buffer.
+    const views = trainingViews(graph, shapes, (reader) => reader.op === 'conv2d');
     for (const node of graph.nodes) {
       const shape = shapes.get(node.name)!;
-      const x = this.values.get(node.inputs[0] ?? '');
-      if (node.op === 'flatten' && x && !x.map) {
-        this.values.set(node.name, { ...x, name: node.name, shape });
-      } else if (
-        node.op === 'relu' &&
-        x &&
-        x.base === x.name &&
-        consumers.get(x.name)!.length === 1 &&
-        // Ops whose gradient does not read their output, which the ReLU overwrites.
-        ['batchnorm', 'add', 'concat', 'conv2d'].includes(producer.get(x.name)?.op ?? '')
-      ) {
-        this.values.set(node.name, { ...x, name: node.name, shape, inPlace: true });
-      } else if (
-        node.op === 'channelshuffle' &&
-        x &&
-        !x.map &&
-        x.name !== INPUT &&
-        node.name !== graph.output &&
-        (consumers.get(node.name) ?? []).every((c) => c.op === 'conv2d')
-      ) {
-        // Every conv kernel reads its input channel c from row map[c] of the unshuffled buffer.
-        const map = shufflePermutation(shape[1]!, node.attrs.groups, node.attrs.order);
-        maps.push(map);
-        this.values.set(node.name, { ...x, name: node.name, shape, map, mapAt });
-        mapAt += map.length;
-      } else {
+      const view = views.get(node.name)!;
+      if (view.kind === 'own') {
         this.values.set(node.name, own(node.name, shape));
+        continue;
       }
+      const x = this.values.get(view.of)!;
+      if (view.kind === 'shuffle') {
+        maps.push(view.perm);
+        this.values.set(node.name, { ...x, name: node.name, shape, map: view.perm, mapAt });
+        mapAt += view.perm.length;
+      } else this.values.set(node.name, { ...x, name: node.name, shape, inPlace: view.kind === 'relu' });
     }
 
     const emitter = new Emitter(this, alloc);
@@ -224,25 +208,12 @@ export class WebGpuTrainPlan {
     uses: ReadonlyMap<number, { first: number; last: number }>,
     alloc: (floats: number) => number,
   ): number {
-    const floats = (t: number) => alignUp(this.gradSizes[-t - 1]!, 16);
-    const tokens = [...uses.keys()].sort((a, b) => floats(a) - floats(b)).reverse();
-    const placed: { t: number; at: number }[] = [];
-    let total = 0;
-    for (const t of tokens) {
-      const u = uses.get(t)!;
-      const clashes = placed
-        .filter((q) => uses.get(q.t)!.first <= u.last && u.first <= uses.get(q.t)!.last)
-        .sort((a, b) => a.at - b.at);
-      let at = 0;
-      for (const q of clashes) {
-        if (at + floats(t) <= q.at) break;
-        at = Math.max(at, q.at + floats(q.t));
-      }
-      placed.push({ t, at });
-      total = Math.max(total, at + floats(t));
-    }
+    const tokens = [...uses.keys()];
+    const { at, total } = firstFit(
+      tokens.map((t) => ({ size: alignUp(this.gradSizes[-t - 1]!, 16), ...uses.get(t)! })),
+    );
     const base = alloc(total);
-    for (const q of placed) this.gradAt[-q.t - 1] = base + q.at;
+    tokens.forEach((t, i) => (this.gradAt[-t - 1] = base + at[i]!));
     for (const s of this.backwardSteps) if ('kernel' in s) s.args = s.args.map((a) => this.gradPtr(a));
     return total;
   }
