@@ -2,7 +2,7 @@ import { inferShapes, INPUT, type Graph, type Node } from '../graph/graph.js';
 import { OPS, type BackwardArgs, type KernelArgs } from '../ops/index.js';
 import { formatShape, Tensor, type Shape } from '../tensor/tensor.js';
 import { firstFit } from './first-fit.js';
-import { trainingViews } from './train-views.js';
+import { GradientBook, trainingViews } from './train-views.js';
 import {
   newPlanId,
   runSteps,
@@ -278,8 +278,7 @@ function isDepthwise3x3(n: Node): boolean {
 /** Turns graph nodes into forward and backward steps. */
 class Emitter {
   private readonly t: TrainPlan['internals'];
-  /** Gradient buffers (by base value) that some backward step has written already. */
-  private readonly written = new Set<string>();
+  private readonly book: GradientBook;
   /** Per node, in forward order: how to emit its backward. */
   private readonly backs: (() => void)[] = [];
 
@@ -288,6 +287,10 @@ class Emitter {
     private readonly alloc: (floats: number) => number,
   ) {
     this.t = plan.internals;
+    this.book = new GradientBook(
+      (name) => this.v(name),
+      () => this.t.backwardSteps.length,
+    );
   }
 
   private v(name: string): Value {
@@ -308,13 +311,11 @@ class Emitter {
     if (list === this.t.backwardSteps) for (const a of args) this.use(a);
     list.push({ fn, args, splittable, work, node: node.name });
   }
-  /** Gradient token -> first and last backward step that touches it. */
-  readonly gradUses = new Map<number, { first: number; last: number }>();
-  private use(token: number, at = this.t.backwardSteps.length): void {
-    if (token >= 0) return;
-    const u = this.gradUses.get(token);
-    if (!u) this.gradUses.set(token, { first: at, last: at });
-    else u.last = Math.max(u.last, at);
+  use(token: number, at?: number): void {
+    this.book.use(token, at);
+  }
+  get gradUses() {
+    return this.book.uses;
   }
   private fwd(fn: KernelName, args: number[], work: number, node: Node, splittable = true): void {
     this.step(this.t.forwardSteps, fn, args, work, node, splittable);
@@ -327,17 +328,11 @@ class Emitter {
     list.push({ fn: 'js', args: [this.t.fallbacks.length - 1], splittable: false, work: 0, node: node.name });
   }
 
-  /** Whether dL/d(value) has any contribution yet (false: the node is not on a path to the output). */
-  private hasGrad(name: string): boolean {
-    return this.written.has(this.v(name).base);
+  hasGrad(name: string): boolean {
+    return this.book.has(name);
   }
-  /** Accumulate flag for a gradient written into `name`'s buffer now, or undefined when it needs none. */
   private acc(name: string): number | undefined {
-    const x = this.v(name);
-    if (!x.grad) return undefined;
-    const first = !this.written.has(x.base);
-    this.written.add(x.base);
-    return first ? 0 : 1;
+    return this.book.acc(name);
   }
 
   private tensor(ptr: number, shape: Shape): Tensor {
@@ -688,8 +683,7 @@ class Emitter {
   /** Emits the backward steps, last node first, from the output's gradient. */
   backward(): void {
     const { graph } = this.plan;
-    this.written.add(this.v(graph.output).base);
-    this.use(this.v(graph.output).grad, -1); // written by TrainPlan.backward before the first step
+    this.book.seed(graph.output); // its gradient is written before the first step
     for (let i = graph.nodes.length - 1; i >= 0; i--) {
       const node = graph.nodes[i]!;
       if (!this.hasGrad(node.name)) continue;

@@ -53,3 +53,47 @@ export function trainingViews(
   }
   return views;
 }
+
+/**
+ * The backward pass's bookkeeping, shared by the training plans: which gradient buffers (by base value) some
+ * step has written already, so that the first writer writes and later ones add; and each gradient token's
+ * first and last use in the backward order, for the gradients' first-fit layout.
+ */
+export class GradientBook {
+  readonly uses = new Map<number, { first: number; last: number }>();
+  private readonly written = new Set<string>();
+
+  constructor(
+    private readonly valueOf: (name: string) => { base: string; grad: number },
+    /** The index the next backward step will have. */
+    private readonly now: () => number,
+  ) {}
+
+  /** Records a use of gradient `token` (< 0; others are not laid out) at step `at`. */
+  use(token: number, at = this.now()): void {
+    if (token >= 0) return;
+    const u = this.uses.get(token);
+    if (!u) this.uses.set(token, { first: at, last: at });
+    else u.last = Math.max(u.last, at);
+  }
+
+  /** Whether dL/d(value) has any contribution yet (false: the value is not on a path to the output). */
+  has(name: string): boolean {
+    return this.written.has(this.valueOf(name).base);
+  }
+
+  /** The output's gradient, written before the first backward step. */
+  seed(name: string): void {
+    this.written.add(this.valueOf(name).base);
+    this.use(this.valueOf(name).grad, -1);
+  }
+
+  /** Accumulate flag for a gradient written into `name`'s buffer now (0: write, 1: add), or undefined when it needs none. */
+  acc(name: string): number | undefined {
+    const x = this.valueOf(name);
+    if (!x.grad) return undefined;
+    const first = !this.written.has(x.base);
+    this.written.add(x.base);
+    return first ? 0 : 1;
+  }
+}

@@ -2,7 +2,7 @@ import { graphParams, inferShapes, INPUT, type Graph, type Node } from '../../gr
 import { OPS, type BackwardArgs, type KernelArgs } from '../../ops/index.js';
 import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.js';
 import { firstFit } from '../../runtime/first-fit.js';
-import { trainingViews } from '../../runtime/train-views.js';
+import { GradientBook, trainingViews } from '../../runtime/train-views.js';
 import type { TrainBackend } from '../../train/trainer.js';
 import { WORKGROUP, type Kernel } from './kernels.js';
 import type { GpuContext } from './plan.js';
@@ -555,19 +555,20 @@ const f32bits = (v: number) => new Uint32Array(Float32Array.of(v).buffer)[0]!;
 /** Turns graph nodes into forward and backward steps (the WASM TrainPlan's Emitter, on WGSL kernels). */
 class Emitter {
   private readonly t: WebGpuTrainPlan['internals'];
-  /** Gradient buffers (by base value) that some backward step has written already. */
-  private readonly written = new Set<string>();
+  private readonly book: GradientBook;
   /** Per node, in forward order: how to emit its backward. */
   private readonly backs: (() => void)[] = [];
   private statsUsed = 0;
-  /** Gradient token -> first and last backward step that touches it. */
-  readonly gradUses = new Map<number, { first: number; last: number }>();
 
   constructor(
     private readonly plan: WebGpuTrainPlan,
     private readonly alloc: (floats: number) => number,
   ) {
     this.t = plan.internals;
+    this.book = new GradientBook(
+      (name) => this.v(name),
+      () => this.t.backwardSteps.length,
+    );
   }
 
   private v(name: string): Value {
@@ -579,11 +580,11 @@ class Emitter {
     const p = key ? this.t.params.get(key) : undefined;
     return p ? { at: p.at, grad: p.grad, present: true } : { at: 0, grad: 0, present: false };
   }
-  use(token: number, at = this.t.backwardSteps.length): void {
-    if (token >= 0) return;
-    const u = this.gradUses.get(token);
-    if (!u) this.gradUses.set(token, { first: at, last: at });
-    else u.last = Math.max(u.last, at);
+  use(token: number, at?: number): void {
+    this.book.use(token, at);
+  }
+  get gradUses() {
+    return this.book.uses;
   }
   private fwd(node: Node, kernel: Kernel, args: number[], more: Partial<GpuStep> = {}): void {
     this.t.forwardSteps.push({ node: node.name, kernel, args, ...more });
@@ -593,17 +594,11 @@ class Emitter {
     this.t.backwardSteps.push({ node: node.name, kernel, args, channels });
   }
 
-  /** Whether dL/d(value) has any contribution yet (false: the node is not on a path to the output). */
   hasGrad(name: string): boolean {
-    return this.written.has(this.v(name).base);
+    return this.book.has(name);
   }
-  /** Accumulate flag for a gradient written into `name`'s buffer now, or undefined when it needs none. */
   private acc(name: string): number | undefined {
-    const x = this.v(name);
-    if (!x.grad) return undefined;
-    const first = !this.written.has(x.base);
-    this.written.add(x.base);
-    return first ? 0 : 1;
+    return this.book.acc(name);
   }
 
   forward(node: Node): void {
@@ -839,8 +834,7 @@ class Emitter {
   /** Emits the backward steps, last node first, from the output's gradient. */
   backward(): void {
     const { graph } = this.plan;
-    this.written.add(this.v(graph.output).base);
-    this.use(this.v(graph.output).grad, -1); // written by backward() before the first step
+    this.book.seed(graph.output); // its gradient is written before the first step
     for (let i = graph.nodes.length - 1; i >= 0; i--) {
       if (this.hasGrad(graph.nodes[i]!.name)) this.backs[i]!();
     }
