@@ -2,14 +2,14 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { backward, forwardWithTape } from '../src/autograd/tape.js';
 import { FASHION_MNIST_STATS, limitSet, sliceSet } from '../src/data/datasets.js';
-import { buildPreset, type ModelOptions } from '../src/models/registry.js';
+import { buildPreset } from '../src/models/registry.js';
 import { initWeights } from '../src/nn/init.js';
 import { FASHION_MNIST_DIR, loadFashionMnist } from '../src/node/datasets.js';
 import { createNodeEngine } from '../src/node/engine.js';
 import { ThreadPool } from '../src/node/threads.js';
 import { enableRelaxedSimd } from '../src/node/wasm.js';
 import type { Engine } from '../src/runtime/engine.js';
-import { seededRandom, Tensor, type Shape } from '../src/tensor/tensor.js';
+import { Tensor } from '../src/tensor/tensor.js';
 import { softmaxCrossEntropy } from '../src/train/loss.js';
 import { lrSchedule, sgd } from '../src/train/optim.js';
 import {
@@ -21,51 +21,18 @@ import {
   type TrainConfig,
 } from '../src/train/trainer.js';
 import { existsSync } from 'node:fs';
+import {
+  AUTHORS_UNIT,
+  copyWeights,
+  maxError,
+  PAPER_UNIT,
+  randomInput,
+  type TrainingCase,
+} from './helpers/training.js';
 
-const copy = (w: ReadonlyMap<string, Tensor>) =>
-  new Map([...w].map(([k, t]) => [k, new Tensor(t.shape, t.data.slice())]));
-
-function randomInput(shape: Shape, seed: number): Tensor {
-  const rnd = seededRandom(seed);
-  return new Tensor(
-    shape,
-    Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rnd() * 2 - 1),
-  );
-}
-
-/** max |a - b| over max |b| + floor: gradients that are ~0 in exact arithmetic are float32 noise in both. */
-function maxError(a: Float32Array, b: Float32Array, floor: number): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return diff / (scale + floor);
-}
-
-const CASES: { name: string; arch: string; options: ModelOptions; input: Shape }[] = [
-  {
-    // The authors' unit: shuffle after the depthwise conv, folded into the next 1x1 conv.
-    name: 'g=3 0.25x, small-input stem, 1x28x28',
-    arch: 'shufflenet_v1_g3_0.25x',
-    options: { inputChannels: 1, numClasses: 10, smallInput: true, inputSize: [28, 28] },
-    input: [4, 1, 28, 28],
-  },
-  {
-    // The paper's unit: shuffle before the depthwise conv, which runs as a copy.
-    name: 'g=8 0.25x, paper order before the depthwise conv, 3x32x32',
-    arch: 'shufflenet_v1_g8_0.25x',
-    options: {
-      inputChannels: 3,
-      numClasses: 10,
-      smallInput: true,
-      inputSize: [32, 32],
-      shufflePosition: 'before-dw',
-      shuffleOrder: 'paper',
-    },
-    input: [3, 3, 32, 32],
-  },
+const CASES: TrainingCase[] = [
+  AUTHORS_UNIT,
+  PAPER_UNIT(3),
   {
     // The ImageNet stem: stride-2 3x3 conv and max pool.
     name: 'g=1 0.25x, ImageNet stem, 3x64x64',
@@ -104,11 +71,11 @@ describe('training plans equal the reference autograd tape (simd, relaxed; 1 and
       const init = initWeights(graph, 1);
       const x = randomInput(c.input, 2);
       const labels = Int32Array.from({ length: c.input[0]! }, (_, i) => i % 7);
-      const refWeights = copy(init);
+      const refWeights = copyWeights(init);
       const ref = forwardWithTape(graph, refWeights, x, { training: true });
       const bits: Map<string, Tensor>[] = [];
       for (const { name, engine } of engines) {
-        const weights = copy(init);
+        const weights = copyWeights(init);
         const plan = engine.compileTraining(graph, c.input);
         const out = plan.forward(weights, x);
         assert.ok(maxError(out.data, ref.output.data, 0) < 1e-4, `${name}: logits`);
@@ -131,7 +98,9 @@ describe('training plans equal the reference autograd tape (simd, relaxed; 1 and
           assert.ok(maxError(weights.get(k)!.data, t.data, 1e-4) < 1e-3, `${name}: ${k}`);
         }
         // A second step on the same plan gives the same gradients (no state leaks between steps).
-        const again = plan.backward(softmaxCrossEntropy(plan.forward(copy(init), x), labels, 0.1).grad);
+        const again = plan.backward(
+          softmaxCrossEntropy(plan.forward(copyWeights(init), x), labels, 0.1).grad,
+        );
         for (const [k, t] of grads) assert.deepEqual(again.get(k)!.data, t.data, `${name}: step 2, ${k}`);
         bits.push(grads);
         plan.dispose();

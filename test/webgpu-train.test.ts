@@ -12,7 +12,7 @@ import { FASHION_MNIST_STATS, limitSet } from '../src/data/datasets.js';
 import { makeBatch } from '../src/data/augment.js';
 import { GraphBuilder, type Value } from '../src/graph/builder.js';
 import type { Graph } from '../src/graph/graph.js';
-import { buildPreset, type ModelOptions } from '../src/models/registry.js';
+import { buildPreset } from '../src/models/registry.js';
 import { initWeights } from '../src/nn/init.js';
 import { FASHION_MNIST_DIR, loadFashionMnist } from '../src/node/datasets.js';
 import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
@@ -20,6 +20,14 @@ import { seededRandom, Tensor, type Shape } from '../src/tensor/tensor.js';
 import { softmaxCrossEntropy } from '../src/train/loss.js';
 import { lrSchedule, sgd } from '../src/train/optim.js';
 import { train, type TrainConfig } from '../src/train/trainer.js';
+import {
+  AUTHORS_UNIT,
+  copyWeights,
+  maxError,
+  PAPER_UNIT,
+  randomInput,
+  type TrainingCase,
+} from './helpers/training.js';
 
 /**
  * Training on the WebGPU backend, on Dawn's OpenGL ES backend over Mesa's llvmpipe (no GPU needed;
@@ -32,17 +40,6 @@ const dawn = await import('webgpu').then(
   (e: Error) => `the webgpu package cannot load on ${process.platform}-${process.arch}: ${e.message}`,
 );
 
-const copy = (w: ReadonlyMap<string, Tensor>) =>
-  new Map([...w].map(([k, t]) => [k, new Tensor(t.shape, t.data.slice())]));
-
-function randomInput(shape: Shape, seed: number): Tensor {
-  const rnd = seededRandom(seed);
-  return new Tensor(
-    shape,
-    Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rnd() * 2 - 1),
-  );
-}
-
 /** Non-trivial BN parameters and biases, so that every term of their gradients matters. */
 function randomized(graph: Graph, seed: number): Map<string, Tensor> {
   const weights = initWeights(graph, seed);
@@ -53,18 +50,6 @@ function randomized(graph: Graph, seed: number): Map<string, Tensor> {
       t.data.forEach((_, i) => (t.data[i] = (r() - 0.5) / 2 + (k.endsWith('.weight') ? 1 : 0)));
   }
   return weights;
-}
-
-/** max |a - b| over max |b| + floor: gradients that are ~0 in exact arithmetic are float32 noise in both. */
-function maxError(a: Float32Array, b: Float32Array, floor: number): number {
-  assert.equal(a.length, b.length, 'sizes differ');
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return diff / (scale + floor);
 }
 
 describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => {
@@ -85,8 +70,8 @@ describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => 
     const x = randomInput(input, seed + 1);
     const plan = engine.compileTraining(graph, input, { inputGradient: true });
     try {
-      const weights = copy(init);
-      const refWeights = copy(init);
+      const weights = copyWeights(init);
+      const refWeights = copyWeights(init);
       const ref = forwardWithTape(graph, refWeights, x, { training: true });
       const out = await plan.forward(weights, x);
       assert.ok(maxError(out.data, ref.output.data, 0) < 1e-4, `${what}: output`);
@@ -221,27 +206,7 @@ describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => 
     });
   });
 
-  const CASES: { name: string; arch: string; options: ModelOptions; input: Shape }[] = [
-    {
-      name: 'g=3 0.25x, small-input stem, 1x28x28, batch 4',
-      arch: 'shufflenet_v1_g3_0.25x',
-      options: { inputChannels: 1, numClasses: 10, smallInput: true, inputSize: [28, 28] },
-      input: [4, 1, 28, 28],
-    },
-    {
-      name: "g=8 0.25x, the paper's order before the depthwise conv, 3x32x32, batch 2",
-      arch: 'shufflenet_v1_g8_0.25x',
-      options: {
-        inputChannels: 3,
-        numClasses: 10,
-        smallInput: true,
-        inputSize: [32, 32],
-        shufflePosition: 'before-dw',
-        shuffleOrder: 'paper',
-      },
-      input: [2, 3, 32, 32],
-    },
-  ];
+  const CASES: TrainingCase[] = [AUTHORS_UNIT, PAPER_UNIT(2)];
 
   describe('whole ShuffleNets equal the reference autograd tape', () => {
     for (const c of CASES) {
@@ -250,13 +215,13 @@ describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => 
         const init = initWeights(graph, 1);
         const x = randomInput(c.input, 2);
         const labels = Int32Array.from({ length: c.input[0]! }, (_, i) => i % 7);
-        const refWeights = copy(init);
+        const refWeights = copyWeights(init);
         const ref = forwardWithTape(graph, refWeights, x, { training: true });
         const plan = engine.compileTraining(graph, c.input);
         assert.deepEqual(plan.cpuNodes, []);
         // Gradient buffers share memory by lifetime.
         assert.ok(plan.bytes.gradients * 3 < plan.bytes.unplannedGradients, JSON.stringify(plan.bytes));
-        const weights = copy(init);
+        const weights = copyWeights(init);
         const out = await plan.forward(weights, x);
         assert.ok(maxError(out.data, ref.output.data, 0) < 1e-4, 'logits');
         const gradOut = softmaxCrossEntropy(out, labels, 0.1).grad;
@@ -284,7 +249,7 @@ describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => 
         };
         try {
           const again = await plan.backward(
-            softmaxCrossEntropy(await plan.forward(copy(init), x), labels, 0.1).grad,
+            softmaxCrossEntropy(await plan.forward(copyWeights(init), x), labels, 0.1).grad,
           );
           assert.equal(submits, 2);
           for (const [k, t] of grads) assert.deepEqual(again.get(k)!.data, t.data, `step 2, ${k}`);
@@ -368,7 +333,7 @@ describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => 
         cfg.normalize,
       );
       const loss = () => {
-        const y = forwardWithTape(cfg.graph, copy(cfg.weights), all.input, { training: true }).output;
+        const y = forwardWithTape(cfg.graph, copyWeights(cfg.weights), all.input, { training: true }).output;
         return softmaxCrossEntropy(y, all.labels).loss;
       };
       const before = loss();

@@ -23,7 +23,8 @@ export const WORKGROUP = 64;
 /** Tile of the pointwise GEMM: output channels x pixels per workgroup, and the K step. */
 export const TILE = { M: 32, N: 32, K: 16 } as const;
 
-function kernel(name: string, fields: readonly string[], body: string): Kernel {
+/** A kernel with its uniform fields (u32) over the arena and weights buffers. */
+export function kernel(name: string, fields: readonly string[], body: string): Kernel {
   const code = `struct Params { ${fields.map((f) => `${f}: u32,`).join(' ')} }
 @group(0) @binding(0) var<storage, read_write> arena: array<f32>;
 @group(0) @binding(1) var<storage, read> weights: array<f32>;
@@ -33,7 +34,7 @@ ${body}`;
 }
 
 /** The 1-D kernels: invocation i < p.total (their last field), on a grid of (x, y) workgroups. */
-const oneD = (body: string) => `
+export const oneD = (body: string) => `
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
         @builtin(local_invocation_index) li: u32) {

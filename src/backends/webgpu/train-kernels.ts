@@ -8,26 +8,7 @@
  * Parameter gradients always add (the plan zeroes them once per backward). Long f32 sums add partial
  * sums (per row, per tap or per invocation), so that their rounding stays near that of a pairwise sum.
  */
-import { WORKGROUP, type Kernel } from './kernels.js';
-
-function kernel(name: string, fields: readonly string[], body: string): Kernel {
-  const code = `struct Params { ${fields.map((f) => `${f}: u32,`).join(' ')} }
-@group(0) @binding(0) var<storage, read_write> arena: array<f32>;
-@group(0) @binding(1) var<storage, read> weights: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
-${body}`;
-  return { name, fields, code };
-}
-
-/** One invocation per element i < p.total (the last field), on a 2-D grid of workgroups. */
-const oneD = (body: string) => `
-@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
-        @builtin(local_invocation_index) li: u32) {
-  let i = (wg.y * nw.x + wg.x) * ${WORKGROUP}u + li;
-  if (i >= p.total) { return; }
-${body}
-}`;
+import { kernel, oneD, WORKGROUP } from './kernels.js';
 
 /**
  * One workgroup per channel c (or other item, on a 2-D grid), with `reduce0` and `reduce1` (every invocation must call
