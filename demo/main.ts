@@ -177,7 +177,9 @@ async function classify(rgb: RgbImage, name: string): Promise<void> {
   if (!plan || plan.inputShape[2] !== h || plan.inputShape[3] !== w) {
     plan?.dispose();
     plan = model.plan = engine.engine.compile(file.model, { height: h, width: w });
-    plan.run(input.data); // the first run touches fresh memory; time the second
+    // Warm up: the first run touches fresh memory, and V8 starts the kernels in its baseline compiler
+    // (Liftoff) and tiers them up to optimized code only after they have run a while.
+    for (let i = 0; i < 20; i++) plan.run(input.data);
   }
   const pool = engine.engine.parallel as { forks?: number } | undefined;
   const forks0 = pool?.forks ?? 0;
