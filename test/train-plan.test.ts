@@ -122,6 +122,12 @@ describe('training plans equal the reference autograd tape (simd, relaxed; 1 and
       () => plan.forward(initWeights(graph, 0), randomInput([4, 1, 32, 32], 0)),
       /input \[4, 1, 32, 32\] does not fit the plan's \[4, 1, 28, 28\]/,
     );
+    const missing = initWeights(graph, 0);
+    missing.delete('first_conv.1.running_var');
+    assert.throws(
+      () => plan.forward(missing, randomInput(c.input, 0)),
+      /weight 'first_conv.1.running_var' is missing or not \[12\]/,
+    );
     plan.dispose();
   });
 });

@@ -1,16 +1,13 @@
 import { ConfigError } from '../errors.js';
 import { createModel, type Model } from '../models/model.js';
-import type { WeightsEntry } from '../models/weights.js';
+import { modelIO, type ModelIO } from '../models/load.js';
 import { defaultModelPath, loadModel } from '../node/weights.js';
 import { loadOnnxModel } from './onnx.js';
 
 export interface CliModel {
   model: Model;
-  entry?: WeightsEntry;
-  /** 'imagenet', 'fashion-mnist', ... from the registry or the file's metadata. */
-  labels?: string;
-  /** Preprocessing recorded in the file by `shufflenet train` (JSON), if any. */
-  preprocessing?: string;
+  /** Class names and preprocessing from the registry or the file's metadata (ImageNet's by default). */
+  io: ModelIO;
 }
 
 /**
@@ -24,19 +21,13 @@ export async function loadCliModel(
 ): Promise<CliModel> {
   if (o.model && o.weights)
     throw new ConfigError('give either --model FILE.onnx or --weights FILE|NAME, not both');
-  if (o.model) return loadOnnxModel(o.model);
+  if (o.model) return { ...loadOnnxModel(o.model), io: modelIO(undefined, {}, o.model) };
   const weights = o.weights ?? (useDefault && !o.arch ? defaultModelPath() : undefined);
   if (weights) {
     const l = await loadModel(weights, { arch: o.arch, log: (m) => console.error(m) });
-    const meta = l.checkpoint.metadata;
-    return {
-      model: l.model,
-      entry: l.entry,
-      labels: l.entry?.labels ?? meta.labels,
-      preprocessing: meta.preprocessing,
-    };
+    return { model: l.model, io: modelIO(l.entry, l.checkpoint.metadata, weights) };
   }
-  if (o.arch && allowRandom) return { model: createModel(o.arch) };
+  if (o.arch && allowRandom) return { model: createModel(o.arch), io: modelIO(undefined, {}, o.arch) };
   throw new ConfigError(
     `needs --weights FILE|NAME or --model FILE.onnx${allowRandom ? ' or --arch NAME' : ''}`,
   );

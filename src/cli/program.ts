@@ -3,8 +3,8 @@ import { ConfigError, OpError } from '../errors.js';
 import { complexity } from '../graph/complexity.js';
 import { buildPreset, PRESET_NAMES, presetDescription, type ModelOptions } from '../models/registry.js';
 import { formatShape } from '../tensor/tensor.js';
-import { MEGVII_PREPROCESS, preprocess, type Preprocess } from '../data/image.js';
-import { FASHION_MNIST_LABELS, IMAGENET_LABELS, topK } from '../data/labels.js';
+import { preprocess } from '../data/image.js';
+import { topK } from '../data/labels.js';
 import { loadImage } from '../node/image.js';
 import { integer, parseSize, positiveInt } from './args.js';
 import { backendOption, openInference, type BackendChoice } from './backend.js';
@@ -136,14 +136,10 @@ export function cli(): Command {
     .option('--logits', 'with --json: include the raw logits')
     .addOption(backendOption())
     .action(async (images: string[], o: ClassifyFlags) => {
-      const { model, entry, labels: set, preprocessing } = await loadCliModel(o, false, true);
-      const pre: Preprocess = preprocessing
-        ? trainedPreprocess(preprocessing)
-        : { ...(entry?.preprocess ?? MEGVII_PREPROCESS) };
+      const { model, io } = await loadCliModel(o, false, true);
+      const { labels, preprocess: pre } = io;
       if (o.resize !== undefined) pre.resize = o.resize;
       if (o.crop !== undefined) pre.crop = o.crop;
-      const labels =
-        set === 'fashion-mnist' ? FASHION_MNIST_LABELS : set === 'imagenet' || !set ? IMAGENET_LABELS : [];
       const results: object[] = [];
       let failed = 0;
       const inference = await openInference(model, o.backend);
@@ -171,26 +167,6 @@ export function cli(): Command {
       if (failed) throw new SomeFailed(`${failed} of ${images.length} images failed`);
     });
   return program;
-}
-
-/** The preprocessing `shufflenet train` records: the training size (resized, centre-cropped), RGB or grey, 0..1, mean/std. */
-function trainedPreprocess(json: string): Preprocess {
-  const p = JSON.parse(json) as {
-    channels: number;
-    size: [number, number];
-    scale: number;
-    mean: number[];
-    std: number[];
-  };
-  return {
-    resize: p.size[0],
-    crop: p.size[0],
-    order: 'RGB',
-    scale: p.scale,
-    mean: p.mean,
-    std: p.std,
-    channels: p.channels === 1 ? 1 : 3,
-  };
 }
 
 interface ClassifyFlags {

@@ -7,8 +7,8 @@ import { webgpuTraining } from '../backends/webgpu/train-plan.js';
 import { makeBatch, Rng, streamSeed, type AugmentOptions, type Normalize } from '../data/augment.js';
 import { sampleSet, type ImageSet } from '../data/datasets.js';
 import { ConfigError } from '../errors.js';
-import type { Graph } from '../graph/graph.js';
-import { exportSafetensors, readCheckpoint, weightsFromStateDict } from '../io/checkpoint.js';
+import { exportSafetensors, readCheckpoint } from '../io/checkpoint.js';
+import { modelFromCheckpoint } from '../models/load.js';
 import { buildPreset, presetFamily, type ModelOptions } from '../models/registry.js';
 import { initWeights } from '../nn/init.js';
 import { loadDataset, type FolderOptions, type LoadedDataset, type Split } from '../node/datasets.js';
@@ -426,11 +426,12 @@ async function runEval(o: EvalFlags): Promise<void> {
   const meta = ckpt.metadata;
   const arch = o.arch ?? meta.arch;
   if (!arch) throw new ConfigError(`${file}: no arch in its metadata; pass --arch NAME`);
-  const options: ModelOptions = meta.model_options
-    ? JSON.parse(meta.model_options)
-    : modelOptionsFor(arch, set);
-  const graph: Graph = buildPreset(arch, options);
-  const weights = weightsFromStateDict(graph, ckpt.tensors, file);
+  // Without recorded options (a checkpoint from elsewhere), the model's channels and classes follow the data.
+  const { model } = modelFromCheckpoint(ckpt, file, {
+    arch,
+    options: meta.model_options ? undefined : modelOptionsFor(arch, set),
+  });
+  const { graph, weights } = model;
   // The training run's normalisation, when the file says it.
   const pre = meta.preprocessing ? (JSON.parse(meta.preprocessing) as Normalize) : data.normalize;
   const r = evaluate(graph, weights, set, pre, { infer: await engineInfer(), batchSize: o.batchSize });

@@ -34,6 +34,8 @@ export class TrainPlan {
   private readonly fallbacks: (() => void)[] = [];
   private readonly values = new Map<string, Value>();
   private readonly params = new Map<string, { ptr: number; grad: number; size: number; shape: Shape }>();
+  /** BN running statistics: checked, and updated in the caller's tensors. */
+  private readonly buffers = new Map<string, Shape>();
   private heap: Float32Array;
   /** Floats of gradient buffer k-1 (token -k), then its byte offset once laid out. */
   private readonly gradSizes: number[] = [];
@@ -85,14 +87,11 @@ export class TrainPlan {
       );
       for (const s of slots) {
         const key = node.params[s.slot];
-        if (!s.shape || !key || this.params.has(key)) continue;
+        if (!s.shape || !key || this.params.has(key) || this.buffers.has(key)) continue;
         const n = size(s.shape);
-        this.params.set(key, {
-          ptr: alloc(n),
-          grad: s.kind === 'parameter' ? alloc(n) : 0,
-          size: n,
-          shape: s.shape,
-        });
+        // BN's running statistics stay in the caller's tensors: the kernels normalise with batch statistics.
+        if (s.kind === 'buffer') this.buffers.set(key, s.shape);
+        else this.params.set(key, { ptr: alloc(n), grad: alloc(n), size: n, shape: s.shape });
       }
     }
     const emitter = new Emitter(this, alloc);
@@ -113,12 +112,14 @@ export class TrainPlan {
     this.check(input.shape, this.inputShape, 'input');
     const heap = this.view();
     this.weights = weights;
-    for (const [key, p] of this.params) {
+    const check = (key: string, shape: Shape) => {
       const t = weights.get(key);
-      if (!t || t.data.length !== p.size)
-        throw new RangeError(`${this.graph.name}: weight '${key}' is missing or not ${formatShape(p.shape)}`);
-      heap.set(t.data, p.ptr / 4);
-    }
+      if (!t || t.data.length !== size(shape))
+        throw new RangeError(`${this.graph.name}: weight '${key}' is missing or not ${formatShape(shape)}`);
+      return t;
+    };
+    for (const [key, shape] of this.buffers) check(key, shape);
+    for (const [key, p] of this.params) heap.set(check(key, p.shape).data, p.ptr / 4);
     heap.set(input.data, this.values.get(INPUT)!.ptr / 4);
     this.run(this.forwardSteps, this.ids[0]!);
     const out = this.values.get(this.graph.output)!;
@@ -129,13 +130,13 @@ export class TrainPlan {
   backward(gradOutput: Tensor): Map<string, Tensor> {
     this.check(gradOutput.shape, this.outputShape, 'output gradient');
     let heap = this.view();
-    for (const p of this.params.values()) if (p.grad) heap.fill(0, p.grad / 4, p.grad / 4 + p.size);
+    for (const p of this.params.values()) heap.fill(0, p.grad / 4, p.grad / 4 + p.size);
     heap.set(gradOutput.data, this.gradPtr(this.values.get(this.graph.output)!.grad) / 4);
     this.run(this.backwardSteps, this.ids[1]!);
     heap = this.view();
     const grads = new Map<string, Tensor>();
     for (const [key, p] of this.params) {
-      if (p.grad) grads.set(key, new Tensor(p.shape, heap.slice(p.grad / 4, p.grad / 4 + p.size)));
+      grads.set(key, new Tensor(p.shape, heap.slice(p.grad / 4, p.grad / 4 + p.size)));
     }
     return grads;
   }
@@ -654,8 +655,8 @@ class Emitter {
         ),
         gradParams: Object.fromEntries(
           Object.entries(node.params).map(([slot, key]) => {
-            const p = this.t.params.get(key)!;
-            return [slot, p.grad ? this.tensor(p.grad, p.shape) : undefined];
+            const p = this.t.params.get(key);
+            return [slot, p ? this.tensor(p.grad, p.shape) : undefined];
           }),
         ),
       };
@@ -669,10 +670,9 @@ class Emitter {
       inputs: node.inputs.map((i) => this.tensor(this.v(i).ptr, this.v(i).shape)),
       params: Object.fromEntries(
         Object.entries(node.params).map(([slot, key]) => {
-          const p = this.t.params.get(key)!;
+          const p = this.t.params.get(key);
           // BN's running buffers are the caller's tensors (the reference forward updates them).
-          const w = this.t.weights().get(key);
-          return [slot, slot.startsWith('running_') && w ? w : this.tensor(p.ptr, p.shape)];
+          return [slot, p ? this.tensor(p.ptr, p.shape) : this.t.weights().get(key)];
         }),
       ),
       attrs: node.attrs as never,
