@@ -5,8 +5,6 @@ export { globalAvgPool, channelAffine, relu, add } from './elementwise';
 export {
   pointwiseBackwardInput,
   pointwiseBackwardWeight,
-  depthwise3x3BackwardInput,
-  depthwise3x3BackwardWeight,
   batchnormStats,
   batchnormBackward,
   reluBackward,
@@ -17,6 +15,7 @@ export {
   conv2dBackwardInput,
   conv2dBackwardWeight,
 } from './backward';
+export { depthwise3x3BackwardInput, conv3x3BackwardWeight, conv3x3ScratchBytes } from './conv3x3-backward';
 
 /** Lowest byte offset callers may use (1024: the modules have no static data; address 0 stays free for "none"). */
 export function heapBase(): usize {

@@ -152,15 +152,16 @@ function measureDw(k: WasmKernels): Array<Array<[number, number]>> {
   const e = k.exports;
   const mib = 1 << 20;
   const [x, w, y, d] = [k.heapBase, k.heapBase + 32 * mib, k.heapBase + 64 * mib, k.heapBase + 96 * mib];
-  const short = d + 32 * mib - k.memory.buffer.byteLength;
+  const scratch = d + 32 * mib;
+  const short = scratch + mib - k.memory.buffer.byteLength;
   if (short > 0) k.memory.grow(Math.ceil(short / 65536));
   return dwShapes.map(({ C, H, stride: s }) => {
     const OH = Math.floor((H - 1) / s) + 1;
     const macs = N * C * 9 * OH * OH;
     const runs = [
       () => e.depthwise3x3(x, C, 0, w, 0, y, C, 0, 0, N, C, H, H, s, 0, 0, 1),
-      () => e.depthwise3x3BackwardInput(y, C, 0, 0, w, d, C, 0, N, C, H, H, s, 0, 0, 1),
-      () => e.depthwise3x3BackwardWeight(x, C, 0, y, C, 0, 0, w + 16 * mib, 0, N, C, H, H, s, 0, 1),
+      () => e.depthwise3x3BackwardInput(y, C, 0, 0, w, d, C, 0, N, C, H, H, s, 0, scratch, 0, 1),
+      () => e.conv3x3BackwardWeight(x, C, 0, y, C, 0, 0, w + 16 * mib, 0, N, C, 1, 1, H, H, s, scratch, 0, 1),
     ];
     return runs.map((fn): [number, number] => {
       const sec = time(fn);

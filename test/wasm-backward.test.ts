@@ -360,6 +360,7 @@ function checkDepthwise(k: WasmKernels, fixed?: { C: number; H: number; W: numbe
 
   const [px, pdy, pw, pm] = [a.put(x), a.put(dy), a.put(w), a.put(outMap)];
   const pdx = a.put(dx0);
+  const scratch = a.alloc(k.exports.conv3x3ScratchBytes(H, W, 3));
   const [gotDx] = runParts(a, [{ p: pdx, init: dx0 }], (p, parts) =>
     k.exports.depthwise3x3BackwardInput(
       pdy,
@@ -376,6 +377,7 @@ function checkDepthwise(k: WasmKernels, fixed?: { C: number; H: number; W: numbe
       W,
       stride,
       acc,
+      scratch,
       p,
       parts,
     ),
@@ -387,7 +389,7 @@ function checkDepthwise(k: WasmKernels, fixed?: { C: number; H: number; W: numbe
   const outs = [{ p: pdw, init: dw0 }];
   if (db0) outs.push({ p: pdb, init: db0 });
   const got = runParts(a, outs, (p, parts) =>
-    k.exports.depthwise3x3BackwardWeight(
+    k.exports.conv3x3BackwardWeight(
       px,
       xC,
       xOff,
@@ -399,9 +401,12 @@ function checkDepthwise(k: WasmKernels, fixed?: { C: number; H: number; W: numbe
       pdb,
       N,
       C,
+      1,
+      1,
       H,
       W,
       stride,
+      scratch,
       p,
       parts,
     ),
@@ -660,21 +665,21 @@ function checkLinear(k: WasmKernels): void {
 }
 
 /** Returns whether the random shape was valid. */
-function checkConv(k: WasmKernels): boolean {
+function checkConv(k: WasmKernels, is3x3 = false): boolean {
   const a = new Arena(k);
   const groups = pick([1, 1, 2, 3]);
   const C = groups * int(1, 3);
   const O = groups * int(1, 4);
   const [N, H, W] = [int(1, 2), int(1, 13), int(1, 13)];
-  const KH = pick([1, 2, 3, 5]);
-  const KW = pick([1, 3, 4]);
+  const [KH, KW] = is3x3 ? [3, 3] : [pick([1, 2, 3, 5]), pick([1, 3, 4])];
+  const s3 = int(1, 2);
   const attrs = conv({
     inChannels: C,
     outChannels: O,
     groups,
     kernel: [KH, KW],
-    stride: [int(1, 3), int(1, 2)],
-    padding: [int(0, 2), int(0, 2)],
+    stride: is3x3 ? [s3, s3] : [int(1, 3), int(1, 2)],
+    padding: is3x3 ? [1, 1] : [int(0, 2), int(0, 2)],
     bias: rng() < 0.5,
   });
   let shape: readonly number[];
@@ -728,6 +733,35 @@ function checkConv(k: WasmKernels): boolean {
   );
   assertClose(`${what} dw`, got[0]!, gw.data, Float64Array.from(sw.data));
   if (gb) assertClose(`${what} dbias`, got[1]!, gb.data, Float64Array.from(sb!.data));
+  if (is3x3) {
+    const scratch = a.alloc(k.exports.conv3x3ScratchBytes(H, W, 3));
+    const [kg, og, s] = [C / groups, O / groups, attrs.stride[0]];
+    const got3 = runParts(a, outs, (p, parts) =>
+      k.exports.conv3x3BackwardWeight(
+        px,
+        C,
+        0,
+        pdy,
+        O,
+        0,
+        0,
+        pdw,
+        pdb,
+        N,
+        O,
+        kg,
+        og,
+        H,
+        W,
+        s,
+        scratch,
+        p,
+        parts,
+      ),
+    );
+    assertClose(`conv3x3 ${what} dw`, got3[0]!, gw.data, Float64Array.from(sw.data));
+    if (gb) assertClose(`conv3x3 ${what} dbias`, got3[1]!, gb.data, Float64Array.from(sb!.data));
+  }
   return true;
 }
 
@@ -765,6 +799,9 @@ for (const k of variants) {
       let ran = 0;
       for (let i = 0; i < 60; i++) ran += +checkConv(k);
       assert.ok(ran >= 30, `only ${ran} valid conv2d shapes`);
+    });
+    it('3x3 conv weight gradient (grouped, stride 1 and 2) matches conv2d backward', () => {
+      for (let i = 0; i < 30; i++) assert.ok(checkConv(k, true));
     });
     it('linear backward matches linear backward', () => {
       for (let i = 0; i < 20; i++) checkLinear(k);

@@ -6,7 +6,10 @@ import { firstFit } from './first-fit.js';
 import { lower, type LOp, type Program, type Ref } from './lower.js';
 
 /** A kernel export that runs over (part, parts): every export but the size and address queries. */
-export type KernelName = Exclude<keyof KernelExports, 'conv2dScratchBytes' | 'heapBase'>;
+export type KernelName = Exclude<
+  keyof KernelExports,
+  'conv2dScratchBytes' | 'conv3x3ScratchBytes' | 'heapBase'
+>;
 
 export interface KernelHost {
   exports: KernelExports;

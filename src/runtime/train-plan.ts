@@ -56,6 +56,7 @@ export class TrainPlan {
     const shapes = inferShapes(graph, inputShape);
     this.outputShape = shapes.get(graph.output)!;
     this.start = pool.used;
+    this.heap = new Float32Array(host.memory.buffer);
     const alloc = (floats: number) => pool.alloc(floats * 4);
 
     // Values: a buffer each, unless the value is a view of another (flatten, a ReLU in place, a shuffle that
@@ -100,7 +101,6 @@ export class TrainPlan {
     this.layoutGradients(emitter.gradUses);
     pool.keep(this.start);
     this.bytes = pool.used - this.start;
-    this.heap = new Float32Array(host.memory.buffer);
     const minWork = o.minParallelWork ?? 1_000_000;
     for (const s of [...this.forwardSteps, ...this.backwardSteps]) s.splittable &&= s.work >= minWork;
     parallel?.register(this.ids[0]!, this.forwardSteps);
@@ -276,6 +276,40 @@ function isDepthwise3x3(n: Node): boolean {
   );
 }
 
+/** 3x3, padding 1, equal strides of 1 or 2, dilation 1: what the conv3x3 backward kernels take. */
+function is3x3(n: Node): boolean {
+  if (n.op !== 'conv2d') return false;
+  const a = n.attrs;
+  return (
+    a.kernel[0] === 3 &&
+    a.kernel[1] === 3 &&
+    a.padding[0] === 1 &&
+    a.padding[1] === 1 &&
+    a.stride[0] === a.stride[1] &&
+    a.stride[0] <= 2 &&
+    a.dilation[0] === 1 &&
+    a.dilation[1] === 1
+  );
+}
+
+/** An average pool that divides by 9 everywhere: 3x3, padding 1, counting the padding, the conv's output size. */
+function isAvgAsDepthwise(n: Node, OH: number, OW: number, H: number, W: number): boolean {
+  if (n.op !== 'avgpool2d') return false;
+  const a = n.attrs;
+  const s = a.stride[0];
+  return (
+    a.countIncludePad &&
+    a.kernel[0] === 3 &&
+    a.kernel[1] === 3 &&
+    a.padding[0] === 1 &&
+    a.padding[1] === 1 &&
+    a.stride[1] === s &&
+    s <= 2 &&
+    OH === Math.floor((H - 1) / s) + 1 &&
+    OW === Math.floor((W - 1) / s) + 1
+  );
+}
+
 /** Turns graph nodes into forward and backward steps. */
 class Emitter {
   private readonly t: TrainPlan['internals'];
@@ -328,6 +362,15 @@ class Emitter {
     this.t.fallbacks.push(fn);
     list.push({ fn: 'js', args: [this.t.fallbacks.length - 1], splittable: false, work: 0, node: node.name });
   }
+
+  /** Scratch for the 3x3 backward kernels on H x W inputs (one block, shared by the steps: they run one at a time). */
+  private scratch3x3(H: number, W: number): number {
+    const bytes = this.t.exports.conv3x3ScratchBytes(H, W, this.t.threads);
+    if (bytes > this.scratchBytes) [this.scratchPtr, this.scratchBytes] = [this.alloc(bytes / 4), bytes];
+    return this.scratchPtr;
+  }
+  private scratchPtr = 0;
+  private scratchBytes = 0;
 
   hasGrad(name: string): boolean {
     return this.book.has(name);
@@ -407,13 +450,13 @@ class Emitter {
             if (f !== undefined)
               this.bwd(
                 'depthwise3x3BackwardInput',
-                [y.grad, C, 0, 0, w.ptr, x.grad, C, 0, N, C, H, W, s, f],
+                [y.grad, C, 0, 0, w.ptr, x.grad, C, 0, N, C, H, W, s, f, this.scratch3x3(H, W)],
                 work,
                 node,
               );
             this.bwd(
-              'depthwise3x3BackwardWeight',
-              [x.ptr, C, 0, y.grad, C, 0, 0, w.grad, b.grad, N, C, H, W, s],
+              'conv3x3BackwardWeight',
+              [x.ptr, C, 0, y.grad, C, 0, 0, w.grad, b.grad, N, C, 1, 1, H, W, s, this.scratch3x3(H, W)],
               work,
               node,
             );
@@ -456,7 +499,11 @@ class Emitter {
           const f = this.acc(x.name);
           if (f !== undefined)
             this.bwd('conv2dBackwardInput', [y.grad, w.ptr, x.grad, ...dims, f], work, node);
-          this.bwd('conv2dBackwardWeight', [x.ptr, y.grad, w.grad, b.grad, ...dims], work, node);
+          if (is3x3(node)) {
+            const [kg, og] = [C / a.groups, O / a.groups];
+            const args = [x.ptr, C, 0, y.grad, O, 0, 0, w.grad, b.grad, N, O, kg, og, H, W, a.stride[0]];
+            this.bwd('conv3x3BackwardWeight', [...args, this.scratch3x3(H, W)], work, node);
+          } else this.bwd('conv2dBackwardWeight', [x.ptr, y.grad, w.grad, b.grad, ...dims], work, node);
         });
         return;
       }
@@ -576,6 +623,22 @@ class Emitter {
             const f = this.acc(x.name);
             if (f !== undefined)
               this.bwd('maxpool2dBackward', [x.ptr, C, 0, y.grad, C, 0, x.grad, ...dims, f], work, node);
+          });
+        } else if (isAvgAsDepthwise(node, OH, OW, H, W)) {
+          // A 3x3 average whose divisor is always 9 is a depthwise conv with weights 1/9.
+          const w = this.alloc(C * 9);
+          this.plan.view().fill(1 / 9, w / 4, w / 4 + C * 9);
+          const s = a.stride[0];
+          this.fwd('depthwise3x3', [x.ptr, C, 0, w, 0, y.ptr, C, 0, 0, N, C, H, W, s, 0], work, node);
+          this.backs.push(() => {
+            const f = this.acc(x.name);
+            if (f !== undefined)
+              this.bwd(
+                'depthwise3x3BackwardInput',
+                [y.grad, C, 0, 0, w, x.grad, C, 0, N, C, H, W, s, f, this.scratch3x3(H, W)],
+                work,
+                node,
+              );
           });
         } else {
           const cip = +node.attrs.countIncludePad;

@@ -185,7 +185,7 @@ export interface KernelExports {
   ): void;
   /**
    * Input gradient of `depthwise3x3` (padding 1, stride 1 or 2): dx row xOff + c (+)= the transposed 3x3 conv of dy row
-   * yOff + outMap(c) with w[c]. Work items: (image, channel) planes.
+   * yOff + outMap(c) with w[c]. Work items: (image, channel) planes. `scratch`: conv3x3ScratchBytes(H, W, parts).
    */
   depthwise3x3BackwardInput(
     dy: number,
@@ -202,11 +202,16 @@ export interface KernelExports {
     W: number,
     stride: number,
     accumulate: Flag,
+    scratch: number,
     part: number,
     parts: number,
   ): void;
-  /** Weight gradient of `depthwise3x3`: dw[c][9] += ..., dbias[c] += sum dy (0: none). Work items: channels. */
-  depthwise3x3BackwardWeight(
+  /**
+   * Weight gradient of a 3x3 conv (padding 1, stride 1 or 2, kg input / og output channels per group; depthwise:
+   * 1, 1): dw[j][9] += ..., work item j = (o = j / kg, input j % kg of o's group); dbias[o] += sum dy (0: none).
+   * `scratch`: conv3x3ScratchBytes(H, W, parts).
+   */
+  conv3x3BackwardWeight(
     x: number,
     xC: number,
     xOff: number,
@@ -217,13 +222,18 @@ export interface KernelExports {
     dw: number,
     dbias: number,
     N: number,
-    C: number,
+    O: number,
+    kg: number,
+    og: number,
     H: number,
     W: number,
     stride: number,
+    scratch: number,
     part: number,
     parts: number,
   ): void;
+  /** Bytes of scratch the 3x3 backward kernels need for an H x W input and `parts` parts. */
+  conv3x3ScratchBytes(H: number, W: number, parts: number): number;
   /** Training batch statistics (f64 two-pass): mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items: channels. */
   batchnormStats(
     x: number,
