@@ -298,7 +298,9 @@ function rowSum(y: usize, ys: usize, N: i32, HW: i32): f32 {
 /**
  * Weight gradient of `pointwise`: dw[o*cin + j] += sum_{n,p} dy[n, yOff+o, p] * x[n, xOff + map(g*cin+j), p];
  * dbias[o] += sum_{n,p} dy[n, yOff+o, p] (dbias 0: skipped). Work items: (group, block of 4 outputs), each
- * reducing over all images and pixels (f32x4 lane sums, then a fixed horizontal order).
+ * reducing over all pixels of a chunk of images (f32x4 lane sums, then a fixed horizontal order) and adding
+ * that into dw chunk by chunk. A chunk's rows of the group (dy and x) fit in L2, so the items re-read them
+ * from there instead of memory; the chunk size depends on the shape only, so the bits do not depend on parts.
  */
 export function pointwiseBackwardWeight(
   x: usize,
@@ -322,31 +324,41 @@ export function pointwiseBackwardWeight(
   const og = outC / groups;
   const blocks = (og + 3) >> 2;
   const total = groups * blocks;
+  const first = partStart(total, part, parts);
   const end = partStart(total, part + 1, parts);
   const rs = (<usize>HW) << 2;
   const ys = <usize>yC * rs;
   const xs = <usize>xC * rs;
   const ws = (<usize>cin) << 2;
-  for (let it = partStart(total, part, parts); it < end; it++) {
-    const g = it / blocks;
-    const ob = (it % blocks) << 2;
-    const ro = min(4, og - ob);
-    const o = g * og + ob;
-    const y0 = dy + <usize>(yOff + o) * rs;
-    const y1 = ro > 1 ? y0 + rs : y0;
-    const y2 = ro > 2 ? y1 + rs : y1;
-    const y3 = ro > 3 ? y2 + rs : y2;
-    for (let j = 0; j < cin; j += 2) {
-      const cj = min(2, cin - j);
-      const xa = x + <usize>(xOff + mapped(inMap, g * cin + j)) * rs;
-      const xb = cj > 1 ? x + <usize>(xOff + mapped(inMap, g * cin + j + 1)) * rs : xa;
-      bwdWTile(ro, cj, y0, y1, y2, y3, ys, xa, xb, xs, N, HW, at(dw, o * cin + j), ws);
-    }
-    if (dbias) {
-      for (let r = 0; r < ro; r++) addw(at(dbias, o + r), rowSum(y0 + <usize>r * rs, ys, N, HW));
+  const chunk = max(1, min(N, CHUNK_BYTES / ((og + cin) * HW * 4)));
+  for (let n0 = 0; n0 < N; n0 += chunk) {
+    const nc = min(chunk, N - n0);
+    const yb = dy + <usize>n0 * ys;
+    const xbase = x + <usize>n0 * xs;
+    for (let it = first; it < end; it++) {
+      const g = it / blocks;
+      const ob = (it % blocks) << 2;
+      const ro = min(4, og - ob);
+      const o = g * og + ob;
+      const y0 = yb + <usize>(yOff + o) * rs;
+      const y1 = ro > 1 ? y0 + rs : y0;
+      const y2 = ro > 2 ? y1 + rs : y1;
+      const y3 = ro > 3 ? y2 + rs : y2;
+      for (let j = 0; j < cin; j += 2) {
+        const cj = min(2, cin - j);
+        const xa = xbase + <usize>(xOff + mapped(inMap, g * cin + j)) * rs;
+        const xb = cj > 1 ? xbase + <usize>(xOff + mapped(inMap, g * cin + j + 1)) * rs : xa;
+        bwdWTile(ro, cj, y0, y1, y2, y3, ys, xa, xb, xs, nc, HW, at(dw, o * cin + j), ws);
+      }
+      if (dbias) {
+        for (let r = 0; r < ro; r++) addw(at(dbias, o + r), rowSum(y0 + <usize>r * rs, ys, nc, HW));
+      }
     }
   }
 }
+
+/** Bytes of one group's dy and x rows that a chunk of images may take (a part of a 1 MiB L2). */
+const CHUNK_BYTES = 256 << 10;
 
 // ---------------------------------------------------------------------------------------------------------
 // Batch norm (training) and ReLU backward.
@@ -398,25 +410,11 @@ function planeSquares(p: usize, n: i32, m: f32): f64 {
   return s;
 }
 
-/** sum of g[i] * (x[i] - m) over i < n. */
-function planeDot(g: usize, x: usize, n: i32, m: f32): f64 {
-  const vm = f32x4.splat(m);
-  let a = f32x4.splat(0);
-  let b = f32x4.splat(0);
-  const n8 = n & ~7;
-  let i = 0;
-  for (; i < n8; i += 8) {
-    a = f32x4.add(a, f32x4.mul(v128.load(at(g, i)), f32x4.sub(v128.load(at(x, i)), vm)));
-    b = f32x4.add(b, f32x4.mul(v128.load(at(g, i + 4)), f32x4.sub(v128.load(at(x, i + 4)), vm)));
-  }
-  let s = hsum2(a, b);
-  for (; i < n; i++) s += <f64>load<f32>(at(g, i)) * (<f64>load<f32>(at(x, i)) - <f64>m);
-  return s;
-}
-
 /**
- * Batch statistics per channel (two passes; SIMD f32 sums within an image's plane, f64 across planes):
- * mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items: channels.
+ * Batch statistics per channel (two passes; SIMD f32 sums within an image's plane, f64 across planes, images
+ * in order): mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items: channels; each pass walks the images
+ * and, within an image, the part's channels (one contiguous block: memory order, not a stride per plane).
+ * `sums`: C f64 of scratch.
  */
 export function batchnormStats(
   x: usize,
@@ -426,26 +424,58 @@ export function batchnormStats(
   mean: usize,
   invstd: usize,
   eps: f32,
+  sums: usize,
   part: i32,
   parts: i32,
 ): void {
-  const end = partStart(C, part + 1, parts);
-  for (let c = partStart(C, part, parts); c < end; c++) {
-    let s: f64 = 0;
-    for (let n = 0; n < N; n++) s += planeSum(at(x, (n * C + c) * HW), HW);
-    const m = s / <f64>(N * HW);
-    let v: f64 = 0;
-    for (let n = 0; n < N; n++) v += planeSquares(at(x, (n * C + c) * HW), HW, <f32>m);
-    v /= <f64>(N * HW);
-    store<f32>(at(mean, c), <f32>m);
+  const c0 = partStart(C, part, parts);
+  const c1 = partStart(C, part + 1, parts);
+  for (let c = c0; c < c1; c++) store<f64>(sums + ((<usize>c) << 3), 0);
+  for (let n = 0; n < N; n++) {
+    for (let c = c0; c < c1; c++) {
+      const sp = sums + ((<usize>c) << 3);
+      store<f64>(sp, load<f64>(sp) + planeSum(at(x, (n * C + c) * HW), HW));
+    }
+  }
+  const count = <f64>(N * HW);
+  for (let c = c0; c < c1; c++) {
+    const sp = sums + ((<usize>c) << 3);
+    const m = <f32>(load<f64>(sp) / count);
+    store<f32>(at(mean, c), m);
+    store<f64>(sp, 0);
+  }
+  for (let n = 0; n < N; n++) {
+    for (let c = c0; c < c1; c++) {
+      const sp = sums + ((<usize>c) << 3);
+      store<f64>(sp, load<f64>(sp) + planeSquares(at(x, (n * C + c) * HW), HW, load<f32>(at(mean, c))));
+    }
+  }
+  for (let c = c0; c < c1; c++) {
+    const v = load<f64>(sums + ((<usize>c) << 3)) / count;
     store<f32>(at(invstd, c), <f32>(1 / Math.sqrt(v + <f64>eps)));
   }
 }
 
 /**
+ * dy masked by a ReLU that ran in place on this batch norm's output (scale 0: none): the output is recomputed
+ * from x as the affine kernel computed it (madd on whole vectors, x * s + t on a plane's last HW % 4), and dy
+ * kept where it is > 0.
+ */
+function maskedDy(dy: v128, x: v128, vs: v128, vt: v128, relu: bool): v128 {
+  if (!relu) return dy;
+  return v128.and(dy, f32x4.gt(madd(x, vs, vt), f32x4.splat(0)));
+}
+
+function maskedDyScalar(dy: f32, x: f32, s: f32, t: f32, relu: bool): f32 {
+  return !relu || x * s + t > 0 ? dy : 0;
+}
+
+/**
  * Training batch-norm backward (PyTorch): xhat = (x - mean) invstd; dgamma[c] += sum dy*xhat; dbeta[c] +=
  * sum dy; dx = gamma invstd (dy - mean(dy) - xhat mean(dy*xhat)) (dx written, not accumulated; dgamma/dbeta 0:
- * skipped). Channel sums: SIMD f32 within a plane, f64 across planes. Work items: channels.
+ * skipped). With `scale` (not 0), dy is first masked by the ReLU that followed in place (see maskedDy: one
+ * pass over memory less than a separate ReLU backward). Channel sums: SIMD f32 within a plane, f64 across
+ * planes in image order. Work items: channels, walked image by image as in batchnormStats. `sums`: 2 C f64.
  */
 export function batchnormBackward(
   dy: usize,
@@ -459,49 +489,103 @@ export function batchnormBackward(
   N: i32,
   C: i32,
   HW: i32,
+  scale: usize,
+  shift: usize,
+  sums: usize,
   part: i32,
   parts: i32,
 ): void {
-  const end = partStart(C, part + 1, parts);
+  const c0 = partStart(C, part, parts);
+  const c1 = partStart(C, part + 1, parts);
   const count = <f64>(N * HW);
-  for (let c = partStart(C, part, parts); c < end; c++) {
-    const m = <f64>load<f32>(at(mean, c));
-    const is = <f64>load<f32>(at(invstd, c));
-    let sg: f64 = 0;
-    let sgx: f64 = 0;
-    for (let n = 0; n < N; n++) {
+  const relu = scale != 0;
+  const hw4 = HW & ~3;
+  for (let c = c0; c < c1; c++) {
+    store<f64>(sums + ((<usize>c) << 4), 0);
+    store<f64>(sums + ((<usize>c) << 4), 0, 8);
+  }
+  for (let n = 0; n < N; n++) {
+    for (let c = c0; c < c1; c++) {
       const o = (n * C + c) * HW;
-      sg += planeSum(at(dy, o), HW);
-      sgx += planeDot(at(dy, o), at(x, o), HW, <f32>m);
+      const m = load<f32>(at(mean, c));
+      const s = relu ? load<f32>(at(scale, c)) : 0;
+      const t = relu ? load<f32>(at(shift, c)) : 0;
+      const vm = f32x4.splat(m);
+      const vs = f32x4.splat(s);
+      const vt = f32x4.splat(t);
+      let a = f32x4.splat(0);
+      let b = a;
+      for (let i = 0; i < hw4; i += 4) {
+        const xv = v128.load(at(x, o + i));
+        const g = maskedDy(v128.load(at(dy, o + i)), xv, vs, vt, relu);
+        a = f32x4.add(a, g);
+        b = f32x4.add(b, f32x4.mul(g, f32x4.sub(xv, vm)));
+      }
+      let sg = hsum64(a);
+      let sgx = hsum64(b);
+      for (let i = hw4; i < HW; i++) {
+        const xs = load<f32>(at(x, o + i));
+        const g = <f64>maskedDyScalar(load<f32>(at(dy, o + i)), xs, s, t, relu);
+        sg += g;
+        sgx += g * (<f64>xs - <f64>m);
+      }
+      const sp = sums + ((<usize>c) << 4);
+      store<f64>(sp, load<f64>(sp) + sg);
+      store<f64>(sp, load<f64>(sp, 8) + sgx, 8);
     }
-    sgx *= is;
+  }
+  for (let c = c0; c < c1; c++) {
+    const sp = sums + ((<usize>c) << 4);
+    const is = <f64>load<f32>(at(invstd, c));
+    const sg = load<f64>(sp);
+    const sgx = load<f64>(sp, 8) * is;
+    store<f64>(sp, sgx, 8);
     if (dgamma) store<f32>(at(dgamma, c), load<f32>(at(dgamma, c)) + <f32>sgx);
     if (dbeta) store<f32>(at(dbeta, c), load<f32>(at(dbeta, c)) + <f32>sg);
-    if (!dx) continue;
-    const k = <f32>(<f64>load<f32>(at(gamma, c)) * is);
-    const mg = <f32>(sg / count);
-    const mgx = <f32>(sgx / count);
-    const mf = <f32>m;
-    const isf = <f32>is;
-    const vk = f32x4.splat(k);
-    const vmg = f32x4.splat(mg);
-    const vmgx = f32x4.splat(mgx);
-    const vm = f32x4.splat(mf);
-    const vis = f32x4.splat(isf);
-    const hw4 = HW & ~3;
-    for (let n = 0; n < N; n++) {
+  }
+  if (!dx) return;
+  for (let n = 0; n < N; n++) {
+    for (let c = c0; c < c1; c++) {
+      const sp = sums + ((<usize>c) << 4);
+      const is = <f64>load<f32>(at(invstd, c));
+      const k = <f32>(<f64>load<f32>(at(gamma, c)) * is);
+      const mg = <f32>(load<f64>(sp) / count);
+      const mgx = <f32>(load<f64>(sp, 8) / count);
+      const mf = load<f32>(at(mean, c));
+      const isf = <f32>is;
+      const s = relu ? load<f32>(at(scale, c)) : 0;
+      const t = relu ? load<f32>(at(shift, c)) : 0;
+      const vs = f32x4.splat(s);
+      const vt = f32x4.splat(t);
+      const vk = f32x4.splat(k);
+      const vmg = f32x4.splat(mg);
+      const vmgx = f32x4.splat(mgx);
+      const vm = f32x4.splat(mf);
+      const vis = f32x4.splat(isf);
       const o = (n * C + c) * HW;
       for (let i = 0; i < hw4; i += 4) {
-        const xh = f32x4.mul(f32x4.sub(v128.load(at(x, o + i)), vm), vis);
-        const t = f32x4.sub(f32x4.sub(v128.load(at(dy, o + i)), vmg), f32x4.mul(xh, vmgx));
-        v128.store(at(dx, o + i), f32x4.mul(vk, t));
+        const xv = v128.load(at(x, o + i));
+        const g = maskedDy(v128.load(at(dy, o + i)), xv, vs, vt, relu);
+        const xh = f32x4.mul(f32x4.sub(xv, vm), vis);
+        v128.store(at(dx, o + i), f32x4.mul(vk, f32x4.sub(f32x4.sub(g, vmg), f32x4.mul(xh, vmgx))));
       }
       for (let i = hw4; i < HW; i++) {
-        const xh = (load<f32>(at(x, o + i)) - mf) * isf;
-        store<f32>(at(dx, o + i), k * (load<f32>(at(dy, o + i)) - mg - xh * mgx));
+        const xs = load<f32>(at(x, o + i));
+        const g = maskedDyScalar(load<f32>(at(dy, o + i)), xs, s, t, relu);
+        store<f32>(at(dx, o + i), k * (g - mg - (xs - mf) * isf * mgx));
       }
     }
   }
+}
+
+/** Horizontal sum of four lanes in f64. */
+function hsum64(a: v128): f64 {
+  return (
+    <f64>f32x4.extract_lane(a, 0) +
+    <f64>f32x4.extract_lane(a, 1) +
+    <f64>f32x4.extract_lane(a, 2) +
+    <f64>f32x4.extract_lane(a, 3)
+  );
 }
 
 /** First element of part `part`: parts split whole 4-element vectors. */

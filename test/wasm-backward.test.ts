@@ -427,17 +427,20 @@ function checkBatchnorm(k: WasmKernels): void {
   const gamma = uniform(C);
   const dg0 = uniform(C);
   const db0 = uniform(C);
-  const what = `batchnorm N=${N} C=${C} HW=${HW}`;
+  // Half the cases fuse the mask of a ReLU that ran in place on the output: dy counts where the affine
+  // kernel's output (x * scale + shift) is > 0.
+  const relu = rng() < 0.5;
+  const what = `batchnorm N=${N} C=${C} HW=${HW} relu=${relu}`;
 
   const px = a.put(x);
-  const [pmean, pinv] = [a.alloc(C * 4), a.alloc(C * 4)];
+  const [pmean, pinv, sums] = [a.alloc(C * 4), a.alloc(C * 4), a.alloc(C * 16)];
   const stats = runParts(
     a,
     [
       { p: pmean, init: new Float32Array(C) },
       { p: pinv, init: new Float32Array(C) },
     ],
-    (p, parts) => k.exports.batchnormStats(px, N, C, HW, pmean, pinv, eps, p, parts),
+    (p, parts) => k.exports.batchnormStats(px, N, C, HW, pmean, pinv, eps, sums, p, parts),
   );
   const mean = new Float32Array(C);
   const inv = new Float32Array(C);
@@ -449,6 +452,18 @@ function checkBatchnorm(k: WasmKernels): void {
   assertClose(`${what} mean`, stats[0]!, mean);
   assertClose(`${what} invstd`, stats[1]!, inv);
 
+  let g = dy;
+  let [ps, pt] = [0, 0];
+  if (relu) {
+    const scale = uniform(C);
+    // x is centred on 0.5: the output crosses 0 about half the time.
+    [ps, pt] = [a.put(scale), a.put(scale.map((v) => -0.5 * v))];
+    const py = a.alloc(x.byteLength);
+    k.exports.channelAffine(px, N, C, HW, ps, pt, py, 1, 0, 1);
+    const y = a.read(py, x.length);
+    g = dy.map((v, i) => (y[i]! > 0 ? v : 0));
+    assert.ok(g.some((v) => v === 0) || x.length < 16, `${what}: the mask keeps everything`);
+  }
   const shape = HW === 1 ? [N, C] : [N, C, 1, HW];
   const gx = new Tensor(shape);
   const gg = new Tensor([C], dg0.slice());
@@ -458,7 +473,7 @@ function checkBatchnorm(k: WasmKernels): void {
     [new Tensor(shape, x)],
     { weight: new Tensor([C], gamma), bias: new Tensor([C]) },
     { channels: C, eps, momentum: 0.1 },
-    new Tensor(shape, dy),
+    new Tensor(shape, g),
     [gx],
     { weight: gg, bias: gb },
     true,
@@ -472,7 +487,8 @@ function checkBatchnorm(k: WasmKernels): void {
       { p: pdg, init: dg0 },
       { p: pdb, init: db0 },
     ],
-    (p, parts) => k.exports.batchnormBackward(pdy, px, pmean, pinv, pg, pdx, pdg, pdb, N, C, HW, p, parts),
+    (p, parts) =>
+      k.exports.batchnormBackward(pdy, px, pmean, pinv, pg, pdx, pdg, pdb, N, C, HW, ps, pt, sums, p, parts),
   );
   // dx = k (dy - mean(dy) - xhat mean(dy xhat)) cancels (to exactly 0 when N*HW = 2): float32 rounds each
   // term, and xhat = (x - mean) invstd inherits mean's float32 rounding (as in PyTorch, which also keeps the
@@ -484,31 +500,31 @@ function checkBatchnorm(k: WasmKernels): void {
   for (let c = 0; c < C; c++) {
     const { mean: m, variance } = channelStats(x, N, C, HW, c);
     const is = 1 / Math.sqrt(variance + eps);
-    let g = 0;
+    let sum = 0;
     let gxh = 0;
     let ag = 0;
     let agx = 0;
     for (let b = 0; b < N; b++) {
       for (let i = 0; i < HW; i++) {
         const j = (b * C + c) * HW + i;
-        g += dy[j]!;
-        gxh += dy[j]! * (x[j]! - m) * is;
-        ag += Math.abs(dy[j]!);
-        agx += Math.abs(dy[j]! * (x[j]! - m) * is);
+        sum += g[j]!;
+        gxh += g[j]! * (x[j]! - m) * is;
+        ag += Math.abs(g[j]!);
+        agx += Math.abs(g[j]! * (x[j]! - m) * is);
       }
     }
-    const mg = g / (N * HW);
+    const mg = sum / (N * HW);
     const mgx = gxh / (N * HW);
     const k = Math.abs(gamma[c]! * is);
     for (let b = 0; b < N; b++) {
       for (let i = 0; i < HW; i++) {
         const j = (b * C + c) * HW + i;
         const xh = Math.abs((x[j]! - m) * is);
-        sx[j] = k * (Math.abs(dy[j]!) + Math.abs(mg) + (xh + Math.abs(m) * is) * Math.abs(mgx));
+        sx[j] = k * (Math.abs(g[j]!) + Math.abs(mg) + (xh + Math.abs(m) * is) * Math.abs(mgx));
       }
     }
     sg[c] = ag + Math.abs(db0[c]!);
-    sgx[c] = agx + Math.abs(dg0[c]!);
+    sgx[c] = agx + Math.abs(m) * is * ag + Math.abs(dg0[c]!); // xhat carries the float32 mean's rounding
   }
   assertClose(`${what} dx`, got[0]!, gx.data, sx);
   assertClose(`${what} dgamma`, got[1]!, gg.data, sgx);

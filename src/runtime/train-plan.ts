@@ -370,6 +370,8 @@ class Emitter {
     return this.scratchPtr;
   }
   private scratchPtr = 0;
+  /** Batch norms whose output a ReLU overwrites in place (their backward applies its mask). */
+  private readonly fusedRelu = new Set<string>();
   private scratchBytes = 0;
 
   hasGrad(name: string): boolean {
@@ -389,11 +391,17 @@ class Emitter {
     const y = this.v(node.name);
     if (y.inPlace) {
       const n = size(y.shape);
-      // After batch norm, the affine kernel applies the ReLU as it writes (one pass less).
+      // After batch norm, the affine kernel applies the ReLU as it writes, and the batch norm's backward
+      // applies its mask as it reads dy (a pass less each way).
       const last = this.t.forwardSteps.at(-1);
-      if (last?.fn === 'channelAffine' && last.args[6] === y.ptr) last.args[7] = 1;
-      else this.fwd('relu', [y.ptr, y.ptr, n], n, node);
-      this.backs.push(() => this.bwd('reluBackward', [y.ptr, y.grad, y.grad, n], n, node));
+      if (last?.fn === 'channelAffine' && last.args[6] === y.ptr) {
+        last.args[7] = 1;
+        this.fusedRelu.add(last.node);
+        this.backs.push(() => {});
+      } else {
+        this.fwd('relu', [y.ptr, y.ptr, n], n, node);
+        this.backs.push(() => this.bwd('reluBackward', [y.ptr, y.grad, y.grad, n], n, node));
+      }
       return;
     }
     if (y.base !== node.name) {
@@ -512,9 +520,10 @@ class Emitter {
         const a = node.attrs;
         const HW = H * W;
         const [mean, invstd, scale, shift] = [this.alloc(C), this.alloc(C), this.alloc(C), this.alloc(C)];
+        const sums = this.alloc(4 * C); // 2 C f64
         const gamma = this.p(node, 'weight');
         const beta = this.p(node, 'bias');
-        this.fwd('batchnormStats', [x.ptr, N, C, HW, mean, invstd, a.eps], work, node);
+        this.fwd('batchnormStats', [x.ptr, N, C, HW, mean, invstd, a.eps, sums], work, node);
         const count = N * HW;
         this.js(this.t.forwardSteps, node, () => {
           const h = this.plan.view();
@@ -535,11 +544,18 @@ class Emitter {
         });
         this.fwd('channelAffine', [x.ptr, N, C, HW, scale, shift, y.ptr, 0], work, node);
         this.backs.push(() => {
+          const relu = this.fusedRelu.has(node.name);
           const f = this.acc(x.name);
-          if (f === 1) return this.fallbackBackward(node, true); // the kernel writes dx; a sum needs the reference
+          if (f === 1) {
+            // The kernel writes dx; a sum needs the reference (after the ReLU's mask, when one was fused).
+            if (relu) this.bwd('reluBackward', [y.ptr, y.grad, y.grad, n], n, node);
+            return this.fallbackBackward(node, true);
+          }
+          const dx = f === 0 ? x.grad : 0;
+          const [s, t] = relu ? [scale, shift] : [0, 0];
           this.bwd(
             'batchnormBackward',
-            [y.grad, x.ptr, mean, invstd, gamma.ptr, f === 0 ? x.grad : 0, gamma.grad, beta.grad, N, C, HW],
+            [y.grad, x.ptr, mean, invstd, gamma.ptr, dx, gamma.grad, beta.grad, N, C, HW, s, t, sums],
             work,
             node,
           );

@@ -234,7 +234,10 @@ export interface KernelExports {
   ): void;
   /** Bytes of scratch the 3x3 backward kernels need for an H x W input and `parts` parts. */
   conv3x3ScratchBytes(H: number, W: number, parts: number): number;
-  /** Training batch statistics (f64 two-pass): mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items: channels. */
+  /**
+   * Training batch statistics (f64 two-pass): mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items: channels.
+   * `sums`: 8 C bytes of scratch.
+   */
   batchnormStats(
     x: number,
     N: number,
@@ -243,12 +246,15 @@ export interface KernelExports {
     mean: number,
     invstd: number,
     eps: number,
+    sums: number,
     part: number,
     parts: number,
   ): void;
   /**
    * Training batch-norm backward (PyTorch's formula): dgamma[c] += sum dy*xhat, dbeta[c] += sum dy (0: none),
    * dx = gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)) written (not accumulated; 0: none). Work items: channels.
+   * With `scale` and `shift` (not 0: the forward's affine), dy is first masked by a ReLU that ran in place on the
+   * output (kept where x * scale + shift > 0, computed as channelAffine does). `sums`: 16 C bytes of scratch.
    */
   batchnormBackward(
     dy: number,
@@ -262,6 +268,9 @@ export interface KernelExports {
     N: number,
     C: number,
     HW: number,
+    scale: number,
+    shift: number,
+    sums: number,
     part: number,
     parts: number,
   ): void;
