@@ -18,9 +18,15 @@ function partFloats(H: i32, W: i32): i32 {
   return (2 * (H + 3) * rowFloats(W) + 15) & ~15;
 }
 
-/** Bytes of scratch the kernels below need for all `parts` (part k uses the k-th slice). */
-export function conv3x3ScratchBytes(H: i32, W: i32, parts: i32): i32 {
-  return partFloats(H, W) * 4 * parts;
+/** Bytes of one weight-gradient work item's running sums: ten f32x4 and ten f64. */
+const ITEM_BYTES = 10 * 16 + 10 * 8;
+
+/**
+ * Bytes of scratch the kernels below need for all `parts` (part k uses the k-th slice of the planes) and
+ * `items` weight-gradient work items (0 for the input gradient).
+ */
+export function conv3x3ScratchBytes(H: i32, W: i32, items: i32, parts: i32): i32 {
+  return partFloats(H, W) * 4 * parts + items * ITEM_BYTES;
 }
 
 /** This part's scratch, zeroed: the padding of the copies below is never written again. */
@@ -177,8 +183,9 @@ export function depthwise3x3BackwardInput(
  * group (depthwise: 1 and 1). Work item j < O * kg is the pair (o = j / kg, input channel i = j % kg of o's
  * group): dw[j][ky][kx] += sum_{n,oy,ox} dy[n, yOff + outMap(o), oy, ox] * x[n, xOff + (o / og) * kg + i,
  * oy*stride + ky - 1, ox*stride + kx - 1] (padding reads 0), and dbias[o] += sum dy when i = 0 (dbias 0: none).
- * Both planes are copied into zero-padded scratch; nine f32x4 sums run over up to ~1024 terms per lane, then
- * go into f64 totals.
+ * Images outer, the part's items inner (memory order); both planes are copied into zero-padded scratch; each
+ * item keeps nine f32x4 sums (and one for dbias) in scratch over up to ~1024 terms per lane, then adds them
+ * into f64 totals. `scratch`: conv3x3ScratchBytes(H, W, O * kg, parts).
  */
 export function conv3x3BackwardWeight(
   x: usize,
@@ -208,40 +215,40 @@ export function conv3x3BackwardWeight(
   const s = partScratch(scratch, H, W, part);
   const xp = s;
   const dp = at(s, (H + 3) * rowFloats(W)); // OH x vc
+  const state = scratch + ((<usize>(partFloats(H, W) * parts)) << 2);
+  const items = O * kg;
   const xs = (<usize>XW) << 2;
   const flushEvery = max(1, 256 / ((OH * vc) >> 2));
-  const end = partStart(O * kg, part + 1, parts);
-  for (let j = partStart(O * kg, part, parts); j < end; j++) {
-    const o = j / kg;
-    const i = j % kg;
-    const xc = xOff + (o / og) * kg + i;
-    const yc = yOff + (outMap ? load<i32>(at(outMap, o)) : o);
-    const z = f32x4.splat(0);
-    let t0: f64 = 0;
-    let t1: f64 = 0;
-    let t2: f64 = 0;
-    let t3: f64 = 0;
-    let t4: f64 = 0;
-    let t5: f64 = 0;
-    let t6: f64 = 0;
-    let t7: f64 = 0;
-    let t8: f64 = 0;
-    let tb: f64 = 0;
-    for (let n0 = 0; n0 < N; n0 += flushEvery) {
-      let a0 = z;
-      let a1 = z;
-      let a2 = z;
-      let a3 = z;
-      let a4 = z;
-      let a5 = z;
-      let a6 = z;
-      let a7 = z;
-      let a8 = z;
-      let ab = z;
-      const n1 = min(N, n0 + flushEvery);
-      for (let n = n0; n < n1; n++) {
+  const first = partStart(items, part, parts);
+  const end = partStart(items, part + 1, parts);
+  const z = f32x4.splat(0);
+  for (let j = first; j < end; j++) {
+    const a = state + <usize>j * 160;
+    for (let q = 0; q < 10; q++) v128.store(a + ((<usize>q) << 4), z);
+    const t = state + <usize>items * 160 + <usize>j * 80;
+    for (let q = 0; q < 10; q++) store<f64>(t + ((<usize>q) << 3), 0);
+  }
+  for (let n0 = 0; n0 < N; n0 += flushEvery) {
+    const n1 = min(N, n0 + flushEvery);
+    for (let n = n0; n < n1; n++) {
+      for (let j = first; j < end; j++) {
+        const o = j / kg;
+        const i = j % kg;
+        const xc = xOff + (o / og) * kg + i;
+        const yc = yOff + (outMap ? load<i32>(at(outMap, o)) : o);
         copyRows(at(x, (n * xC + xc) * H * W), H, W, at(xp, XW + 1), XW);
         copyRows(at(dy, (n * yC + yc) * OH * OW), OH, OW, dp, vc);
+        const sa = state + <usize>j * 160;
+        let a0 = v128.load(sa);
+        let a1 = v128.load(sa, 16);
+        let a2 = v128.load(sa, 32);
+        let a3 = v128.load(sa, 48);
+        let a4 = v128.load(sa, 64);
+        let a5 = v128.load(sa, 80);
+        let a6 = v128.load(sa, 96);
+        let a7 = v128.load(sa, 112);
+        let a8 = v128.load(sa, 128);
+        let ab = v128.load(sa, 144);
         for (let oy = 0; oy < OH; oy++) {
           const dr = at(dp, oy * vc);
           const r0 = xp + <usize>(oy * stride) * xs;
@@ -285,28 +292,38 @@ export function conv3x3BackwardWeight(
             }
           }
         }
+        v128.store(sa, a0);
+        v128.store(sa, a1, 16);
+        v128.store(sa, a2, 32);
+        v128.store(sa, a3, 48);
+        v128.store(sa, a4, 64);
+        v128.store(sa, a5, 80);
+        v128.store(sa, a6, 96);
+        v128.store(sa, a7, 112);
+        v128.store(sa, a8, 128);
+        v128.store(sa, ab, 144);
       }
-      t0 += hsum(a0);
-      t1 += hsum(a1);
-      t2 += hsum(a2);
-      t3 += hsum(a3);
-      t4 += hsum(a4);
-      t5 += hsum(a5);
-      t6 += hsum(a6);
-      t7 += hsum(a7);
-      t8 += hsum(a8);
-      tb += hsum(ab);
     }
+    for (let j = first; j < end; j++) {
+      const a = state + <usize>j * 160;
+      const t = state + <usize>items * 160 + <usize>j * 80;
+      for (let q = 0; q < 10; q++) {
+        const tq = t + ((<usize>q) << 3);
+        store<f64>(tq, load<f64>(tq) + hsum(v128.load(a + ((<usize>q) << 4))));
+        v128.store(a + ((<usize>q) << 4), z);
+      }
+    }
+  }
+  for (let j = first; j < end; j++) {
+    const t = state + <usize>items * 160 + <usize>j * 80;
     const wj = at(dw, j * 9);
-    store<f32>(wj, <f32>(<f64>load<f32>(wj) + t0));
-    store<f32>(wj, <f32>(<f64>load<f32>(wj, 4) + t1), 4);
-    store<f32>(wj, <f32>(<f64>load<f32>(wj, 8) + t2), 8);
-    store<f32>(wj, <f32>(<f64>load<f32>(wj, 12) + t3), 12);
-    store<f32>(wj, <f32>(<f64>load<f32>(wj, 16) + t4), 16);
-    store<f32>(wj, <f32>(<f64>load<f32>(wj, 20) + t5), 20);
-    store<f32>(wj, <f32>(<f64>load<f32>(wj, 24) + t6), 24);
-    store<f32>(wj, <f32>(<f64>load<f32>(wj, 28) + t7), 28);
-    store<f32>(wj, <f32>(<f64>load<f32>(wj, 32) + t8), 32);
-    if (dbias && i == 0) store<f32>(at(dbias, o), <f32>(<f64>load<f32>(at(dbias, o)) + tb));
+    for (let q = 0; q < 9; q++) {
+      const wq = wj + ((<usize>q) << 2);
+      store<f32>(wq, <f32>(<f64>load<f32>(wq) + load<f64>(t + ((<usize>q) << 3))));
+    }
+    const o = j / kg;
+    if (dbias && j % kg == 0) {
+      store<f32>(at(dbias, o), <f32>(<f64>load<f32>(at(dbias, o)) + load<f64>(t, 72)));
+    }
   }
 }

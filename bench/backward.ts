@@ -153,7 +153,7 @@ function measureDw(k: WasmKernels): Array<Array<[number, number]>> {
   const mib = 1 << 20;
   const [x, w, y, d] = [k.heapBase, k.heapBase + 32 * mib, k.heapBase + 64 * mib, k.heapBase + 96 * mib];
   const scratch = d + 32 * mib;
-  const short = scratch + mib - k.memory.buffer.byteLength;
+  const short = scratch + 2 * mib - k.memory.buffer.byteLength;
   if (short > 0) k.memory.grow(Math.ceil(short / 65536));
   return dwShapes.map(({ C, H, stride: s }) => {
     const OH = Math.floor((H - 1) / s) + 1;

@@ -360,7 +360,7 @@ function checkDepthwise(k: WasmKernels, fixed?: { C: number; H: number; W: numbe
 
   const [px, pdy, pw, pm] = [a.put(x), a.put(dy), a.put(w), a.put(outMap)];
   const pdx = a.put(dx0);
-  const scratch = a.alloc(k.exports.conv3x3ScratchBytes(H, W, 3));
+  const scratch = a.alloc(k.exports.conv3x3ScratchBytes(H, W, C, 3));
   const [gotDx] = runParts(a, [{ p: pdx, init: dx0 }], (p, parts) =>
     k.exports.depthwise3x3BackwardInput(
       pdy,
@@ -750,8 +750,8 @@ function checkConv(k: WasmKernels, is3x3 = false): boolean {
   assertClose(`${what} dw`, got[0]!, gw.data, Float64Array.from(sw.data));
   if (gb) assertClose(`${what} dbias`, got[1]!, gb.data, Float64Array.from(sb!.data));
   if (is3x3) {
-    const scratch = a.alloc(k.exports.conv3x3ScratchBytes(H, W, 3));
     const [kg, og, s] = [C / groups, O / groups, attrs.stride[0]];
+    const scratch = a.alloc(k.exports.conv3x3ScratchBytes(H, W, O * kg, 3));
     const got3 = runParts(a, outs, (p, parts) =>
       k.exports.conv3x3BackwardWeight(
         px,

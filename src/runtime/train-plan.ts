@@ -364,8 +364,8 @@ class Emitter {
   }
 
   /** Scratch for the 3x3 backward kernels on H x W inputs (one block, shared by the steps: they run one at a time). */
-  private scratch3x3(H: number, W: number): number {
-    const bytes = this.t.exports.conv3x3ScratchBytes(H, W, this.t.threads);
+  private scratch3x3(H: number, W: number, items = 0): number {
+    const bytes = this.t.exports.conv3x3ScratchBytes(H, W, items, this.t.threads);
     if (bytes > this.scratchBytes) [this.scratchPtr, this.scratchBytes] = [this.alloc(bytes / 4), bytes];
     return this.scratchPtr;
   }
@@ -464,7 +464,7 @@ class Emitter {
               );
             this.bwd(
               'conv3x3BackwardWeight',
-              [x.ptr, C, 0, y.grad, C, 0, 0, w.grad, b.grad, N, C, 1, 1, H, W, s, this.scratch3x3(H, W)],
+              [x.ptr, C, 0, y.grad, C, 0, 0, w.grad, b.grad, N, C, 1, 1, H, W, s, this.scratch3x3(H, W, C)],
               work,
               node,
             );
@@ -510,7 +510,7 @@ class Emitter {
           if (is3x3(node)) {
             const [kg, og] = [C / a.groups, O / a.groups];
             const args = [x.ptr, C, 0, y.grad, O, 0, 0, w.grad, b.grad, N, O, kg, og, H, W, a.stride[0]];
-            this.bwd('conv3x3BackwardWeight', [...args, this.scratch3x3(H, W)], work, node);
+            this.bwd('conv3x3BackwardWeight', [...args, this.scratch3x3(H, W, O * kg)], work, node);
           } else this.bwd('conv2dBackwardWeight', [x.ptr, y.grad, w.grad, b.grad, ...dims], work, node);
         });
         return;

@@ -185,7 +185,7 @@ export interface KernelExports {
   ): void;
   /**
    * Input gradient of `depthwise3x3` (padding 1, stride 1 or 2): dx row xOff + c (+)= the transposed 3x3 conv of dy row
-   * yOff + outMap(c) with w[c]. Work items: (image, channel) planes. `scratch`: conv3x3ScratchBytes(H, W, parts).
+   * yOff + outMap(c) with w[c]. Work items: (image, channel) planes. `scratch`: conv3x3ScratchBytes(H, W, 0, parts).
    */
   depthwise3x3BackwardInput(
     dy: number,
@@ -209,7 +209,7 @@ export interface KernelExports {
   /**
    * Weight gradient of a 3x3 conv (padding 1, stride 1 or 2, kg input / og output channels per group; depthwise:
    * 1, 1): dw[j][9] += ..., work item j = (o = j / kg, input j % kg of o's group); dbias[o] += sum dy (0: none).
-   * `scratch`: conv3x3ScratchBytes(H, W, parts).
+   * `scratch`: conv3x3ScratchBytes(H, W, O * kg, parts).
    */
   conv3x3BackwardWeight(
     x: number,
@@ -232,8 +232,8 @@ export interface KernelExports {
     part: number,
     parts: number,
   ): void;
-  /** Bytes of scratch the 3x3 backward kernels need for an H x W input and `parts` parts. */
-  conv3x3ScratchBytes(H: number, W: number, parts: number): number;
+  /** Bytes of scratch the 3x3 backward kernels need for an H x W input, `items` weight-gradient items, `parts` parts. */
+  conv3x3ScratchBytes(H: number, W: number, items: number, parts: number): number;
   /**
    * Training batch statistics (f64 two-pass): mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items: channels.
    * `sums`: 8 C bytes of scratch.
