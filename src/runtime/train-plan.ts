@@ -168,6 +168,18 @@ export class TrainPlan {
     return out;
   }
 
+  /**
+   * Gradient `token` shares the buffer of `of` from now on (the caller knows `of` is read no more, or only
+   * before the buffer changes). Both must have the same size.
+   */
+  aliasGradient(token: number, of: number): void {
+    this.aliasOf.set(token, this.rootOf(of));
+  }
+  private rootOf(token: number): number {
+    return this.aliasOf.get(token) ?? token;
+  }
+  private readonly aliasOf = new Map<number, number>();
+
   /** A gradient pointer: tokens (< 0) become byte offsets once the backward pass is laid out. */
   gradPtr(token: number): number {
     return token < 0 ? this.gradPtrs[-token - 1]! : token;
@@ -178,12 +190,20 @@ export class TrainPlan {
    * block: greedy first-fit by size, as the inference arena does.
    */
   private layoutGradients(uses: ReadonlyMap<number, { first: number; last: number }>): void {
-    const tokens = [...uses.keys()];
+    // An alias lives in its root's buffer: the root's lifetime covers both.
+    const merged = new Map<number, { first: number; last: number }>();
+    for (const [t, u] of uses) {
+      const r = this.rootOf(t);
+      const m = merged.get(r);
+      merged.set(r, m ? { first: Math.min(m.first, u.first), last: Math.max(m.last, u.last) } : { ...u });
+    }
+    const tokens = [...merged.keys()];
     const { at, total } = firstFit(
-      tokens.map((t) => ({ size: Math.ceil((this.gradSizes[-t - 1]! * 4) / 64) * 64, ...uses.get(t)! })),
+      tokens.map((t) => ({ size: Math.ceil((this.gradSizes[-t - 1]! * 4) / 64) * 64, ...merged.get(t)! })),
     );
     const base = this.pool.alloc(total);
     tokens.forEach((t, i) => (this.gradPtrs[-t - 1] = base + at[i]!));
+    for (const t of this.aliasOf.keys()) this.gradPtrs[-t - 1] = this.gradPtrs[-this.rootOf(t) - 1]!;
     for (const step of this.backwardSteps) {
       if (step.fn !== 'js') step.args = step.args.map((a) => this.gradPtr(a));
     }
@@ -576,10 +596,26 @@ class Emitter {
         const b = this.v(node.inputs[1]!);
         if (x.map || b.map) break;
         this.fwd('add', [x.ptr, b.ptr, y.ptr, n, 0], work, node);
+        // Backward: dL/dx = dL/db = dL/dy. The first input whose gradient starts here takes dy's buffer (dy is
+        // read no more). The second may share it too when only its producer, the node just before this one
+        // (so the next backward step), reads it and does not write it: nothing can add to the first input's
+        // gradient in between.
+        const at = this.plan.graph.nodes.indexOf(node);
+        const prev = this.plan.graph.nodes[at - 1];
+        const readNext = (v: Value) =>
+          prev !== undefined &&
+          v.base === v.name &&
+          v.name === prev.name &&
+          (prev.op === 'batchnorm' || prev.op === 'conv2d');
         this.backs.push(() => {
+          let shared = false;
           for (const v of [x, b]) {
             const f = this.acc(v.name);
-            if (f === 0) {
+            if (f === 0 && (!shared || readNext(v))) {
+              this.plan.aliasGradient(v.grad, y.grad);
+              [v.grad, y.grad].forEach((g) => this.use(g));
+              shared = true;
+            } else if (f === 0) {
               [v.grad, y.grad].forEach((g) => this.use(g));
               this.js(this.t.backwardSteps, node, () => {
                 const [to, from] = [this.plan.gradPtr(v.grad) / 4, this.plan.gradPtr(y.grad) / 4];
