@@ -21,6 +21,12 @@ function hsum(a: v128): f32 {
 // ---------------------------------------------------------------------------------------------------------
 // Pointwise (grouped 1x1) backward.
 
+/** Pixels per work item of the input gradient: a multiple of 8 whose `rows` dy rows stay in L1. */
+function pixelChunk(rows: i32, HW: i32): i32 {
+  const p = max(8, ((24 << 10) / (rows * 4)) & ~7);
+  return min(p, (HW + 7) & ~7);
+}
+
 /** dx row store: a (+ old value when accumulating). */
 function putv(p: usize, a: v128, acc: bool): void {
   v128.store(p, acc ? f32x4.add(v128.load(p), a) : a);
@@ -132,7 +138,8 @@ function bwdInTile(
 
 /**
  * Input gradient of `pointwise`: dx[n, xOff + map(g*cin + j), p] (+)= sum_{o in group g} w[o*cin + j] *
- * dy[n, yOff + o, p], cin = inC/groups. Work items: (image, group, 8-pixel tile).
+ * dy[n, yOff + o, p], cin = inC/groups. Work items: (image, group, chunk of pixels): each block of 4 dx rows sweeps the chunk, so dx is
+ * read and written row by row in memory order (a stream per row, not 4 x 8 floats of every row per item).
  */
 export function pointwiseBackwardInput(
   dy: usize,
@@ -154,17 +161,18 @@ export function pointwiseBackwardInput(
 ): void {
   const cin = inC / groups;
   const og = outC / groups;
-  const tiles = (HW + 7) >> 3;
-  const total = N * groups * tiles;
+  const P = pixelChunk(og, HW);
+  const chunks = (HW + P - 1) / P;
+  const total = N * groups * chunks;
   const end = partStart(total, part + 1, parts);
   const rs = (<usize>HW) << 2;
   const ws = (<usize>cin) << 2;
   for (let it = partStart(total, part, parts); it < end; it++) {
-    const t = it % tiles;
-    const g = (it / tiles) % groups;
-    const n = it / tiles / groups;
-    const p = t << 3;
-    const np = min(8, HW - p);
+    const t = it % chunks;
+    const g = (it / chunks) % groups;
+    const n = it / chunks / groups;
+    const p = t * P;
+    const np = min(P, HW - p);
     const dyb = at(dy, (n * yC + yOff + g * og) * HW + p);
     const xb = at(dx, n * xC * HW + p);
     const wg = at(w, g * og * cin);
