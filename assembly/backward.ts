@@ -308,7 +308,9 @@ function rowSum(y: usize, ys: usize, N: i32, HW: i32): f32 {
  * dbias[o] += sum_{n,p} dy[n, yOff+o, p] (dbias 0: skipped). Work items: (group, block of 4 outputs), each
  * reducing over all pixels of a chunk of images (f32x4 lane sums, then a fixed horizontal order) and adding
  * that into dw chunk by chunk. A chunk's rows of the group (dy and x) fit in L2, so the items re-read them
- * from there instead of memory; the chunk size depends on the shape only, so the bits do not depend on parts.
+ * from there instead of memory. Planes under PACK_BELOW pixels are first copied into one contiguous row per
+ * channel (`scratch`, pointwiseBackwardWeightScratchBytes): a 4x4 plane is too short a loop, and the copy
+ * doubles the speed there. Chunks depend on the shape only, so the bits do not depend on parts.
  */
 export function pointwiseBackwardWeight(
   x: usize,
@@ -325,6 +327,7 @@ export function pointwiseBackwardWeight(
   outC: i32,
   groups: i32,
   HW: i32,
+  scratch: usize,
   part: i32,
   parts: i32,
 ): void {
@@ -338,35 +341,96 @@ export function pointwiseBackwardWeight(
   const ys = <usize>yC * rs;
   const xs = <usize>xC * rs;
   const ws = (<usize>cin) << 2;
-  const chunk = max(1, min(N, CHUNK_BYTES / ((og + cin) * HW * 4)));
+  const pack = HW < PACK_BELOW;
+  const chunk = pack ? packChunk(cin, HW, N) : max(1, min(N, CHUNK_BYTES / ((og + cin) * HW * 4)));
+  const xp = scratch + <usize>part * <usize>packBytes(cin, HW);
   for (let n0 = 0; n0 < N; n0 += chunk) {
     const nc = min(chunk, N - n0);
+    const L = nc * HW; // packed row length
+    const lb = (<usize>L) << 2;
     const yb = dy + <usize>n0 * ys;
     const xbase = x + <usize>n0 * xs;
+    let packed = -1; // the group whose x rows xp holds
+    const yp = xp + <usize>cin * lb;
     for (let it = first; it < end; it++) {
       const g = it / blocks;
       const ob = (it % blocks) << 2;
       const ro = min(4, og - ob);
       const o = g * og + ob;
-      const y0 = yb + <usize>(yOff + o) * rs;
-      const y1 = ro > 1 ? y0 + rs : y0;
-      const y2 = ro > 2 ? y1 + rs : y1;
-      const y3 = ro > 3 ? y2 + rs : y2;
+      let y0 = yb + <usize>(yOff + o) * rs;
+      let yStride = ys;
+      let xStride = xs;
+      let images = nc;
+      let plane = HW;
+      if (pack) {
+        if (packed != g) {
+          for (let j = 0; j < cin; j++) {
+            gather(xbase + <usize>(xOff + mapped(inMap, g * cin + j)) * rs, xs, nc, HW, xp + <usize>j * lb);
+          }
+          packed = g;
+        }
+        for (let r = 0; r < ro; r++) gather(y0 + <usize>r * rs, ys, nc, HW, yp + <usize>r * lb);
+        y0 = yp;
+        yStride = 0;
+        xStride = 0;
+        images = 1;
+        plane = L;
+      }
+      const yr = pack ? lb : rs;
+      const y1 = ro > 1 ? y0 + yr : y0;
+      const y2 = ro > 2 ? y1 + yr : y1;
+      const y3 = ro > 3 ? y2 + yr : y2;
       for (let j = 0; j < cin; j += 2) {
         const cj = min(2, cin - j);
-        const xa = xbase + <usize>(xOff + mapped(inMap, g * cin + j)) * rs;
-        const xb = cj > 1 ? xbase + <usize>(xOff + mapped(inMap, g * cin + j + 1)) * rs : xa;
-        bwdWTile(ro, cj, y0, y1, y2, y3, ys, xa, xb, xs, nc, HW, at(dw, o * cin + j), ws);
+        let xa: usize;
+        let xb: usize;
+        if (pack) {
+          xa = xp + <usize>j * lb;
+          xb = cj > 1 ? xa + lb : xa;
+        } else {
+          xa = xbase + <usize>(xOff + mapped(inMap, g * cin + j)) * rs;
+          xb = cj > 1 ? xbase + <usize>(xOff + mapped(inMap, g * cin + j + 1)) * rs : xa;
+        }
+        bwdWTile(ro, cj, y0, y1, y2, y3, yStride, xa, xb, xStride, images, plane, at(dw, o * cin + j), ws);
       }
       if (dbias) {
-        for (let r = 0; r < ro; r++) addw(at(dbias, o + r), rowSum(y0 + <usize>r * rs, ys, nc, HW));
+        for (let r = 0; r < ro; r++)
+          addw(at(dbias, o + r), rowSum(y0 + <usize>r * yr, yStride, images, plane));
       }
     }
   }
 }
 
 /** Bytes of one group's dy and x rows that a chunk of images may take (a part of a 1 MiB L2). */
-const CHUNK_BYTES = 256 << 10;
+const CHUNK_BYTES = 128 << 10;
+const PACK_BELOW = 64;
+
+/** Images per chunk when packing: the group's x rows and 4 dy rows within CHUNK_BYTES (at least one image). */
+function packChunk(cin: i32, HW: i32, N: i32): i32 {
+  return max(1, min(N, CHUNK_BYTES / ((cin + 4) * HW * 4)));
+}
+
+/** One part's packed rows: (cin + 4) rows of a chunk. */
+function packBytes(cin: i32, HW: i32): i32 {
+  return (((cin + 4) * HW * 4 * max(1, CHUNK_BYTES / ((cin + 4) * HW * 4)) + 63) & ~63) + 64;
+}
+
+/** Scratch of `pointwiseBackwardWeight` for all parts (0 when its planes are not packed). */
+export function pointwiseBackwardWeightScratchBytes(inC: i32, groups: i32, HW: i32, parts: i32): i32 {
+  return HW < PACK_BELOW ? packBytes(inC / groups, HW) * parts : 0;
+}
+
+/** Copies `nc` planes of HW floats, `stride` bytes apart from `src`, into one row at `dst`. */
+function gather(src: usize, stride: usize, nc: i32, HW: i32, dst: usize): void {
+  const hw4 = HW & ~3;
+  for (let n = 0; n < nc; n++) {
+    const s = src + <usize>n * stride;
+    const d = at(dst, n * HW);
+    let i = 0;
+    for (; i < hw4; i += 4) v128.store(at(d, i), v128.load(at(s, i)));
+    for (; i < HW; i++) store<f32>(at(d, i), load<f32>(at(s, i)));
+  }
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Batch norm (training) and ReLU backward.

@@ -5,6 +5,7 @@ export { globalAvgPool, channelAffine, relu, add } from './elementwise';
 export {
   pointwiseBackwardInput,
   pointwiseBackwardWeight,
+  pointwiseBackwardWeightScratchBytes,
   batchnormStats,
   batchnormBackward,
   reluBackward,

@@ -55,7 +55,26 @@ function run(e: KernelExports, kind: Kind, s: Shape, x: number, w: number, y: nu
     e.pointwise(x, s.inC, 0, map, w, 0, y, s.outC, 0, 0, N, s.inC, s.outC, GROUPS, HW, 0, 0, 1);
   else if (kind === 'backward input')
     e.pointwiseBackwardInput(y, s.outC, 0, w, x, s.inC, 0, map, N, s.inC, s.outC, GROUPS, HW, 0, 0, 1);
-  else e.pointwiseBackwardWeight(x, s.inC, 0, map, y, s.outC, 0, w, 0, N, s.inC, s.outC, GROUPS, HW, 0, 1);
+  else
+    e.pointwiseBackwardWeight(
+      x,
+      s.inC,
+      0,
+      map,
+      y,
+      s.outC,
+      0,
+      w,
+      0,
+      N,
+      s.inC,
+      s.outC,
+      GROUPS,
+      HW,
+      m + 65536,
+      0,
+      1,
+    );
 }
 
 /** [shape][kind] -> [ms, GFLOP/s]. */
@@ -63,7 +82,7 @@ function measure(k: WasmKernels): Array<Array<[number, number]>> {
   const mib = 1 << 20;
   const base = k.heapBase;
   const buf = 32 * mib; // floats per buffer: max 128*480*16 = 1M floats = 4 MiB; room to spare
-  k.memory.grow(Math.ceil((base + 3 * buf + mib - k.memory.buffer.byteLength) / 65536));
+  k.memory.grow(Math.ceil((base + 3 * buf + 2 * mib - k.memory.buffer.byteLength) / 65536));
   const data = new Float32Array(k.memory.buffer, base, (3 * buf) / 4);
   for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37) * 0.5;
   const [x, w, y, m] = [base, base + buf, base + 2 * buf, base + 3 * buf];
@@ -94,7 +113,25 @@ function accuracy(k: WasmKernels, s: Shape): string {
   for (let i = 0; i < xs.length; i++) xs[i] = Math.sin(i * 0.37) + 0.3;
   for (let i = 0; i < ys.length; i++) ys[i] = Math.cos(i * 0.11) * 0.01;
   f(dw, s.outC * cin).fill(0);
-  k.exports.pointwiseBackwardWeight(x, s.inC, 0, 0, dy, s.outC, 0, dw, 0, N, s.inC, s.outC, GROUPS, HW, 0, 1);
+  k.exports.pointwiseBackwardWeight(
+    x,
+    s.inC,
+    0,
+    0,
+    dy,
+    s.outC,
+    0,
+    dw,
+    0,
+    N,
+    s.inC,
+    s.outC,
+    GROUPS,
+    HW,
+    dw + (1 << 20),
+    0,
+    1,
+  );
   const got = f(dw, s.outC * cin);
   let worstU = 0;
   let worstRel = 0;

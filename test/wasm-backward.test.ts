@@ -177,6 +177,34 @@ function pointwiseCases(): PointwiseCase[] {
       yPad: 2,
     },
     { N: 1, inC: 48, outC: 32, groups: 2, H: 1, W: 1, map: 'paper', bias: true, acc: true, xPad: 1, yPad: 2 },
+    // Enough images for the weight gradient to take several chunks (128 KiB of a group's rows each): packed
+    // 4x4 planes, and unpacked 14x14 ones.
+    {
+      N: 30,
+      inC: 480,
+      outC: 24,
+      groups: 3,
+      H: 4,
+      W: 4,
+      map: 'paper',
+      bias: true,
+      acc: true,
+      xPad: 0,
+      yPad: 0,
+    },
+    {
+      N: 7,
+      inC: 120,
+      outC: 24,
+      groups: 3,
+      H: 14,
+      W: 14,
+      map: 'none',
+      bias: true,
+      acc: false,
+      xPad: 2,
+      yPad: 1,
+    },
   ];
   const random: PointwiseCase[] = Array.from({ length: 50 }, () => {
     const groups = pick([1, 2, 3, 8]);
@@ -278,6 +306,7 @@ function checkPointwise(k: WasmKernels, c: PointwiseCase): void {
 
   const pdw = a.put(dw0);
   const pdb = a.put(db0);
+  const scratch = a.alloc(k.exports.pointwiseBackwardWeightScratchBytes(inC, groups, HW, 3));
   const outs = [{ p: pdw, init: dw0 }];
   if (db0) outs.push({ p: pdb, init: db0 });
   const got = runParts(a, outs, (p, parts) =>
@@ -296,6 +325,7 @@ function checkPointwise(k: WasmKernels, c: PointwiseCase): void {
       outC,
       groups,
       HW,
+      scratch,
       p,
       parts,
     ),

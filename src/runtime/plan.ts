@@ -8,7 +8,7 @@ import { lower, type LOp, type Program, type Ref } from './lower.js';
 /** A kernel export that runs over (part, parts): every export but the size and address queries. */
 export type KernelName = Exclude<
   keyof KernelExports,
-  'conv2dScratchBytes' | 'conv3x3ScratchBytes' | 'heapBase'
+  'conv2dScratchBytes' | 'conv3x3ScratchBytes' | 'pointwiseBackwardWeightScratchBytes' | 'heapBase'
 >;
 
 export interface KernelHost {

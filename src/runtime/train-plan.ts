@@ -385,7 +385,10 @@ class Emitter {
 
   /** Scratch for the 3x3 backward kernels on H x W inputs (one block, shared by the steps: they run one at a time). */
   private scratch3x3(H: number, W: number, items = 0): number {
-    const bytes = this.t.exports.conv3x3ScratchBytes(H, W, items, this.t.threads);
+    return this.scratch(this.t.exports.conv3x3ScratchBytes(H, W, items, this.t.threads));
+  }
+  /** A block of scratch of at least `bytes`, shared by all steps (they run one at a time). */
+  private scratch(bytes: number): number {
     if (bytes > this.scratchBytes) [this.scratchPtr, this.scratchBytes] = [this.alloc(bytes / 4), bytes];
     return this.scratchPtr;
   }
@@ -451,6 +454,13 @@ class Emitter {
             work,
             node,
           );
+          const packBytes = this.t.exports.pointwiseBackwardWeightScratchBytes(
+            C,
+            a.groups,
+            H * W,
+            this.t.threads,
+          );
+          const pack = packBytes ? this.scratch(packBytes) : 0;
           this.backs.push(() => {
             const f = this.acc(x.name);
             if (f !== undefined)
@@ -462,7 +472,7 @@ class Emitter {
               );
             this.bwd(
               'pointwiseBackwardWeight',
-              [x.ptr, C, 0, x.map, y.grad, O, 0, w.grad, b.grad, N, C, O, a.groups, H * W],
+              [x.ptr, C, 0, x.map, y.grad, O, 0, w.grad, b.grad, N, C, O, a.groups, H * W, pack],
               work,
               node,
             );

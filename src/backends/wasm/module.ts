@@ -164,6 +164,7 @@ export interface KernelExports {
   /**
    * Weight gradient of `pointwise`: dw[o*cin + j] += sum_{n,p} dy[n, yOff+o, p] * x[n, xOff+map(g*cin+j), p];
    * dbias[o] += sum_{n,p} dy[n, yOff+o, p] (dbias 0: none). Work items: (group, block of 4 outputs).
+   * `scratch`: pointwiseBackwardWeightScratchBytes(inC, groups, HW, parts) (0 bytes: small planes only).
    */
   pointwiseBackwardWeight(
     x: number,
@@ -180,9 +181,12 @@ export interface KernelExports {
     outC: number,
     groups: number,
     HW: number,
+    scratch: number,
     part: number,
     parts: number,
   ): void;
+  /** Bytes of scratch `pointwiseBackwardWeight` needs (it packs planes of under 64 pixels). */
+  pointwiseBackwardWeightScratchBytes(inC: number, groups: number, HW: number, parts: number): number;
   /**
    * Input gradient of `depthwise3x3` (padding 1, stride 1 or 2): dx row xOff + c (+)= the transposed 3x3 conv of dy row
    * yOff + outMap(c) with w[c]. Work items: (image, channel) planes. `scratch`: conv3x3ScratchBytes(H, W, 0, parts).
