@@ -37,6 +37,7 @@ function putLanes(y: usize, res: usize, a: v128, relu: bool, skip: i32): void {
  * y (and res, when not 0) point at row 0, pixel 0 of the tile; ys is their row stride in bytes.
  */
 function tile(
+  rows: i32,
   w: usize,
   K: i32,
   bias: usize,
@@ -51,15 +52,19 @@ function tile(
 ): void {
   const kb = (<usize>K) << 2;
   const wend = w + kb;
+  // Fewer than four rows repeat the last one (computed, not stored): a full tile is faster than an edge.
+  const o1 = <usize>min(1, rows - 1) * kb;
+  const o2 = <usize>min(2, rows - 1) * kb;
+  const o3 = <usize>min(3, rows - 1) * kb;
   let a00 = f32x4.splat(0);
   let a10 = a00;
   let a20 = a00;
   let a30 = a00;
   if (bias) {
     a00 = v128.load32_splat(bias);
-    a10 = v128.load32_splat(bias, 4);
-    a20 = v128.load32_splat(bias, 8);
-    a30 = v128.load32_splat(bias, 12);
+    a10 = v128.load32_splat(bias + (o1 / kb) * 4);
+    a20 = v128.load32_splat(bias + (o2 / kb) * 4);
+    a30 = v128.load32_splat(bias + (o3 / kb) * 4);
   }
   let a01 = a00;
   let a11 = a10;
@@ -74,13 +79,13 @@ function tile(
       let b = v128.load32_splat(wk);
       a00 = madd(b, x0, a00);
       a01 = madd(b, x1, a01);
-      b = v128.load32_splat(wk + kb);
+      b = v128.load32_splat(wk + o1);
       a10 = madd(b, x0, a10);
       a11 = madd(b, x1, a11);
-      b = v128.load32_splat(wk + 2 * kb);
+      b = v128.load32_splat(wk + o2);
       a20 = madd(b, x0, a20);
       a21 = madd(b, x1, a21);
-      b = v128.load32_splat(wk + 3 * kb);
+      b = v128.load32_splat(wk + o3);
       a30 = madd(b, x0, a30);
       a31 = madd(b, x1, a31);
     }
@@ -91,21 +96,21 @@ function tile(
       let b = v128.load32_splat(wk);
       a00 = madd(b, x0, a00);
       a01 = madd(b, x1, a01);
-      b = v128.load32_splat(wk + kb);
+      b = v128.load32_splat(wk + o1);
       a10 = madd(b, x0, a10);
       a11 = madd(b, x1, a11);
-      b = v128.load32_splat(wk + 2 * kb);
+      b = v128.load32_splat(wk + o2);
       a20 = madd(b, x0, a20);
       a21 = madd(b, x1, a21);
-      b = v128.load32_splat(wk + 3 * kb);
+      b = v128.load32_splat(wk + o3);
       a30 = madd(b, x0, a30);
       a31 = madd(b, x1, a31);
     }
   }
   putRow(y, res, a00, a01, relu);
-  putRow(y + ys, res ? res + ys : 0, a10, a11, relu);
-  putRow(y + 2 * ys, res ? res + 2 * ys : 0, a20, a21, relu);
-  putRow(y + 3 * ys, res ? res + 3 * ys : 0, a30, a31, relu);
+  if (rows > 1) putRow(y + ys, res ? res + ys : 0, a10, a11, relu);
+  if (rows > 2) putRow(y + 2 * ys, res ? res + 2 * ys : 0, a20, a21, relu);
+  if (rows > 3) putRow(y + 3 * ys, res ? res + 3 * ys : 0, a30, a31, relu);
 }
 
 /**
@@ -149,13 +154,26 @@ function edge(
     let a2 = b2;
     let a3 = b3;
     const xs = xb + <usize>(s << 2);
-    for (let k = 0; k < K; k++) {
-      const x = v128.load(xrow(xs, rs, map, c0 + k));
-      const wk = at(w, k);
-      a0 = madd(v128.load32_splat(wk), x, a0);
-      a1 = madd(v128.load32_splat(wk - w + w1), x, a1);
-      a2 = madd(v128.load32_splat(wk - w + w2), x, a2);
-      a3 = madd(v128.load32_splat(wk - w + w3), x, a3);
+    const d1 = w1 - w;
+    const d2 = w2 - w;
+    const d3 = w3 - w;
+    const wend = at(w, K);
+    if (map) {
+      for (let wk = w, mp = at(map, c0); wk < wend; wk += 4, mp += 4) {
+        const x = v128.load(xs + <usize>load<i32>(mp) * rs);
+        a0 = madd(v128.load32_splat(wk), x, a0);
+        a1 = madd(v128.load32_splat(wk + d1), x, a1);
+        a2 = madd(v128.load32_splat(wk + d2), x, a2);
+        a3 = madd(v128.load32_splat(wk + d3), x, a3);
+      }
+    } else {
+      for (let wk = w, xr = xs + <usize>c0 * rs; wk < wend; wk += 4, xr += rs) {
+        const x = v128.load(xr);
+        a0 = madd(v128.load32_splat(wk), x, a0);
+        a1 = madd(v128.load32_splat(wk + d1), x, a1);
+        a2 = madd(v128.load32_splat(wk + d2), x, a2);
+        a3 = madd(v128.load32_splat(wk + d3), x, a3);
+      }
     }
     for (let r = 0; r < rows; r++) {
       const a = r == 0 ? a0 : r == 1 ? a1 : r == 2 ? a2 : a3;
@@ -219,7 +237,7 @@ function rowsOf(
     const br = bias ? at(bias, r) : 0;
     const yr = y + <usize>r * ys;
     const rr = res ? res + <usize>r * ys : 0;
-    if (np == TP && rows - r >= TR) tile(wr, K, br, xb, rs, map, c0, yr, ys, rr, relu);
+    if (np == TP) tile(min(TR, rows - r), wr, K, br, xb, rs, map, c0, yr, ys, rr, relu);
     else edge(min(TR, rows - r), np, back, wr, K, br, xb, rs, map, c0, yr, ys, rr, relu);
   }
 }
