@@ -244,7 +244,10 @@ function rowsOf(
 
 /**
  * Grouped 1x1 convolution with the channel shuffle folded into input indexing (see the contract in
- * src/backends/wasm/module.ts). Work items are (image, group, TP-pixel tile).
+ * src/backends/wasm/module.ts). Work items are (image, group, chunk of pixels); within one, each block of TR
+ * output rows sweeps the chunk's pixel tiles. An output too big for the caches (a training batch) takes
+ * chunks whose input rows stay in L1, so it is written row by row in memory order rather than TP floats of
+ * every row per item; a smaller one takes single tiles (more items to share among threads).
  */
 export function pointwise(
   x: usize,
@@ -268,34 +271,43 @@ export function pointwise(
 ): void {
   const kg = inC / groups;
   const og = outC / groups;
-  const tiles = (HW + TP - 1) / TP;
-  const total = N * groups * tiles;
+  const P = <i64>N * outC * HW > STREAM_ABOVE ? pixelChunk(kg, HW) : TP;
+  const chunks = (HW + P - 1) / P;
+  const total = N * groups * chunks;
   const end = partStart(total, part + 1, parts);
   const rs = (<usize>HW) << 2;
   for (let it = partStart(total, part, parts); it < end; it++) {
-    const t = it % tiles;
-    const g = (it / tiles) % groups;
-    const n = it / tiles / groups;
-    const p = t * TP;
-    const o = g * og;
-    const yo = (<usize>((n * yC + yOff + o) * HW + p)) << 2;
-    rowsOf(
-      og,
-      min(TP, HW - p),
-      p,
-      w + <usize>(o * kg) * 4,
-      kg,
-      bias ? at(bias, o) : 0,
-      at(x, (n * xC + xOff) * HW + p),
-      rs,
-      inMap,
-      g * kg,
-      y + yo,
-      rs,
-      res ? res + yo : 0,
-      relu,
-    );
+    const t = it % chunks;
+    const g = (it / chunks) % groups;
+    const n = it / chunks / groups;
+    const p0 = t * P;
+    const p1 = min(HW, p0 + P);
+    const xb = at(x, (n * xC + xOff) * HW);
+    for (let r = 0; r < og; r += TR) {
+      const rows = min(TR, og - r);
+      const o = g * og + r;
+      const wr = w + <usize>(o * kg) * 4;
+      const br = bias ? at(bias, o) : 0;
+      const yr = y + ((<usize>((n * yC + yOff + o) * HW)) << 2);
+      const rr = res ? res + (yr - y) : 0;
+      for (let p = p0; p < p1; p += TP) {
+        const np = min(TP, p1 - p);
+        const pb = (<usize>p) << 2;
+        const rp = rr ? rr + pb : 0;
+        if (np == TP) tile(rows, wr, kg, br, xb + pb, rs, inMap, g * kg, yr + pb, rs, rp, relu);
+        else edge(rows, np, p, wr, kg, br, xb + pb, rs, inMap, g * kg, yr + pb, rs, rp, relu);
+      }
+    }
   }
+}
+
+/** Outputs of more floats than this are written in row order (see `pointwise`). */
+const STREAM_ABOVE: i64 = 1 << 20;
+
+/** Pixels per work item: a multiple of TP whose `rows` input rows stay in L1. */
+function pixelChunk(rows: i32, HW: i32): i32 {
+  const p = max(TP, ((24 << 10) / (rows * 4)) & ~(TP - 1));
+  return min(p, (HW + TP - 1) & ~(TP - 1));
 }
 
 // conv2d gathers a panel of output pixels (K = C/groups*KH*KW rows) into scratch, then runs the micro-kernel.
