@@ -461,32 +461,38 @@ function planeSum(p: usize, n: i32): f64 {
   return s;
 }
 
-/** sum of (p[i] - m)^2 over i < n. */
-function planeSquares(p: usize, n: i32, m: f32): f64 {
+/** The second result of planeMoments (a global: each thread has its own instance). */
+let squares: f64 = 0;
+
+/** sum of (p[i] - m) over i < n, returned, and sum of (p[i] - m)^2, in `squares`. */
+function planeMoments(p: usize, n: i32, m: f32): f64 {
   const vm = f32x4.splat(m);
   let a = f32x4.splat(0);
   let b = f32x4.splat(0);
-  const n8 = n & ~7;
+  const n4 = n & ~3;
   let i = 0;
-  for (; i < n8; i += 8) {
-    const d0 = f32x4.sub(v128.load(at(p, i)), vm);
-    const d1 = f32x4.sub(v128.load(at(p, i + 4)), vm);
-    a = f32x4.add(a, f32x4.mul(d0, d0));
-    b = f32x4.add(b, f32x4.mul(d1, d1));
+  for (; i < n4; i += 4) {
+    const d = f32x4.sub(v128.load(at(p, i)), vm);
+    a = f32x4.add(a, d);
+    b = f32x4.add(b, f32x4.mul(d, d));
   }
-  let s = hsum2(a, b);
+  let s = hsum64(a);
+  let q = hsum64(b);
   for (; i < n; i++) {
     const d = <f64>load<f32>(at(p, i)) - <f64>m;
-    s += d * d;
+    s += d;
+    q += d * d;
   }
+  squares = q;
   return s;
 }
 
 /**
- * Batch statistics per channel (two passes; SIMD f32 sums within an image's plane, f64 across planes, images
- * in order): mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items: channels; each pass walks the images
- * and, within an image, the part's channels (one contiguous block: memory order, not a stride per plane).
- * `sums`: C f64 of scratch.
+ * Batch statistics per channel in one pass: sums of d = x - pivot and of d^2 (SIMD f32 within an image's
+ * plane, f64 across planes, images in order), pivot = the mean of the channel's plane in image 0, so d is
+ * centred and E[d^2] - E[d]^2 does not cancel; mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items:
+ * channels; the pass walks the images and, within an image, the part's channels (one contiguous block:
+ * memory order, not a stride per plane). `sums`: 2 C f64 of scratch.
  */
 export function batchnormStats(
   x: usize,
@@ -502,28 +508,26 @@ export function batchnormStats(
 ): void {
   const c0 = partStart(C, part, parts);
   const c1 = partStart(C, part + 1, parts);
-  for (let c = c0; c < c1; c++) store<f64>(sums + ((<usize>c) << 3), 0);
+  for (let c = c0; c < c1; c++) {
+    const sp = sums + ((<usize>c) << 4);
+    store<f64>(sp, 0);
+    store<f64>(sp, 0, 8);
+    store<f32>(at(mean, c), <f32>(planeSum(at(x, c * HW), HW) / <f64>HW)); // the pivot, for now
+  }
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c++) {
-      const sp = sums + ((<usize>c) << 3);
-      store<f64>(sp, load<f64>(sp) + planeSum(at(x, (n * C + c) * HW), HW));
+      const sp = sums + ((<usize>c) << 4);
+      const s = planeMoments(at(x, (n * C + c) * HW), HW, load<f32>(at(mean, c)));
+      store<f64>(sp, load<f64>(sp) + s);
+      store<f64>(sp, load<f64>(sp, 8) + squares, 8);
     }
   }
   const count = <f64>(N * HW);
   for (let c = c0; c < c1; c++) {
-    const sp = sums + ((<usize>c) << 3);
-    const m = <f32>(load<f64>(sp) / count);
-    store<f32>(at(mean, c), m);
-    store<f64>(sp, 0);
-  }
-  for (let n = 0; n < N; n++) {
-    for (let c = c0; c < c1; c++) {
-      const sp = sums + ((<usize>c) << 3);
-      store<f64>(sp, load<f64>(sp) + planeSquares(at(x, (n * C + c) * HW), HW, load<f32>(at(mean, c))));
-    }
-  }
-  for (let c = c0; c < c1; c++) {
-    const v = load<f64>(sums + ((<usize>c) << 3)) / count;
+    const sp = sums + ((<usize>c) << 4);
+    const d = load<f64>(sp) / count;
+    const v = max(0, load<f64>(sp, 8) / count - d * d);
+    store<f32>(at(mean, c), <f32>(<f64>load<f32>(at(mean, c)) + d));
     store<f32>(at(invstd, c), <f32>(1 / Math.sqrt(v + <f64>eps)));
   }
 }

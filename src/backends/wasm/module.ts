@@ -239,8 +239,8 @@ export interface KernelExports {
   /** Bytes of scratch the 3x3 backward kernels need for an H x W input, `items` weight-gradient items, `parts` parts. */
   conv3x3ScratchBytes(H: number, W: number, items: number, parts: number): number;
   /**
-   * Training batch statistics (f64 two-pass): mean[c], invstd[c] = 1/sqrt(biased var + eps). Work items: channels.
-   * `sums`: 8 C bytes of scratch.
+   * Training batch statistics (one pass about a pivot, f64 across planes): mean[c], invstd[c] = 1/sqrt(biased
+   * var + eps). Work items: channels. `sums`: 16 C bytes of scratch.
    */
   batchnormStats(
     x: number,
