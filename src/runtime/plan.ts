@@ -275,6 +275,36 @@ export class Plan {
           OH,
           OW,
         ];
+        const s = a.stride[0];
+        if (
+          op.k === 'avgpool' &&
+          a.countIncludePad &&
+          [...a.kernel, ...a.padding, a.stride[1]].join() === `3,3,1,1,${s}` &&
+          s <= 2 &&
+          OH === Math.floor((H - 1) / s) + 1 &&
+          OW === Math.floor((W - 1) / s) + 1
+        ) {
+          // A 3x3 average that always divides by 9 is a depthwise conv with weights 1/9 (4x faster).
+          const ninths = f32(new Float32Array(op.x.C * 9).fill(1 / 9));
+          const [y, yC, yOff] = [ptr(op.y), op.y.bufC, op.y.off];
+          return step('depthwise3x3', [
+            args[0]!,
+            args[1]!,
+            args[2]!,
+            ninths,
+            0,
+            y,
+            yC,
+            yOff,
+            0,
+            N,
+            op.x.C,
+            H,
+            W,
+            s,
+            0,
+          ]);
+        }
         return op.k === 'maxpool'
           ? step('maxpool2d', args)
           : step('avgpool2d', [...args, +a.countIncludePad]);
