@@ -180,8 +180,8 @@ export function depthwise3x3BackwardInput(
 
 /**
  * Weight gradient of a 3x3 convolution, padding 1, stride 1 or 2, `kg` input and `og` output channels per
- * group (depthwise: 1 and 1). Work item j < O * kg is the pair (o = j / kg, input channel i = j % kg of o's
- * group): dw[j][ky][kx] += sum_{n,oy,ox} dy[n, yOff + outMap(o), oy, ox] * x[n, xOff + (o / og) * kg + i,
+ * group (depthwise: 1 and 1). Work item j < O * kg is the pair (o = j % O, input channel i = j / O of o's
+ * group: consecutive items share an input plane): dw[j][ky][kx] += sum_{n,oy,ox} dy[n, yOff + outMap(o), oy, ox] * x[n, xOff + (o / og) * kg + i,
  * oy*stride + ky - 1, ox*stride + kx - 1] (padding reads 0), and dbias[o] += sum dy when i = 0 (dbias 0: none).
  * Images outer, the part's items inner (memory order); both planes are copied into zero-padded scratch; each
  * item keeps nine f32x4 sums (and one for dbias) in scratch over up to ~1024 terms per lane, then adds them
@@ -214,7 +214,7 @@ export function conv3x3BackwardWeight(
   const XW = stride == 1 ? vc + 4 : 2 * vc + 4; // padded x row; x at (1, 1)
   const s = partScratch(scratch, H, W, part);
   const xp = s;
-  const dp = at(s, (H + 3) * rowFloats(W)); // OH x vc
+  const dq = at(s, (H + 3) * rowFloats(W)); // OH x vc
   const state = scratch + ((<usize>(partFloats(H, W) * parts)) << 2);
   const items = O * kg;
   const xs = (<usize>XW) << 2;
@@ -231,13 +231,20 @@ export function conv3x3BackwardWeight(
   for (let n0 = 0; n0 < N; n0 += flushEvery) {
     const n1 = min(N, n0 + flushEvery);
     for (let n = n0; n < n1; n++) {
+      let padded = -1; // the x channel whose plane xp holds
       for (let j = first; j < end; j++) {
-        const o = j / kg;
-        const i = j % kg;
+        const o = j % O;
+        const i = j / O;
         const xc = xOff + (o / og) * kg + i;
         const yc = yOff + (outMap ? load<i32>(at(outMap, o)) : o);
-        copyRows(at(x, (n * xC + xc) * H * W), H, W, at(xp, XW + 1), XW);
-        copyRows(at(dy, (n * yC + yc) * OH * OW), OH, OW, dp, vc);
+        if (xc != padded) copyRows(at(x, (n * xC + xc) * H * W), H, W, at(xp, XW + 1), XW);
+        padded = xc;
+        // dy rows are read in place when they are whole vectors; else copied, zero-padded, to scratch.
+        let dp = at(dy, (n * yC + yc) * OH * OW);
+        if (vc != OW) {
+          copyRows(dp, OH, OW, dq, vc);
+          dp = dq;
+        }
         const sa = state + <usize>j * 160;
         let a0 = v128.load(sa);
         let a1 = v128.load(sa, 16);
@@ -316,13 +323,14 @@ export function conv3x3BackwardWeight(
   }
   for (let j = first; j < end; j++) {
     const t = state + <usize>items * 160 + <usize>j * 80;
-    const wj = at(dw, j * 9);
+    const o = j % O;
+    const i = j / O;
+    const wj = at(dw, (o * kg + i) * 9);
     for (let q = 0; q < 9; q++) {
       const wq = wj + ((<usize>q) << 2);
       store<f32>(wq, <f32>(<f64>load<f32>(wq) + load<f64>(t + ((<usize>q) << 3))));
     }
-    const o = j / kg;
-    if (dbias && j % kg == 0) {
+    if (dbias && i == 0) {
       store<f32>(at(dbias, o), <f32>(<f64>load<f32>(at(dbias, o)) + load<f64>(t, 72)));
     }
   }

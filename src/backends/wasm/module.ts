@@ -212,7 +212,7 @@ export interface KernelExports {
   ): void;
   /**
    * Weight gradient of a 3x3 conv (padding 1, stride 1 or 2, kg input / og output channels per group; depthwise:
-   * 1, 1): dw[j][9] += ..., work item j = (o = j / kg, input j % kg of o's group); dbias[o] += sum dy (0: none).
+   * 1, 1): dw[o][i][9] += ..., work item j = (o = j % O, input i = j / O of o's group); dbias[o] += sum dy (0: none).
    * `scratch`: conv3x3ScratchBytes(H, W, O * kg, parts).
    */
   conv3x3BackwardWeight(
