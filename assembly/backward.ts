@@ -1,4 +1,4 @@
-import { at, madd, partStart } from './common';
+import { at, hsum64, madd, partStart } from './common';
 
 // Backward (training) kernels. Same conventions as the forward ones: byte pointers, f32 NCHW, map 0 =
 // identity, `part, parts` split deterministic work items; every output value is computed by exactly one work
@@ -652,16 +652,6 @@ export function batchnormBackward(
       }
     }
   }
-}
-
-/** Horizontal sum of four lanes in f64. */
-function hsum64(a: v128): f64 {
-  return (
-    <f64>f32x4.extract_lane(a, 0) +
-    <f64>f32x4.extract_lane(a, 1) +
-    <f64>f32x4.extract_lane(a, 2) +
-    <f64>f32x4.extract_lane(a, 3)
-  );
 }
 
 /** First element of part `part`: parts split whole 4-element vectors. */

@@ -22,3 +22,22 @@ export function partStart(total: i32, part: i32, parts: i32): i32 {
 export function at(base: usize, i: i32): usize {
   return base + ((<usize>i) << 2);
 }
+
+/** Lanes 0, 2, 4, 6 of a:b, i.e. every other column. */
+export function evens(a: v128, b: v128): v128 {
+  return f32x4.shuffle(a, b, 0, 2, 4, 6);
+}
+
+export function odds(a: v128, b: v128): v128 {
+  return f32x4.shuffle(a, b, 1, 3, 5, 7);
+}
+
+/** Horizontal sum of four lanes in f64. */
+export function hsum64(a: v128): f64 {
+  return (
+    <f64>f32x4.extract_lane(a, 0) +
+    <f64>f32x4.extract_lane(a, 1) +
+    <f64>f32x4.extract_lane(a, 2) +
+    <f64>f32x4.extract_lane(a, 3)
+  );
+}

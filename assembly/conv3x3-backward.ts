@@ -1,4 +1,4 @@
-import { at, madd, partStart } from './common';
+import { at, evens, hsum64 as hsum, madd, odds, partStart } from './common';
 
 // Backward of 3x3 convolutions with padding 1, stride 1 or 2 (depthwise, pooling as a depthwise conv, the
 // stem) through zero-padded copies of one plane in scratch: the loops then run four columns at a time with no
@@ -48,23 +48,6 @@ function copyRows(src: usize, rows: i32, cols: i32, dst: usize, ds: i32): void {
     for (; i < c4; i += 4) v128.store(at(d, i), v128.load(at(s, i)));
     for (; i < cols; i++) store<f32>(at(d, i), load<f32>(at(s, i)));
   }
-}
-
-function evens(a: v128, b: v128): v128 {
-  return f32x4.shuffle(a, b, 0, 2, 4, 6);
-}
-
-function odds(a: v128, b: v128): v128 {
-  return f32x4.shuffle(a, b, 1, 3, 5, 7);
-}
-
-function hsum(a: v128): f64 {
-  return (
-    <f64>f32x4.extract_lane(a, 0) +
-    <f64>f32x4.extract_lane(a, 1) +
-    <f64>f32x4.extract_lane(a, 2) +
-    <f64>f32x4.extract_lane(a, 3)
-  );
 }
 
 /**
@@ -163,12 +146,14 @@ export function depthwise3x3BackwardInput(
           v128.store(row + (o << 1), f32x4.shuffle(e, f, 2, 6, 3, 7), 16);
         }
       }
+      // Inline loops: a call per row (copyRows) cost a third of this kernel's time.
       const xr = at(xp, iy * W);
       const w4 = W & ~3;
       let ix = 0;
       if (accumulate) {
-        for (; ix < w4; ix += 4)
+        for (; ix < w4; ix += 4) {
           v128.store(at(xr, ix), f32x4.add(v128.load(at(xr, ix)), v128.load(at(row, ix))));
+        }
         for (; ix < W; ix++) store<f32>(at(xr, ix), load<f32>(at(xr, ix)) + load<f32>(at(row, ix)));
       } else {
         for (; ix < w4; ix += 4) v128.store(at(xr, ix), v128.load(at(row, ix)));
@@ -181,8 +166,9 @@ export function depthwise3x3BackwardInput(
 /**
  * Weight gradient of a 3x3 convolution, padding 1, stride 1 or 2, `kg` input and `og` output channels per
  * group (depthwise: 1 and 1). Work item j < O * kg is the pair (o = j % O, input channel i = j / O of o's
- * group: consecutive items share an input plane): dw[j][ky][kx] += sum_{n,oy,ox} dy[n, yOff + outMap(o), oy, ox] * x[n, xOff + (o / og) * kg + i,
- * oy*stride + ky - 1, ox*stride + kx - 1] (padding reads 0), and dbias[o] += sum dy when i = 0 (dbias 0: none).
+ * group: consecutive items share an input plane): dw[o][i][ky][kx] += sum_{n,oy,ox} dy[n, yOff + outMap(o),
+ * oy, ox] * x[n, xOff + (o / og) * kg + i, oy*stride + ky - 1, ox*stride + kx - 1] (padding reads 0), and
+ * dbias[o] += sum dy when i = 0 (dbias 0: none).
  * Images outer, the part's items inner (memory order); both planes are copied into zero-padded scratch; each
  * item keeps nine f32x4 sums (and one for dbias) in scratch over up to ~1024 terms per lane, then adds them
  * into f64 totals. `scratch`: conv3x3ScratchBytes(H, W, O * kg, parts).

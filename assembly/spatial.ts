@@ -1,16 +1,7 @@
-import { at, madd, partStart, srelu, vrelu } from './common';
+import { at, evens, madd, odds, partStart, srelu, vrelu } from './common';
 
 // Depthwise 3x3 and pooling compute four output columns per f32x4. A row's last vector may overlap the one
 // before it: both store the same bits.
-
-/** Lanes 0, 2, 4, 6 of a:b, i.e. every other column. */
-function evens(a: v128, b: v128): v128 {
-  return f32x4.shuffle(a, b, 0, 2, 4, 6);
-}
-
-function odds(a: v128, b: v128): v128 {
-  return f32x4.shuffle(a, b, 1, 3, 5, 7);
-}
 
 /** Last vector start >= first whose four outputs stay below OW and whose loads (to ox*S + reach) stay in the row. */
 function lastStart(first: i32, OW: i32, W: i32, S: i32, reach: i32): i32 {

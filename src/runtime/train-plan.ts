@@ -280,19 +280,11 @@ function isPointwise(n: Node): boolean {
 }
 
 function isDepthwise3x3(n: Node): boolean {
-  if (n.op !== 'conv2d') return false;
-  const a = n.attrs;
   return (
-    a.groups === a.inChannels &&
-    a.outChannels === a.inChannels &&
-    a.kernel[0] === 3 &&
-    a.kernel[1] === 3 &&
-    a.padding[0] === 1 &&
-    a.padding[1] === 1 &&
-    a.stride[0] === a.stride[1] &&
-    a.stride[0] <= 2 &&
-    a.dilation[0] === 1 &&
-    a.dilation[1] === 1
+    n.op === 'conv2d' &&
+    is3x3(n) &&
+    n.attrs.groups === n.attrs.inChannels &&
+    n.attrs.outChannels === n.attrs.inChannels
   );
 }
 
