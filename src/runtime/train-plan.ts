@@ -385,9 +385,9 @@ class Emitter {
     return this.scratchPtr;
   }
   private scratchPtr = 0;
+  private scratchBytes = 0;
   /** Batch norms whose output a ReLU overwrites in place (their backward applies its mask). */
   private readonly fusedRelu = new Set<string>();
-  private scratchBytes = 0;
 
   hasGrad(name: string): boolean {
     return this.book.has(name);
