@@ -33,7 +33,8 @@ function putLanes(y: usize, res: usize, a: v128, relu: bool, skip: i32): void {
 }
 
 /**
- * Rows [0, 4) x pixels [0, 8): acc[r][p] = bias[r] + sum_k w[r*K + k] * X[c0 + k][p], X row c at xrow(c).
+ * Rows [0, rows) (rows <= 4) x pixels [0, 8): acc[r][p] = bias[r] + sum_k w[r*K + k] * X[c0 + k][p], X row c
+ * at xrow(c).
  * y (and res, when not 0) point at row 0, pixel 0 of the tile; ys is their row stride in bytes.
  */
 function tile(
@@ -53,18 +54,21 @@ function tile(
   const kb = (<usize>K) << 2;
   const wend = w + kb;
   // Fewer than four rows repeat the last one (computed, not stored): a full tile is faster than an edge.
-  const o1 = <usize>min(1, rows - 1) * kb;
-  const o2 = <usize>min(2, rows - 1) * kb;
-  const o3 = <usize>min(3, rows - 1) * kb;
+  const r1 = <usize>min(1, rows - 1);
+  const r2 = <usize>min(2, rows - 1);
+  const r3 = <usize>min(3, rows - 1);
+  const o1 = r1 * kb;
+  const o2 = r2 * kb;
+  const o3 = r3 * kb;
   let a00 = f32x4.splat(0);
   let a10 = a00;
   let a20 = a00;
   let a30 = a00;
   if (bias) {
     a00 = v128.load32_splat(bias);
-    a10 = v128.load32_splat(bias + (o1 / kb) * 4);
-    a20 = v128.load32_splat(bias + (o2 / kb) * 4);
-    a30 = v128.load32_splat(bias + (o3 / kb) * 4);
+    a10 = v128.load32_splat(bias + (r1 << 2));
+    a20 = v128.load32_splat(bias + (r2 << 2));
+    a30 = v128.load32_splat(bias + (r3 << 2));
   }
   let a01 = a00;
   let a11 = a10;

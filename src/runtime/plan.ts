@@ -1,6 +1,6 @@
 import type { KernelExports } from '../backends/wasm/module.js';
 import type { Graph } from '../graph/graph.js';
-import { OPS } from '../ops/index.js';
+import { OPS, type OpAttrs } from '../ops/index.js';
 import { formatShape, Tensor, type Shape } from '../tensor/tensor.js';
 import { firstFit } from './first-fit.js';
 import { lower, type LOp, type Program, type Ref } from './lower.js';
@@ -275,16 +275,7 @@ export class Plan {
           OH,
           OW,
         ];
-        const s = a.stride[0];
-        if (
-          op.k === 'avgpool' &&
-          a.countIncludePad &&
-          [...a.kernel, ...a.padding, a.stride[1]].join() === `3,3,1,1,${s}` &&
-          s <= 2 &&
-          OH === Math.floor((H - 1) / s) + 1 &&
-          OW === Math.floor((W - 1) / s) + 1
-        ) {
-          // A 3x3 average that always divides by 9 is a depthwise conv with weights 1/9 (4x faster).
+        if (op.k === 'avgpool' && avgIsDepthwise(a, H, W, OH, OW)) {
           const ninths = f32(new Float32Array(op.x.C * 9).fill(1 / 9));
           const [y, yC, yOff] = [ptr(op.y), op.y.bufC, op.y.off];
           return step('depthwise3x3', [
@@ -301,7 +292,7 @@ export class Plan {
             op.x.C,
             H,
             W,
-            s,
+            a.stride[0],
             0,
           ]);
         }
@@ -458,6 +449,28 @@ export function arenaLayout(p: Program, batch: number): { at: (number | undefine
 }
 
 /** Runs a plan's steps in order: splittable ones on every thread (part 0 here), the rest on this thread. */
+/**
+ * Whether an average pool divides by 9 everywhere (3x3, padding 1, equal strides of 1 or 2, counting the
+ * padding, the conv's output size): then it is a depthwise conv with weights 1/9, which the plans run on the
+ * faster depthwise kernels.
+ */
+export function avgIsDepthwise(
+  a: OpAttrs['avgpool2d'],
+  H: number,
+  W: number,
+  OH: number,
+  OW: number,
+): boolean {
+  const s = a.stride[0];
+  return (
+    a.countIncludePad &&
+    [...a.kernel, ...a.padding, a.stride[1]].join() === `3,3,1,1,${s}` &&
+    s <= 2 &&
+    OH === Math.floor((H - 1) / s) + 1 &&
+    OW === Math.floor((W - 1) / s) + 1
+  );
+}
+
 export function runSteps(
   steps: readonly Step[],
   exports: KernelExports,

@@ -4,6 +4,7 @@ import { formatShape, Tensor, type Shape } from '../tensor/tensor.js';
 import { firstFit } from './first-fit.js';
 import { GradientBook, trainingViews } from './train-views.js';
 import {
+  avgIsDepthwise,
   newPlanId,
   runSteps,
   type KernelHost,
@@ -301,24 +302,6 @@ function is3x3(n: Node): boolean {
     a.stride[0] <= 2 &&
     a.dilation[0] === 1 &&
     a.dilation[1] === 1
-  );
-}
-
-/** An average pool that divides by 9 everywhere: 3x3, padding 1, counting the padding, the conv's output size. */
-function isAvgAsDepthwise(n: Node, OH: number, OW: number, H: number, W: number): boolean {
-  if (n.op !== 'avgpool2d') return false;
-  const a = n.attrs;
-  const s = a.stride[0];
-  return (
-    a.countIncludePad &&
-    a.kernel[0] === 3 &&
-    a.kernel[1] === 3 &&
-    a.padding[0] === 1 &&
-    a.padding[1] === 1 &&
-    a.stride[1] === s &&
-    s <= 2 &&
-    OH === Math.floor((H - 1) / s) + 1 &&
-    OW === Math.floor((W - 1) / s) + 1
   );
 }
 
@@ -678,8 +661,7 @@ class Emitter {
             if (f !== undefined)
               this.bwd('maxpool2dBackward', [x.ptr, C, 0, y.grad, C, 0, x.grad, ...dims, f], work, node);
           });
-        } else if (isAvgAsDepthwise(node, OH, OW, H, W)) {
-          // A 3x3 average whose divisor is always 9 is a depthwise conv with weights 1/9.
+        } else if (avgIsDepthwise(node.attrs, H, W, OH, OW)) {
           const w = this.alloc(C * 9);
           this.plan.view().fill(1 / 9, w / 4, w / 4 + C * 9);
           const s = a.stride[0];
