@@ -117,7 +117,7 @@ describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => 
         });
         assert.deepEqual(await check(`pw ${order}`, g, [3, 6, 5, 7]), []);
       }
-      // Enough weights (>= 1024) for one weight per invocation instead of a workgroup per weight.
+      // Several GEMM tiles in every direction (48 outputs, 40 inputs, 30 columns per image).
       const big = graphOf('pw big', 40, [3, 5], (b, x) => b.conv('c', x, 48, 1, { bias: true }));
       assert.deepEqual(await check('pw big', big, [2, 40, 3, 5]), []);
     });
@@ -259,6 +259,49 @@ describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => 
         plan.dispose();
       });
     }
+
+    it('sums split into many chunks, on an arena in several buffers: the reference, and the same bits', async () => {
+      const c = CASES[0]!;
+      const graph = buildPreset(c.arch, c.options);
+      const init = initWeights(graph, 3);
+      const x = randomInput(c.input, 4);
+      const labels = Int32Array.from({ length: c.input[0]! }, (_, i) => i % 5);
+      const ref = forwardWithTape(graph, copyWeights(init), x, { training: true });
+      const step = async (o: Parameters<WebGpuEngine['compileTraining']>[2]) => {
+        const plan = engine.compileTraining(graph, c.input, o);
+        try {
+          const weights = copyWeights(init);
+          const out = await plan.forward(weights, x);
+          const grads = await plan.backward(softmaxCrossEntropy(out, labels, 0).grad);
+          return { segments: plan.segments.length, out, grads, weights, values: await plan.forwardValues() };
+        } finally {
+          plan.dispose();
+        }
+      };
+      // Chunks of 16 elements: every BN, bias and weight-gradient sum runs over many chunks.
+      const one = await step({ chunkElements: 16 });
+      const split = await step({ chunkElements: 16, segmentFloats: 400_000 });
+      assert.equal(one.segments, 1);
+      assert.ok(split.segments > 3, `${split.segments} segments`);
+      assert.ok(maxError(one.out.data, ref.output.data, 0) < 1e-4, 'logits');
+      const refGrads = backward(
+        { graph, weights: one.weights, values: one.values, ctx: { training: true } },
+        softmaxCrossEntropy(one.out, labels, 0).grad,
+      ).params;
+      let gmax = 0;
+      for (const t of refGrads.values()) for (const v of t.data) gmax = Math.max(gmax, Math.abs(v));
+      for (const [k, t] of refGrads) {
+        const e = maxError(one.grads.get(k)!.data, t.data, 1e-3 * gmax);
+        assert.ok(e < 1e-4, `gradient of ${k} off by ${e}`);
+        assert.deepEqual(split.grads.get(k)!.data, one.grads.get(k)!.data, `segmented: ${k}`);
+      }
+      assert.deepEqual(split.out.data, one.out.data);
+      // A block larger than one buffer gets a message that names it.
+      assert.throws(
+        () => engine.compileTraining(graph, c.input, { segmentFloats: 50_000 }),
+        /training needs the parameter gradients of 269312 bytes, the device binds at most 199936 per buffer/,
+      );
+    });
 
     it('names the shape that does not fit the plan, and refuses steps after dispose', async () => {
       const c = CASES[0]!;

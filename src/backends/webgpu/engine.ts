@@ -3,7 +3,7 @@ import type { PlanOptions } from '../../runtime/plan.js';
 import type { Shape, Tensor } from '../../tensor/tensor.js';
 import { KERNELS, type Kernel } from './kernels.js';
 import { WebGpuPlan, type GpuContext } from './plan.js';
-import { WebGpuTrainPlan } from './train-plan.js';
+import { WebGpuTrainPlan, type TrainPlanOptions } from './train-plan.js';
 import { TRAIN_KERNELS } from './train-kernels.js';
 
 /** No WebGPU adapter here (no GPU, no driver, or a browser without WebGPU). */
@@ -22,6 +22,7 @@ export class NoWebGpuAdapterError extends Error {
 export class WebGpuEngine implements GpuContext {
   readonly backend = 'webgpu';
   readonly layout: GPUBindGroupLayout;
+  private readonly layouts = new Map<number, GPUBindGroupLayout>();
   private readonly pipelines = new Map<
     string,
     { pipeline: GPUComputePipeline; error: Promise<string | undefined> }
@@ -40,15 +41,29 @@ export class WebGpuEngine implements GpuContext {
     void device.lost.then((info) => {
       this.lostReason = `${info.reason ?? 'unknown'}${info.message ? `: ${info.message}` : ''}`;
     });
-    const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
-      binding,
-      visibility: 0x4, // GPUShaderStage.COMPUTE
-      buffer: { type },
-    });
-    this.layout = device.createBindGroupLayout({
-      label: 'shufflenet op',
-      entries: [entry(0, 'storage'), entry(1, 'read-only-storage'), entry(2, 'uniform')],
-    });
+    this.layout = this.layoutFor(1);
+  }
+
+  /**
+   * The bind group layout of kernels over `segments` arena buffers: the arena (its first segment), the
+   * weights, the uniforms, then the other segments.
+   */
+  layoutFor(segments: number): GPUBindGroupLayout {
+    let layout = this.layouts.get(segments);
+    if (!layout) {
+      const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
+        binding,
+        visibility: 0x4, // GPUShaderStage.COMPUTE
+        buffer: { type },
+      });
+      const more = Array.from({ length: segments - 1 }, (_, s) => entry(s + 3, 'storage'));
+      layout = this.device.createBindGroupLayout({
+        label: `shufflenet op (${segments} arena buffers)`,
+        entries: [entry(0, 'storage'), entry(1, 'read-only-storage'), entry(2, 'uniform'), ...more],
+      });
+      this.layouts.set(segments, layout);
+    }
+    return layout;
   }
 
   get lost(): string | undefined {
@@ -73,7 +88,7 @@ export class WebGpuEngine implements GpuContext {
       const module = device.createShaderModule({ label: k.name, code: k.code });
       const pipeline = device.createComputePipeline({
         label: k.name,
-        layout: device.createPipelineLayout({ bindGroupLayouts: [this.layout] }),
+        layout: device.createPipelineLayout({ bindGroupLayouts: [this.layoutFor(k.segments ?? 1)] }),
         compute: { module, entryPoint: 'main' },
       });
       const error = device.popErrorScope().then(
@@ -87,7 +102,9 @@ export class WebGpuEngine implements GpuContext {
 
   /** Compiles every kernel now; rejects naming the kernels that fail. */
   async warmUp(): Promise<void> {
-    const errors = await Promise.all([...KERNELS, ...TRAIN_KERNELS].map((k) => this.pipelineError(k)));
+    const errors = await Promise.all(
+      [...KERNELS, ...TRAIN_KERNELS.map((k) => k.at(1))].map((k) => this.pipelineError(k)),
+    );
     const failed = errors.filter((e) => e);
     if (failed.length) throw new Error(failed.join('\n'));
   }
@@ -104,7 +121,7 @@ export class WebGpuEngine implements GpuContext {
    * A training step for `graph` on inputs of `inputShape` (see WebGpuTrainPlan). `inputGradient` also
    * returns dL/d(input) from backward, under the key 'input' (tests).
    */
-  compileTraining(graph: Graph, inputShape: Shape, o: { inputGradient?: boolean } = {}): WebGpuTrainPlan {
+  compileTraining(graph: Graph, inputShape: Shape, o: TrainPlanOptions = {}): WebGpuTrainPlan {
     if (this.lostReason) throw new Error(`the WebGPU device was lost: ${this.lostReason}`);
     return new WebGpuTrainPlan(this, graph, inputShape, o);
   }
@@ -139,10 +156,11 @@ export async function requestWebGpuEngine(
     throw new NoWebGpuAdapterError(e.message);
   });
   if (!adapter) throw new NoWebGpuAdapterError(`no adapter at feature level ${o.featureLevel ?? 'core'}`);
-  const { maxStorageBufferBindingSize, maxBufferSize } = adapter.limits;
+  const { maxStorageBufferBindingSize, maxBufferSize, maxStorageBuffersPerShaderStage } = adapter.limits;
   const device = await adapter.requestDevice({
     label: 'shufflenet',
-    requiredLimits: { maxStorageBufferBindingSize, maxBufferSize },
+    // Large buffers, and up to 8 arena segments plus the weights for training plans.
+    requiredLimits: { maxStorageBufferBindingSize, maxBufferSize, maxStorageBuffersPerShaderStage },
   });
   // GPUAdapter.info is recent (older browsers and type packages lack it).
   const info = (adapter as { info?: GPUAdapterInfo }).info;

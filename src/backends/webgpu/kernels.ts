@@ -15,6 +15,8 @@ export interface Kernel {
   /** The u32 parameters, in the order `p` declares them. */
   fields: readonly string[];
   code: string;
+  /** Arena buffers it binds (training kernels on a segmented arena); 1 when absent. */
+  segments?: number;
 }
 
 /** Invocations per workgroup of the 1-D kernels (compatibility mode allows at most 128). */

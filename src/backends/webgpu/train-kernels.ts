@@ -1,20 +1,86 @@
 /**
  * The WGSL kernels of WebGPU training plans (train-plan.ts): the forward ops in training mode and their
- * gradients. They use the inference kernels' three bindings (kernels.ts), with other roles:
- * - `arena`: everything that changes during a step: values, BN statistics, gradients, parameter gradients;
+ * gradients. Their bindings:
+ * - the arena: everything that changes during a step (values, BN statistics, gradients, parameter
+ *   gradients, partial sums), in one to MAX_SEGMENTS storage buffers ("segments": one binding holds at most
+ *   maxStorageBufferBindingSize bytes, and a batch-256 ImageNet step needs several GiB). Kernels address it
+ *   by a global float index, segment << SEGMENT_SHIFT | offset, through `ld` and `st`; with one segment
+ *   these are plain array accesses;
  * - `weights`: the parameters (uploaded before each forward) and the folded channel-shuffle maps, as floats;
- * - `p`: the op's u32 parameters; buffers are whole NCHW values at float offsets (`x`, `gy`, ... fields).
+ * - `p`: the op's u32 parameters; buffers are whole NCHW values at global float indices (`x`, `gy`, ...).
  * Gradient kernels take `acc`: 0 writes the gradient (its first writer in the backward order), 1 adds to it.
- * Parameter gradients always add (the plan zeroes them once per backward). Long f32 sums add partial
- * sums (per row, per tap or per invocation), so that their rounding stays near that of a pairwise sum.
+ * Parameter gradients always add (the plan zeroes them once per backward).
+ *
+ * Long sums (weight gradients, BN statistics, bias gradients) are split: a first kernel writes partial sums
+ * over chunks of the batch into the plan's scratch block, a second adds them up. This keeps every GPU core
+ * busy (one invocation per weight summing 200,000 products would leave most of them idle) and keeps the
+ * rounding near that of a pairwise sum. The chunking depends on the shapes only, so results are
+ * deterministic.
  */
-import { kernel, oneD, WORKGROUP } from './kernels.js';
+import { oneD, WORKGROUP, type Kernel } from './kernels.js';
 
-/**
- * One workgroup per channel c (or other item, on a 2-D grid), with `reduce0` and `reduce1` (every invocation must call
- * them, in that order). Each has its own workgroup array: with one array for two reductions in a row
- * (barriers between them), llvmpipe gave wrong BN variances.
- */
+/** Segment k's floats start at global index k << SEGMENT_SHIFT: 2 GiB per segment, 8 segments in a u32. */
+export const SEGMENT_SHIFT = 29;
+export const SEGMENT_FLOATS_MAX = 2 ** SEGMENT_SHIFT;
+export const MAX_SEGMENTS = 8;
+
+/** A training kernel, compiled per number of arena segments (one WGSL variant each). */
+export interface TrainKernel {
+  name: string;
+  fields: readonly string[];
+  at(segments: number): Kernel;
+}
+
+function arenaAccess(segments: number): string {
+  if (segments === 1)
+    return `
+fn ld(i: u32) -> f32 { return arena[i]; }
+fn st(i: u32, v: f32) { arena[i] = v; }`;
+  const mask = `${SEGMENT_FLOATS_MAX - 1}u`;
+  const names = Array.from({ length: segments }, (_, s) => (s ? `arena${s}` : 'arena'));
+  const cases = (f: (a: string) => string) =>
+    names.map((a, s) => (s < segments - 1 ? `case ${s}u: { ${f(a)} }` : `default: { ${f(a)} }`)).join(' ');
+  return `${names
+    .slice(1)
+    .map((a, s) => `@group(0) @binding(${s + 3}) var<storage, read_write> ${a}: array<f32>;`)
+    .join('\n')}
+fn ld(i: u32) -> f32 {
+  let j = i & ${mask};
+  var r = 0.0;
+  switch (i >> ${SEGMENT_SHIFT}u) { ${cases((a) => `r = ${a}[j];`)} }
+  return r;
+}
+fn st(i: u32, v: f32) {
+  let j = i & ${mask};
+  switch (i >> ${SEGMENT_SHIFT}u) { ${cases((a) => `${a}[j] = v;`)} }
+}`;
+}
+
+/** A kernel over the segmented arena: `body` uses ld(i), st(i, v) and put(i, v, acc). */
+function trainKernel(name: string, fields: readonly string[], body: string): TrainKernel {
+  const variants = new Map<number, Kernel>();
+  return {
+    name,
+    fields,
+    at(segments) {
+      let k = variants.get(segments);
+      if (!k) {
+        const code = `struct Params { ${fields.map((f) => `${f}: u32,`).join(' ')} }
+@group(0) @binding(0) var<storage, read_write> arena: array<f32>;
+@group(0) @binding(1) var<storage, read> weights: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+${arenaAccess(segments)}
+fn put(i: u32, v: f32, acc: u32) { if (acc != 0u) { st(i, ld(i) + v); } else { st(i, v); } }
+${body}`;
+        k = { name: segments > 1 ? `${name} (${segments} segments)` : name, fields, code, segments };
+        variants.set(segments, k);
+      }
+      return k;
+    },
+  };
+}
+
+/** A workgroup sum: every invocation must call it (barriers). Each reducer has its own array. */
 const reducer = (k: number) => `
 var<workgroup> red${k}: array<f32, ${WORKGROUP}>;
 fn reduce${k}(v: f32, li: u32) -> f32 {
@@ -24,20 +90,10 @@ fn reduce${k}(v: f32, li: u32) -> f32 {
     if (li < s) { red${k}[li] += red${k}[li + s]; }
     workgroupBarrier();
   }
-  return red${k}[0];
+  let r = red${k}[0];
+  workgroupBarrier();
+  return r;
 }`;
-const perChannel = (body: string, count = 'C') => `${reducer(0)}${reducer(1)}
-@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
-        @builtin(local_invocation_index) li: u32) {
-  let c = wg.y * nw.x + wg.x;
-  if (c >= p.${count}) { return; }
-${body}
-}`;
-
-/** Writes or adds v at arena[at] as p.acc says. */
-const store = (at: string, v: string) => `
-  if (p.acc != 0u) { arena[${at}] += ${v}; } else { arena[${at}] = ${v}; }`;
 
 const convDims = [
   'C',
@@ -63,14 +119,11 @@ const row = `
   var row = c;
   if (p.hasMap != 0u) { row = u32(weights[p.map + c]); }`;
 
-/** Whether the conv is 1x1, stride 1, no padding (most of the work): no window arithmetic. */
-const isPointwise = 'p.KH * p.KW == 1u && p.SH * p.SW == 1u && p.PH + p.PW == 0u';
-
 /**
- * Conv forward, any kernel, stride, padding, dilation and groups (the stem, depthwise 3x3 s1/s2 and the
- * grouped 1x1 convs), reading its input through a channel map: one output per invocation.
+ * Conv forward, any kernel, stride, padding, dilation and groups (the stem, depthwise 3x3 s1/s2), reading
+ * its input through a channel map: one output per invocation. 1x1 convs run PW_FWD.
  */
-export const CONV_FWD = kernel(
+export const CONV_FWD = trainKernel(
   'train conv',
   ['x', 'w', 'b', 'hasBias', 'map', 'hasMap', 'y', 'relu', ...convDims, 'total'],
   oneD(`
@@ -83,37 +136,277 @@ export const CONV_FWD = kernel(
   let ix0 = i32(ox * p.SW) - i32(p.PW);
   var s = 0.0;
   if (p.hasBias != 0u) { s = weights[p.b + o]; }
-  if (${isPointwise}) {
-    let px = oy * p.OW + ox;
-    for (var ci = 0u; ci < p.cin; ci++) {
-      let c = g * p.cin + ci;${row}
-      s += weights[p.w + o * p.cin + ci] * arena[p.x + (n * p.C + row) * p.H * p.W + px];
-    }
-  } else {
-    for (var ci = 0u; ci < p.cin; ci++) {
-      let c = g * p.cin + ci;${row}
-      let xb = p.x + (n * p.C + row) * p.H * p.W;
-      let wb = p.w + (o * p.cin + ci) * p.KH * p.KW;
-      for (var ky = 0u; ky < p.KH; ky++) {
-        let iy = iy0 + i32(ky * p.DH);
-        if (iy < 0 || iy >= i32(p.H)) { continue; }
-        for (var kx = 0u; kx < p.KW; kx++) {
-          let ix = ix0 + i32(kx * p.DW);
-          if (ix < 0 || ix >= i32(p.W)) { continue; }
-          s += weights[wb + ky * p.KW + kx] * arena[xb + u32(iy) * p.W + u32(ix)];
-        }
+  for (var ci = 0u; ci < p.cin; ci++) {
+    let c = g * p.cin + ci;${row}
+    let xb = p.x + (n * p.C + row) * p.H * p.W;
+    let wb = p.w + (o * p.cin + ci) * p.KH * p.KW;
+    for (var ky = 0u; ky < p.KH; ky++) {
+      let iy = iy0 + i32(ky * p.DH);
+      if (iy < 0 || iy >= i32(p.H)) { continue; }
+      for (var kx = 0u; kx < p.KW; kx++) {
+        let ix = ix0 + i32(kx * p.DW);
+        if (ix < 0 || ix >= i32(p.W)) { continue; }
+        s += weights[wb + ky * p.KW + kx] * ld(xb + u32(iy) * p.W + u32(ix));
       }
     }
   }
   if (p.relu != 0u) { s = max(s, 0.0); }
-  arena[p.y + i] = s;`),
+  st(p.y + i, s);`),
+);
+
+/** The GEMM tile of the 1x1 convs: TM rows x TN columns per workgroup of 16 x 8, TK deep. */
+export const GEMM = { TM: 32, TN: 64, TK: 16 } as const;
+
+/**
+ * A grouped 1x1 conv's GEMM over columns q = (image, pixel): out[r][q] = sum_k A(r, k) B(k, q), workgroup
+ * (column tile, row tile, group). `a(r, k)` reads the weights, `bAt(k)` is the arena index of B(k, q) for
+ * this invocation's load column; `store` writes out[r][q] as `s` (r, q, n, px in scope).
+ */
+const gemm = (rows: string, depth: string, bBase: string, a: string, bAt: string, store: string) => `
+const TM = ${GEMM.TM}u;
+const TN = ${GEMM.TN}u;
+const TK = ${GEMM.TK}u;
+var<workgroup> As: array<f32, ${GEMM.TM * GEMM.TK}>; // [k][r]
+var<workgroup> Bs: array<f32, ${GEMM.TK * GEMM.TN}>; // [k][q]
+
+@compute @workgroup_size(16, 8)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let g = wg.z;
+  let r0 = wg.y * TM;
+  let q0 = wg.x * TN;
+  let cols = p.N * p.HW;
+  // This invocation loads column j of B, rows li / TN + 2t.
+  let j = li % TN;
+  let lq = q0 + j;
+  let inCols = lq < cols;
+  let bBase = ${bBase.replaceAll('#n', '(lq / p.HW)').replaceAll('#px', '(lq % p.HW)')};
+  var acc: array<f32, 16>;
+  for (var k0 = 0u; k0 < ${depth}; k0 += TK) {
+    for (var t = 0u; t < 4u; t++) {
+      let e = li + 128u * t;
+      let r = e / TK;
+      let k = e % TK;
+      var v = 0.0;
+      if (r0 + r < ${rows} && k0 + k < ${depth}) { v = ${a.replaceAll('#r', '(r0 + r)').replaceAll('#k', '(k0 + k)')}; }
+      As[k * TM + r] = v;
+    }
+    for (var t = 0u; t < 8u; t++) {
+      let k = li / TN + 2u * t;
+      var v = 0.0;
+      if (inCols && k0 + k < ${depth}) { v = ld(${bAt.replaceAll('#k', '(k0 + k)')}); }
+      Bs[k * TN + j] = v;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < TK; k++) {
+      var av: array<f32, 4>;
+      for (var u = 0u; u < 4u; u++) { av[u] = As[k * TM + lid.y + 8u * u]; }
+      for (var b = 0u; b < 4u; b++) {
+        let bv = Bs[k * TN + lid.x + 16u * b];
+        for (var u = 0u; u < 4u; u++) { acc[u * 4u + b] += av[u] * bv; }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var u = 0u; u < 4u; u++) {
+    let r = r0 + lid.y + 8u * u;
+    if (r >= ${rows}) { continue; }
+    for (var b = 0u; b < 4u; b++) {
+      let q = q0 + lid.x + 16u * b;
+      if (q >= cols) { continue; }
+      let n = q / p.HW;
+      let px = q % p.HW;
+      let s = acc[u * 4u + b];${store}
+    }
+  }
+}`;
+
+/**
+ * Grouped 1x1 conv forward (stride 1, no padding) as a tiled GEMM per group, reading its input through a
+ * channel map, with the bias and ReLU fused: y[n][g*cout + m][px] = sum_k w[g*cout + m][k] x[n][map(g*cin + k)][px].
+ */
+export const PW_FWD = trainKernel(
+  'train pointwise',
+  ['x', 'w', 'b', 'hasBias', 'map', 'hasMap', 'y', 'relu', 'N', 'C', 'O', 'HW', 'cin', 'cout'],
+  gemm(
+    'p.cout',
+    'p.cin',
+    'p.x + #n * p.C * p.HW + #px',
+    'weights[p.w + (g * p.cout + #r) * p.cin + #k]',
+    'bBase + xrow(g * p.cin + #k) * p.HW',
+    `
+      let o = g * p.cout + r;
+      var v = s;
+      if (p.hasBias != 0u) { v += weights[p.b + o]; }
+      if (p.relu != 0u) { v = max(v, 0.0); }
+      st(p.y + (n * p.O + o) * p.HW + px, v);`,
+  ).replace(
+    '\n@compute',
+    `
+fn xrow(c: u32) -> u32 {
+  if (p.hasMap != 0u) { return u32(weights[p.map + c]); }
+  return c;
+}
+@compute`,
+  ),
 );
 
 /**
- * dL/dx of a conv: one input element per invocation gathers w * gy over the outputs that read it, and goes
- * to the physical row its channel map names (a permutation: no two invocations write one element).
+ * dL/dx of a grouped 1x1 conv as a tiled GEMM per group: dx[n][map(g*cin + k)][px] = sum_m
+ * w[g*cout + m][k] gy[n][g*cout + m][px], written or added as p.acc says (the map is a permutation).
  */
-export const CONV_BWD_INPUT = kernel(
+export const PW_BWD_INPUT = trainKernel(
+  'train pointwise backward input',
+  ['gy', 'w', 'map', 'hasMap', 'gx', 'acc', 'N', 'C', 'O', 'HW', 'cin', 'cout'],
+  gemm(
+    'p.cin',
+    'p.cout',
+    'p.gy + (#n * p.O + g * p.cout) * p.HW + #px',
+    'weights[p.w + (g * p.cout + #k) * p.cin + #r]',
+    'bBase + #k * p.HW',
+    `
+      let c = g * p.cin + r;${row}
+      put(p.gx + (n * p.C + row) * p.HW + px, s, p.acc);`,
+  ),
+);
+
+/** The weight-gradient tile: TR output rows x TC input channels per workgroup of 16 x 8, TQ columns deep. */
+export const WGRAD = { TR: 32, TC: 32, TQ: 32 } as const;
+
+/**
+ * dL/dw of a grouped 1x1 conv, partial sums: workgroup (chunk s, row tile * column tile, group) sums
+ * gy[n][g*cout + m][px] x[n][map(g*cin + k)][px] over the columns q = (n, px) of chunk s, into
+ * part[((s * groups + g) * cout + m) * cin + k]; REDUCE adds the chunks into the gradient.
+ */
+export const PW_BWD_WEIGHT = trainKernel(
+  'train pointwise backward weight',
+  ['x', 'gy', 'map', 'hasMap', 'part', 'N', 'C', 'O', 'HW', 'cin', 'cout', 'groups', 'chunk'],
+  `
+const TR = ${WGRAD.TR}u;
+const TC = ${WGRAD.TC}u;
+const TQ = ${WGRAD.TQ}u;
+var<workgroup> Gs: array<f32, ${WGRAD.TQ * WGRAD.TR}>; // [q][m]
+var<workgroup> Xs: array<f32, ${WGRAD.TQ * WGRAD.TC}>; // [q][k]
+
+@compute @workgroup_size(16, 8)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let s = wg.x;
+  let g = wg.z;
+  let cTiles = (p.cin + TC - 1u) / TC;
+  let m0 = (wg.y / cTiles) * TR;
+  let k0 = (wg.y % cTiles) * TC;
+  let cols = p.N * p.HW;
+  let qa = s * p.chunk;
+  let qb = min(qa + p.chunk, cols);
+  // Loads: column li % TQ, rows li / TQ + 4t.
+  let j = li % TQ;
+  var acc: array<f32, 8>;
+  for (var q0 = qa; q0 < qb; q0 += TQ) {
+    let q = q0 + j;
+    let n = q / p.HW;
+    let px = q % p.HW;
+    for (var t = 0u; t < 8u; t++) {
+      let r = li / TQ + 4u * t;
+      var gv = 0.0;
+      var xv = 0.0;
+      if (q < qb) {
+        if (m0 + r < p.cout) { gv = ld(p.gy + (n * p.O + g * p.cout + m0 + r) * p.HW + px); }
+        if (k0 + r < p.cin) {
+          var c = g * p.cin + k0 + r;
+          if (p.hasMap != 0u) { c = u32(weights[p.map + c]); }
+          xv = ld(p.x + (n * p.C + c) * p.HW + px);
+        }
+      }
+      Gs[j * TR + r] = gv;
+      Xs[j * TC + r] = xv;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < TQ; k++) {
+      let x0 = Xs[k * TC + lid.x];
+      let x1 = Xs[k * TC + lid.x + 16u];
+      for (var u = 0u; u < 4u; u++) {
+        let gv = Gs[k * TR + lid.y + 8u * u];
+        acc[u * 2u] += gv * x0;
+        acc[u * 2u + 1u] += gv * x1;
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var u = 0u; u < 4u; u++) {
+    let m = m0 + lid.y + 8u * u;
+    if (m >= p.cout) { continue; }
+    for (var b = 0u; b < 2u; b++) {
+      let k = k0 + lid.x + 16u * b;
+      if (k >= p.cin) { continue; }
+      st(p.part + ((s * p.groups + g) * p.cout + m) * p.cin + k, acc[u * 2u + b]);
+    }
+  }
+}`,
+);
+
+/**
+ * dL/dw of a conv with at most 9 taps per (output, input channel) pair (the stem, depthwise 3x3, any
+ * grouped 3x3), partial sums: workgroup (chunk s, item = o * cin + ci) sums gy * x over the output positions
+ * (n, oy, ox) of chunk s, all taps at once, into part[(s * items + item) * KH*KW + tap]; REDUCE adds them.
+ * Items run on (y, z): y * z may exceed `items`.
+ */
+export const TAPS_BWD_WEIGHT = trainKernel(
+  'train conv backward weight',
+  ['x', 'gy', 'map', 'hasMap', 'part', 'N', ...convDims, 'items', 'chunk'],
+  `${reducer(0)}
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let s = wg.x;
+  let item = wg.z * nw.y + wg.y;
+  if (item >= p.items) { return; }
+  let o = item / p.cin;
+  let c = (o / p.cout) * p.cin + item % p.cin;${row}
+  let plane = p.OH * p.OW;
+  let qa = s * p.chunk;
+  let qb = min(qa + p.chunk, p.N * plane);
+  let taps = p.KH * p.KW;
+  var acc: array<f32, 9>;
+  for (var q = qa + li; q < qb; q += ${WORKGROUP}u) {
+    let n = q / plane;
+    let oy = (q % plane) / p.OW;
+    let ox = q % p.OW;
+    let gv = ld(p.gy + (n * p.O + o) * plane + q % plane);
+    let xb = p.x + (n * p.C + row) * p.H * p.W;
+    for (var ky = 0u; ky < p.KH; ky++) {
+      let iy = i32(oy * p.SH + ky * p.DH) - i32(p.PH);
+      if (iy < 0 || iy >= i32(p.H)) { continue; }
+      for (var kx = 0u; kx < p.KW; kx++) {
+        let ix = i32(ox * p.SW + kx * p.DW) - i32(p.PW);
+        if (ix < 0 || ix >= i32(p.W)) { continue; }
+        acc[ky * p.KW + kx] += gv * ld(xb + u32(iy) * p.W + u32(ix));
+      }
+    }
+  }
+  for (var t = 0u; t < taps; t++) {
+    let sum = reduce0(acc[t], li);
+    if (li == 0u) { st(p.part + (s * p.items + item) * taps + t, sum); }
+  }
+}`,
+);
+
+/** dst[i] += (or =, as p.acc says) the sum over chunks s < S of part[s * L + i]. */
+export const REDUCE = trainKernel(
+  'train reduce partial sums',
+  ['part', 'S', 'L', 'dst', 'acc', 'total'],
+  oneD(`
+  var s = 0.0;
+  for (var t = 0u; t < p.S; t++) { s += ld(p.part + t * p.L + i); }
+  put(p.dst + i, s, p.acc);`),
+);
+
+/**
+ * dL/dx of a conv that is not 1x1: one input element per invocation gathers w * gy over the outputs that
+ * read it, and goes to the physical row its channel map names (a permutation: no two invocations write one
+ * element).
+ */
+export const CONV_BWD_INPUT = trainKernel(
   'train conv backward input',
   ['gy', 'w', 'map', 'hasMap', 'gx', 'acc', ...convDims, 'total'],
   oneD(`
@@ -124,41 +417,34 @@ export const CONV_BWD_INPUT = kernel(
   let g = c / p.cin;
   let ci = c % p.cin;
   var s = 0.0;
-  if (${isPointwise}) {
-    let px = u32(iy) * p.W + u32(ix);
-    for (var o = g * p.cout; o < (g + 1u) * p.cout; o++) {
-      s += weights[p.w + o * p.cin + ci] * arena[p.gy + (n * p.O + o) * p.OH * p.OW + px];
-    }
-  } else {
-    for (var o = g * p.cout; o < (g + 1u) * p.cout; o++) {
-      let wb = p.w + (o * p.cin + ci) * p.KH * p.KW;
-      let gb = p.gy + (n * p.O + o) * p.OH * p.OW;
-      var part = 0.0;
-      for (var ky = 0u; ky < p.KH; ky++) {
-        let ty = iy + i32(p.PH) - i32(ky * p.DH);
-        if (ty < 0 || ty % i32(p.SH) != 0) { continue; }
-        let oy = u32(ty) / p.SH;
-        if (oy >= p.OH) { continue; }
-        for (var kx = 0u; kx < p.KW; kx++) {
-          let tx = ix + i32(p.PW) - i32(kx * p.DW);
-          if (tx < 0 || tx % i32(p.SW) != 0) { continue; }
-          let ox = u32(tx) / p.SW;
-          if (ox >= p.OW) { continue; }
-          part += weights[wb + ky * p.KW + kx] * arena[gb + oy * p.OW + ox];
-        }
+  for (var o = g * p.cout; o < (g + 1u) * p.cout; o++) {
+    let wb = p.w + (o * p.cin + ci) * p.KH * p.KW;
+    let gb = p.gy + (n * p.O + o) * p.OH * p.OW;
+    var part = 0.0;
+    for (var ky = 0u; ky < p.KH; ky++) {
+      let ty = iy + i32(p.PH) - i32(ky * p.DH);
+      if (ty < 0 || ty % i32(p.SH) != 0) { continue; }
+      let oy = u32(ty) / p.SH;
+      if (oy >= p.OH) { continue; }
+      for (var kx = 0u; kx < p.KW; kx++) {
+        let tx = ix + i32(p.PW) - i32(kx * p.DW);
+        if (tx < 0 || tx % i32(p.SW) != 0) { continue; }
+        let ox = u32(tx) / p.SW;
+        if (ox >= p.OW) { continue; }
+        part += weights[wb + ky * p.KW + kx] * ld(gb + oy * p.OW + ox);
       }
-      s += part;
     }
+    s += part;
   }${row}
-  let at = p.gx + ((n * p.C + row) * p.H + u32(iy)) * p.W + u32(ix);${store('at', 's')}`),
+  put(p.gx + ((n * p.C + row) * p.H + u32(iy)) * p.W + u32(ix), s, p.acc);`),
 );
 
 /**
- * dL/dw of a conv, one weight per invocation: for layers with many weights (on llvmpipe a workgroup per
- * weight costs more in barriers than its sum does).
+ * dL/dw of any other conv (more than 9 taps), one weight per invocation: rare (no preset has one), so
+ * simple rather than fast.
  */
-export const CONV_BWD_WEIGHT = kernel(
-  'train conv backward weight',
+export const CONV_BWD_WEIGHT = trainKernel(
+  'train conv backward weight (per weight)',
   ['x', 'gy', 'gw', 'map', 'hasMap', 'N', ...convDims, 'total'],
   oneD(`
   let kx = i % p.KW;
@@ -166,212 +452,170 @@ export const CONV_BWD_WEIGHT = kernel(
   let ci = (i / (p.KW * p.KH)) % p.cin;
   let o = i / (p.KW * p.KH * p.cin);
   let c = (o / p.cout) * p.cin + ci;${row}
-  let plane = p.OH * p.OW;
-  let pointwise = ${isPointwise};
   var s = 0.0;
   for (var n = 0u; n < p.N; n++) {
     let xb = p.x + (n * p.C + row) * p.H * p.W;
-    let gb = p.gy + (n * p.O + o) * plane;
+    let gb = p.gy + (n * p.O + o) * p.OH * p.OW;
     var part = 0.0;
-    if (pointwise) {
-      for (var q = 0u; q < plane; q++) { part += arena[gb + q] * arena[xb + q]; }
-    } else {
-      for (var oy = 0u; oy < p.OH; oy++) {
-        let iy = i32(oy * p.SH + ky * p.DH) - i32(p.PH);
-        if (iy < 0 || iy >= i32(p.H)) { continue; }
-        for (var ox = 0u; ox < p.OW; ox++) {
-          let ix = i32(ox * p.SW + kx * p.DW) - i32(p.PW);
-          if (ix < 0 || ix >= i32(p.W)) { continue; }
-          part += arena[gb + oy * p.OW + ox] * arena[xb + u32(iy) * p.W + u32(ix)];
-        }
+    for (var oy = 0u; oy < p.OH; oy++) {
+      let iy = i32(oy * p.SH + ky * p.DH) - i32(p.PH);
+      if (iy < 0 || iy >= i32(p.H)) { continue; }
+      for (var ox = 0u; ox < p.OW; ox++) {
+        let ix = i32(ox * p.SW + kx * p.DW) - i32(p.PW);
+        if (ix < 0 || ix >= i32(p.W)) { continue; }
+        part += ld(gb + oy * p.OW + ox) * ld(xb + u32(iy) * p.W + u32(ix));
       }
     }
     s += part;
   }
-  arena[p.gw + i] += s;`),
+  st(p.gw + i, ld(p.gw + i) + s);`),
 );
 
 /**
- * dL/dw of a conv, one workgroup per weight (c) summing gy * x over the batch and the output positions, 64
- * at a time: for layers with few weights and long sums (the stem, the first units), where one weight per
- * invocation leaves most threads idle.
+ * Per-channel partial sums over chunks of the batch (p.per images each): workgroup (chunk s, channel c)
+ * writes part[(c * S + s) * 2 + j]. Mode 0: j=0 sums a (a mean, a bias gradient); mode 1: j=0 sums
+ * (a - mean[c])^2 (the variance); mode 2 (BN backward, a = gy, b = x): j=0 sums a, j=1 sums a * (b - mean[c]).
  */
-export const CONV_BWD_WEIGHT_SPLIT = kernel(
-  'train conv backward weight (split)',
-  ['x', 'gy', 'gw', 'map', 'hasMap', 'N', ...convDims, 'total'],
-  perChannel(
-    `
-  let kx = c % p.KW;
-  let ky = (c / p.KW) % p.KH;
-  let ci = (c / (p.KW * p.KH)) % p.cin;
-  let o = c / (p.KW * p.KH * p.cin);
-  let ch = (o / p.cout) * p.cin + ci;
-  var row = ch;
-  if (p.hasMap != 0u) { row = u32(weights[p.map + ch]); }
-  let plane = p.OH * p.OW;
-  var s = 0.0;
-  let pointwise = ${isPointwise};
-  for (var q = li; q < p.N * plane; q += ${WORKGROUP}u) {
-    if (pointwise) {
-      let n = q / plane;
-      let px = q % plane;
-      s += arena[p.gy + (n * p.O + o) * plane + px] * arena[p.x + (n * p.C + row) * plane + px];
-      continue;
-    }
-    let n = q / plane;
-    let oy = (q % plane) / p.OW;
-    let ox = q % p.OW;
-    let iy = i32(oy * p.SH + ky * p.DH) - i32(p.PH);
-    let ix = i32(ox * p.SW + kx * p.DW) - i32(p.PW);
-    if (iy < 0 || iy >= i32(p.H) || ix < 0 || ix >= i32(p.W)) { continue; }
-    s += arena[p.gy + (n * p.O + o) * plane + oy * p.OW + ox] *
-      arena[p.x + ((n * p.C + row) * p.H + u32(iy)) * p.W + u32(ix)];
-  }
-  let sum = reduce0(s, li);
-  if (li == 0u) { arena[p.gw + c] += sum; }`,
-    'total',
-  ),
-);
-
-/** A bias gradient: gb[c] += the sum of gy over the batch and the plane. */
-export const CHANNEL_SUM = kernel(
-  'train channel sum',
-  ['gy', 'gb', 'N', 'C', 'HW'],
-  perChannel(`
-  var s = 0.0;
-  for (var n = 0u; n < p.N; n++) {
-    let base = p.gy + (n * p.C + c) * p.HW;
-    for (var k = li; k < p.HW; k += ${WORKGROUP}u) { s += arena[base + k]; }
-  }
-  let total = reduce0(s, li);
-  if (li == 0u) { arena[p.gb + c] += total; }`),
-);
-
-/**
- * BN training statistics, one workgroup per channel, two passes (mean, then the biased variance): writes
- * mean and variance (read back for the running buffers, and by the backward) and the affine that
- * normalises: scale = gamma / sqrt(var + eps), shift = beta - mean * scale.
- */
-export const BN_STATS = kernel(
-  'train batchnorm statistics',
-  ['x', 'N', 'C', 'HW', 'gamma', 'beta', 'mean', 'variance', 'scale', 'shift', 'eps'],
-  perChannel(`
-  let count = f32(p.N * p.HW);
-  var s = 0.0;
-  for (var n = 0u; n < p.N; n++) {
-    let base = p.x + (n * p.C + c) * p.HW;
-    for (var k = li; k < p.HW; k += ${WORKGROUP}u) { s += arena[base + k]; }
-  }
-  let mean = reduce0(s, li) / count;
-  var q = 0.0;
-  for (var n = 0u; n < p.N; n++) {
-    let base = p.x + (n * p.C + c) * p.HW;
-    for (var k = li; k < p.HW; k += ${WORKGROUP}u) {
-      let d = arena[base + k] - mean;
-      q += d * d;
+export const CHANNEL_PARTIAL = trainKernel(
+  'train channel partial sums',
+  ['a', 'b', 'mean', 'mode', 'N', 'C', 'HW', 'per', 'S', 'part'],
+  `${reducer(0)}${reducer(1)}
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let s = wg.x;
+  let c = wg.y;
+  let n0 = s * p.per;
+  let count = (min(n0 + p.per, p.N) - n0) * p.HW;
+  var mean = 0.0;
+  if (p.mode != 0u) { mean = ld(p.mean + c); }
+  var s0 = 0.0;
+  var s1 = 0.0;
+  for (var e = li; e < count; e += ${WORKGROUP}u) {
+    let at = ((n0 + e / p.HW) * p.C + c) * p.HW + e % p.HW;
+    let a = ld(p.a + at);
+    if (p.mode == 0u) {
+      s0 += a;
+    } else if (p.mode == 1u) {
+      s0 += (a - mean) * (a - mean);
+    } else {
+      s0 += a;
+      s1 += a * (ld(p.b + at) - mean);
     }
   }
-  let variance = reduce1(q, li) / count;
+  let t0 = reduce0(s0, li);
+  let t1 = reduce1(s1, li);
   if (li == 0u) {
+    st(p.part + (c * p.S + s) * 2u, t0);
+    st(p.part + (c * p.S + s) * 2u + 1u, t1);
+  }
+}`,
+);
+
+/**
+ * Per channel (one invocation each, C = p.total), from CHANNEL_PARTIAL's sums over `count` elements.
+ * Mode 0: mean[c]. Mode 1: variance[c] (biased) and the affine that normalises, scale = gamma / sqrt(var +
+ * eps), shift = beta - mean * scale. Mode 2 (BN backward): dgamma += sum(gy * xhat), dbeta += sum(gy), and
+ * for BN_DX m[c] = mean(gy), m[C + c] = mean(gy * xhat). Mode 3: a bias gradient, gBeta[c] += sum(gy).
+ */
+export const CHANNEL_FINAL = trainKernel(
+  'train channel totals',
+  [
+    ...['part', 'S', 'mode', 'count', 'mean', 'variance', 'gamma', 'beta', 'scale', 'shift', 'eps'],
+    ...['gGamma', 'gBeta', 'm', 'total'],
+  ],
+  oneD(`
+  let c = i;
+  var s0 = 0.0;
+  var s1 = 0.0;
+  for (var t = 0u; t < p.S; t++) {
+    s0 += ld(p.part + (c * p.S + t) * 2u);
+    s1 += ld(p.part + (c * p.S + t) * 2u + 1u);
+  }
+  let count = f32(p.count);
+  if (p.mode == 0u) {
+    st(p.mean + c, s0 / count);
+  } else if (p.mode == 1u) {
+    let variance = s0 / count;
     let scale = weights[p.gamma + c] / sqrt(variance + bitcast<f32>(p.eps));
-    arena[p.mean + c] = mean;
-    arena[p.variance + c] = variance;
-    arena[p.scale + c] = scale;
-    arena[p.shift + c] = weights[p.beta + c] - mean * scale;
+    st(p.variance + c, variance);
+    st(p.scale + c, scale);
+    st(p.shift + c, weights[p.beta + c] - ld(p.mean + c) * scale);
+  } else if (p.mode == 2u) {
+    let sgx = s1 / sqrt(ld(p.variance + c) + bitcast<f32>(p.eps));
+    st(p.gGamma + c, ld(p.gGamma + c) + sgx);
+    st(p.gBeta + c, ld(p.gBeta + c) + s0);
+    st(p.m + c, s0 / count);
+    st(p.m + p.total + c, sgx / count);
+  } else {
+    st(p.gBeta + c, ld(p.gBeta + c) + s0);
   }`),
 );
 
-/** y = x * scale[c] + shift[c] (scale and shift in the arena: BN_STATS wrote them), optional ReLU. */
-export const AFFINE = kernel(
+/**
+ * BN backward with batch statistics, per element: dx = scale[c] * (gy - mg[c] - xhat * mgx[c]), scale =
+ * gamma / sqrt(var + eps) from the forward, mg and mgx from CHANNEL_FINAL mode 2 at m[c] and m[C + c].
+ */
+export const BN_DX = trainKernel(
+  'train batchnorm backward',
+  ['gy', 'x', 'mean', 'variance', 'scale', 'm', 'gx', 'acc', 'C', 'HW', 'eps', 'total'],
+  oneD(`
+  let c = (i / p.HW) % p.C;
+  let invstd = 1.0 / sqrt(ld(p.variance + c) + bitcast<f32>(p.eps));
+  let xhat = (ld(p.x + i) - ld(p.mean + c)) * invstd;
+  let v = ld(p.scale + c) * (ld(p.gy + i) - ld(p.m + c) - xhat * ld(p.m + p.C + c));
+  put(p.gx + i, v, p.acc);`),
+);
+
+/** y = x * scale[c] + shift[c] (scale and shift in the arena: CHANNEL_FINAL wrote them), optional ReLU. */
+export const AFFINE = trainKernel(
   'train channel affine',
   ['x', 'y', 'scale', 'shift', 'C', 'HW', 'relu', 'total'],
   oneD(`
   let c = (i / p.HW) % p.C;
-  var s = arena[p.x + i] * arena[p.scale + c] + arena[p.shift + c];
+  var s = ld(p.x + i) * ld(p.scale + c) + ld(p.shift + c);
   if (p.relu != 0u) { s = max(s, 0.0); }
-  arena[p.y + i] = s;`),
+  st(p.y + i, s);`),
 );
 
-/**
- * BN backward with batch statistics, one workgroup per channel: dgamma += sum(gy * xhat), dbeta += sum(gy),
- * dx = gamma / sqrt(var + eps) * (gy - mean(gy) - xhat * mean(gy * xhat)) when hasGx.
- */
-export const BN_BWD = kernel(
-  'train batchnorm backward',
-  ['gy', 'x', 'mean', 'variance', 'gamma', 'gx', 'hasGx', 'acc', 'gGamma', 'gBeta', 'N', 'C', 'HW', 'eps'],
-  perChannel(`
-  let count = f32(p.N * p.HW);
-  let mean = arena[p.mean + c];
-  let invstd = 1.0 / sqrt(arena[p.variance + c] + bitcast<f32>(p.eps));
-  var sg = 0.0;
-  var sgx = 0.0;
-  for (var n = 0u; n < p.N; n++) {
-    let base = (n * p.C + c) * p.HW;
-    for (var k = li; k < p.HW; k += ${WORKGROUP}u) {
-      let g = arena[p.gy + base + k];
-      sg += g;
-      sgx += g * (arena[p.x + base + k] - mean) * invstd;
-    }
-  }
-  let sumGy = reduce0(sg, li);
-  let sumGyXhat = reduce1(sgx, li);
-  if (li == 0u) {
-    arena[p.gGamma + c] += sumGyXhat;
-    arena[p.gBeta + c] += sumGy;
-  }
-  if (p.hasGx == 0u) { return; }
-  let k0 = weights[p.gamma + c] * invstd;
-  let mg = sumGy / count;
-  let mgx = sumGyXhat / count;
-  for (var n = 0u; n < p.N; n++) {
-    let base = (n * p.C + c) * p.HW;
-    for (var k = li; k < p.HW; k += ${WORKGROUP}u) {
-      let xhat = (arena[p.x + base + k] - mean) * invstd;
-      let v = k0 * (arena[p.gy + base + k] - mg - xhat * mgx);
-      let at = p.gx + base + k;${store('at', 'v')}
-    }
-  }`),
-);
-
-export const RELU = kernel(
+export const RELU = trainKernel(
   'train relu',
   ['x', 'y', 'total'],
   oneD(`
-  arena[p.y + i] = max(arena[p.x + i], 0.0);`),
+  st(p.y + i, max(ld(p.x + i), 0.0));`),
 );
 
 /** dx = gy where the ReLU's output (or input: the same sign) is positive; in place when gx = gy. */
-export const RELU_BWD = kernel(
+export const RELU_BWD = trainKernel(
   'train relu backward',
   ['y', 'gy', 'gx', 'acc', 'total'],
   oneD(`
   var v = 0.0;
-  if (arena[p.y + i] > 0.0) { v = arena[p.gy + i]; }
-  let at = p.gx + i;${store('at', 'v')}`),
+  if (ld(p.y + i) > 0.0) { v = ld(p.gy + i); }
+  put(p.gx + i, v, p.acc);`),
 );
 
-export const ADD = kernel(
+export const ADD = trainKernel(
   'train add',
   ['a', 'b', 'y', 'relu', 'total'],
   oneD(`
-  var s = arena[p.a + i] + arena[p.b + i];
+  var s = ld(p.a + i) + ld(p.b + i);
   if (p.relu != 0u) { s = max(s, 0.0); }
-  arena[p.y + i] = s;`),
+  st(p.y + i, s);`),
 );
 
 /**
  * Channels [sOff, sOff + C) of an [N, sC, HW] value to channels [dOff, dOff + C) of an [N, dC, HW] one,
  * written or added: a concat's forward (into its slices) and backward (out of them), and the add's backward.
  */
-export const COPY = kernel(
+export const COPY = trainKernel(
   'train copy',
   ['src', 'sC', 'sOff', 'dst', 'dC', 'dOff', 'C', 'HW', 'acc', 'total'],
   oneD(`
   let px = i % p.HW;
   let c = (i / p.HW) % p.C;
   let n = i / (p.HW * p.C);
-  let v = arena[p.src + (n * p.sC + p.sOff + c) * p.HW + px];
-  let at = p.dst + (n * p.dC + p.dOff + c) * p.HW + px;${store('at', 'v')}`),
+  let v = ld(p.src + (n * p.sC + p.sOff + c) * p.HW + px);
+  put(p.dst + (n * p.dC + p.dOff + c) * p.HW + px, v, p.acc);`),
 );
 
 const poolDims = ['C', 'H', 'W', 'OH', 'OW', 'KH', 'KW', 'SH', 'SW', 'PH', 'PW', 'mode'];
@@ -389,7 +633,7 @@ const poolWindow = `
   let x1 = min(px1, i32(p.W));`;
 
 /** Max (mode 0) and average pooling (mode 1: over the padded window, 2: over the real one). */
-export const POOL = kernel(
+export const POOL = trainKernel(
   'train pool',
   ['x', 'y', ...poolDims, 'total'],
   oneD(`
@@ -397,11 +641,11 @@ export const POOL = kernel(
   let oy = (i / p.OW) % p.OH;
   let plane = i / (p.OW * p.OH);${poolWindow}
   let xb = p.x + plane * p.H * p.W;
-  var m = arena[xb + u32(y0) * p.W + u32(x0)];
+  var m = ld(xb + u32(y0) * p.W + u32(x0));
   var s = 0.0;
   for (var yy = y0; yy < y1; yy++) {
     for (var xx = x0; xx < x1; xx++) {
-      let v = arena[xb + u32(yy) * p.W + u32(xx)];
+      let v = ld(xb + u32(yy) * p.W + u32(xx));
       m = max(m, v);
       s += v;
     }
@@ -409,14 +653,14 @@ export const POOL = kernel(
   var r = m;
   if (p.mode == 1u) { r = s / f32(padded); }
   if (p.mode == 2u) { r = s / f32((y1 - y0) * (x1 - x0)); }
-  arena[p.y + i] = r;`),
+  st(p.y + i, r);`),
 );
 
 /**
  * Pool backward as a gather: each input element collects from the windows that hold it; for max pooling
  * only where it is the window's first maximum in row-major order (PyTorch's choice on ties).
  */
-export const POOL_BWD = kernel(
+export const POOL_BWD = trainKernel(
   'train pool backward',
   ['x', 'gy', 'gx', 'acc', ...poolDims, 'total'],
   oneD(`
@@ -436,13 +680,13 @@ export const POOL_BWD = kernel(
   var s = 0.0;
   for (var oy = oy0; oy < oy1; oy++) {
     for (var ox = ox0; ox < ox1; ox++) {${poolWindow}
-      let g = arena[gb + oy * p.OW + ox];
+      let g = ld(gb + oy * p.OW + ox);
       if (p.mode == 0u) {
         var at = u32(y0) * p.W + u32(x0);
         for (var yy = y0; yy < y1; yy++) {
           for (var xx = x0; xx < x1; xx++) {
             let k = u32(yy) * p.W + u32(xx);
-            if (arena[xb + k] > arena[xb + at]) { at = k; }
+            if (ld(xb + k) > ld(xb + at)) { at = k; }
           }
         }
         if (at == u32(iy) * p.W + u32(ix)) { s += g; }
@@ -453,54 +697,53 @@ export const POOL_BWD = kernel(
       }
     }
   }
-  let at = p.gx + i;${store('at', 's')}`),
+  put(p.gx + i, s, p.acc);`),
 );
 
-export const GAP = kernel(
+export const GAP = trainKernel(
   'train global average pool',
   ['x', 'y', 'HW', 'total'],
   oneD(`
   let xb = p.x + i * p.HW;
   var s = 0.0;
-  for (var k = 0u; k < p.HW; k++) { s += arena[xb + k]; }
-  arena[p.y + i] = s / f32(p.HW);`),
+  for (var k = 0u; k < p.HW; k++) { s += ld(xb + k); }
+  st(p.y + i, s / f32(p.HW));`),
 );
 
-export const GAP_BWD = kernel(
+export const GAP_BWD = trainKernel(
   'train global average pool backward',
   ['gy', 'gx', 'HW', 'acc', 'total'],
   oneD(`
-  let v = arena[p.gy + i / p.HW] / f32(p.HW);
-  let at = p.gx + i;${store('at', 'v')}`),
+  put(p.gx + i, ld(p.gy + i / p.HW) / f32(p.HW), p.acc);`),
 );
 
 /** y[n][m] = sum_k x[n][k] w[m][k] (+ b[m]). */
-export const LINEAR = kernel(
+export const LINEAR = trainKernel(
   'train linear',
   ['x', 'w', 'b', 'hasBias', 'y', 'K', 'M', 'total'],
   oneD(`
   let m = i % p.M;
   let n = i / p.M;
   var s = 0.0;
-  for (var k = 0u; k < p.K; k++) { s += weights[p.w + m * p.K + k] * arena[p.x + n * p.K + k]; }
+  for (var k = 0u; k < p.K; k++) { s += weights[p.w + m * p.K + k] * ld(p.x + n * p.K + k); }
   if (p.hasBias != 0u) { s += weights[p.b + m]; }
-  arena[p.y + i] = s;`),
+  st(p.y + i, s);`),
 );
 
 /** dx[n][k] = sum_m gy[n][m] w[m][k]. */
-export const LINEAR_BWD_INPUT = kernel(
+export const LINEAR_BWD_INPUT = trainKernel(
   'train linear backward input',
   ['gy', 'w', 'gx', 'acc', 'K', 'M', 'total'],
   oneD(`
   let k = i % p.K;
   let n = i / p.K;
   var s = 0.0;
-  for (var m = 0u; m < p.M; m++) { s += arena[p.gy + n * p.M + m] * weights[p.w + m * p.K + k]; }
-  let at = p.gx + i;${store('at', 's')}`),
+  for (var m = 0u; m < p.M; m++) { s += ld(p.gy + n * p.M + m) * weights[p.w + m * p.K + k]; }
+  put(p.gx + i, s, p.acc);`),
 );
 
 /** dw[m][k] += sum_n gy[n][m] x[n][k] (invocations < M*K), db[m] += sum_n gy[n][m] (the M after them). */
-export const LINEAR_BWD_WEIGHT = kernel(
+export const LINEAR_BWD_WEIGHT = trainKernel(
   'train linear backward weight',
   ['x', 'gy', 'gw', 'gb', 'N', 'K', 'M', 'total'],
   oneD(`
@@ -508,24 +751,28 @@ export const LINEAR_BWD_WEIGHT = kernel(
   if (i < p.M * p.K) {
     let k = i % p.K;
     let m = i / p.K;
-    for (var n = 0u; n < p.N; n++) { s += arena[p.gy + n * p.M + m] * arena[p.x + n * p.K + k]; }
-    arena[p.gw + i] += s;
+    for (var n = 0u; n < p.N; n++) { s += ld(p.gy + n * p.M + m) * ld(p.x + n * p.K + k); }
+    st(p.gw + i, ld(p.gw + i) + s);
   } else {
     let m = i - p.M * p.K;
-    for (var n = 0u; n < p.N; n++) { s += arena[p.gy + n * p.M + m]; }
-    arena[p.gb + m] += s;
+    for (var n = 0u; n < p.N; n++) { s += ld(p.gy + n * p.M + m); }
+    st(p.gb + m, ld(p.gb + m) + s);
   }`),
 );
 
 export const TRAIN_KERNELS = [
   CONV_FWD,
+  PW_FWD,
+  PW_BWD_INPUT,
+  PW_BWD_WEIGHT,
+  TAPS_BWD_WEIGHT,
+  REDUCE,
   CONV_BWD_INPUT,
   CONV_BWD_WEIGHT,
-  CONV_BWD_WEIGHT_SPLIT,
-  CHANNEL_SUM,
-  BN_STATS,
+  CHANNEL_PARTIAL,
+  CHANNEL_FINAL,
+  BN_DX,
   AFFINE,
-  BN_BWD,
   RELU,
   RELU_BWD,
   ADD,

@@ -4,9 +4,10 @@ import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.
 import { firstFit } from '../../runtime/first-fit.js';
 import { GradientBook, trainingViews } from '../../runtime/train-views.js';
 import type { TrainBackend } from '../../train/trainer.js';
-import { WORKGROUP, type Kernel } from './kernels.js';
+import { WORKGROUP } from './kernels.js';
 import type { GpuContext } from './plan.js';
 import * as K from './train-kernels.js';
+import { MAX_SEGMENTS, SEGMENT_FLOATS_MAX, type TrainKernel } from './train-kernels.js';
 
 /** GPUBufferUsage bits as numbers: Node's `webgpu` defines no globals. */
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 } as const;
@@ -15,10 +16,10 @@ const MAP_MODE_READ = 0x1;
 /** A dispatch before layout: its arguments may hold gradient tokens (< 0). */
 interface GpuStep {
   node: string;
-  kernel: Kernel;
+  kernel: TrainKernel;
   args: number[];
-  /** Workgroups: one per channel (or item), or (when undefined) one invocation per element of the last argument. */
-  channels?: number;
+  /** Workgroups (x, y, z), or (when undefined) one invocation per element of the last argument. */
+  groups?: [number, number, number];
   /** The float offset the step writes and the index of its ReLU flag: a ReLU in place may fuse into it. */
   out?: number;
   relu?: number;
@@ -63,8 +64,23 @@ interface Param {
 
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
-/** Conv weight gradients with fewer weights than this run a workgroup per weight (see train-kernels.ts). */
-const SPLIT_BELOW = 1024;
+/** Arguments at or below this are places in the scratch block: SCRATCH - offset (gradient tokens are above). */
+const SCRATCH = -(2 ** 40);
+
+export interface TrainPlanOptions {
+  /** Also return dL/d(input) from backward, under the key 'input' (tests). */
+  inputGradient?: boolean;
+  /**
+   * Floats per arena buffer (segment); default: what one storage binding holds (at most 2^29). Smaller
+   * values exercise the segmented arena in tests.
+   */
+  segmentFloats?: number;
+  /**
+   * About how many elements one workgroup sums in the split reductions (BN statistics, weight gradients);
+   * default 4096. Small values exercise the chunking in tests.
+   */
+  chunkElements?: number;
+}
 
 /**
  * A training step compiled onto a WebGPU device: the same plan as the WASM TrainPlan (src/runtime/train-
@@ -84,6 +100,8 @@ export class WebGpuTrainPlan {
    * gradients without that reuse.
    */
   readonly bytes: { arena: number; weights: number; gradients: number; unplannedGradients: number };
+  /** The arena's buffers (each at most one storage binding) and their floats. */
+  readonly segments: number[] = [];
   /** Nodes whose forward and backward run on the CPU for want of a kernel. */
   readonly cpuNodes: string[] = [];
   private readonly values = new Map<string, Value>();
@@ -100,11 +118,11 @@ export class WebGpuTrainPlan {
   private statsBlock = { at: 0, size: 0 };
   private gradBlock = { at: 0, size: 0 };
   private paramFloats = 0;
-  private arenaFloats = 0;
+  private scratchAt = 0;
   private weights: ReadonlyMap<string, Tensor> = new Map();
   private readonly staging: Float32Array<ArrayBuffer>;
   private readonly buffers: GPUBuffer[] = [];
-  private arena!: GPUBuffer;
+  private arena: GPUBuffer[] = [];
   private weightBuf!: GPUBuffer;
   private forwardRead!: GPUBuffer;
   private backwardRead!: GPUBuffer;
@@ -120,14 +138,40 @@ export class WebGpuTrainPlan {
     private readonly gpu: GpuContext,
     readonly graph: Graph,
     inputShape: Shape,
-    o: { inputGradient?: boolean } = {},
+    o: TrainPlanOptions = {},
   ) {
     this.inputShape = inputShape;
     const shapes = inferShapes(graph, inputShape);
     this.outputShape = shapes.get(graph.output)!;
-    const alloc = (floats: number) => {
-      const at = this.arenaFloats;
-      this.arenaFloats += alignUp(Math.max(floats, 1), 4);
+    const { limits } = gpu.device;
+    const cap =
+      Math.floor(
+        Math.min(
+          o.segmentFloats ?? Infinity,
+          SEGMENT_FLOATS_MAX,
+          limits.maxStorageBufferBindingSize / 4,
+          limits.maxBufferSize / 4,
+        ) / 64,
+      ) * 64;
+    const most = Math.min(MAX_SEGMENTS, limits.maxStorageBuffersPerShaderStage - 1);
+    // Bump allocation into segments: a block never straddles two (global index: segment << SHIFT | offset).
+    const alloc = (floats: number, what = 'a buffer') => {
+      const size = alignUp(Math.max(floats, 1), 64);
+      if (size > cap)
+        throw new RangeError(
+          `${graph.name} ${formatShape(inputShape)}: training needs ${what} of ${size * 4} bytes, the device ` +
+            `binds at most ${cap * 4} per buffer: use a smaller batch or input`,
+        );
+      if (!this.segments.length || this.segments.at(-1)! + size > cap) this.segments.push(0);
+      if (this.segments.length > most)
+        throw new RangeError(
+          `${graph.name} ${formatShape(inputShape)}: training needs more than ${most} arena buffers of ` +
+            `${cap * 4} bytes (the device binds ${limits.maxStorageBuffersPerShaderStage} storage buffers ` +
+            `per kernel): use a smaller batch or input`,
+        );
+      const s = this.segments.length - 1;
+      const at = s * SEGMENT_FLOATS_MAX + this.segments[s]!;
+      this.segments[s] = at - s * SEGMENT_FLOATS_MAX + size;
       return at;
     };
     const maps: Int32Array[] = [];
@@ -138,21 +182,21 @@ export class WebGpuTrainPlan {
       this.params.set(p.name, { shape: p.shape, size: shapeSize(p.shape), at: this.paramFloats, grad: 0 });
       this.paramFloats += shapeSize(p.shape);
     }
-    this.gradBlock = { at: alloc(this.paramFloats), size: this.paramFloats };
+    this.gradBlock = { at: alloc(this.paramFloats, 'the parameter gradients'), size: this.paramFloats };
     for (const p of this.params.values()) p.grad = this.gradBlock.at + p.at;
     this.staging = new Float32Array(this.paramFloats);
 
     // BN batch statistics (mean, variance per channel), together: one readback after the forward.
     const bnNodes = graph.nodes.filter((n) => n.op === 'batchnorm');
     const statsFloats = bnNodes.reduce((s, n) => s + 2 * shapes.get(n.name)![1]!, 0);
-    this.statsBlock = { at: alloc(statsFloats), size: statsFloats };
+    this.statsBlock = { at: alloc(statsFloats, 'the BN statistics'), size: statsFloats };
 
     const own = (name: string, shape: Shape, grad = true): Value => {
       this.gradSizes.push(shapeSize(shape));
       return {
         name,
         shape,
-        ptr: alloc(shapeSize(shape)),
+        ptr: alloc(shapeSize(shape), `the value '${name}'`),
         grad: grad ? -this.gradSizes.length : 0,
         base: name,
         mapAt: 0,
@@ -177,17 +221,23 @@ export class WebGpuTrainPlan {
       } else this.values.set(node.name, { ...x, name: node.name, shape, inPlace: view.kind === 'relu' });
     }
 
-    const emitter = new Emitter(this, alloc);
+    const emitter = new Emitter(this, alloc, o.chunkElements ?? 4096);
     for (const node of graph.nodes) emitter.forward(node);
     emitter.backward();
+    this.scratchAt = alloc(emitter.scratchFloats, 'a scratch block');
     const input = this.values.get(INPUT)!;
     if (input.grad && emitter.hasGrad(INPUT)) {
       emitter.use(input.grad, Infinity); // read after the last step
       this.inputGrad = input.grad;
     }
-    const gradients = this.layoutGradients(emitter.gradUses, alloc);
+    const gradients = this.layoutGradients(emitter.gradUses, (n) => alloc(n, 'a gradient block'));
+    if (this.cpuNodes.length && this.segments.length > 1)
+      throw new RangeError(
+        `${graph.name} ${formatShape(inputShape)}: ops without a WebGPU kernel (${this.cpuNodes.join(', ')}) ` +
+          `need the arena in one buffer, and this one needs ${this.segments.length}: use a smaller batch or input`,
+      );
     this.bytes = {
-      arena: this.arenaFloats * 4,
+      arena: this.segments.reduce((a, b) => a + b, 0) * 4,
       weights: mapAt * 4,
       gradients: gradients * 4,
       unplannedGradients: [...emitter.gradUses.keys()].reduce((s, t) => s + this.gradSizes[-t - 1]! * 4, 0),
@@ -195,9 +245,19 @@ export class WebGpuTrainPlan {
     this.createBuffers(mapAt, maps);
   }
 
-  /** A gradient's float offset: tokens (< 0) become offsets once the backward pass is laid out. */
+  /**
+   * An argument's global float index: gradient tokens (< 0) become places once the backward pass is laid
+   * out, and scratch places (<= SCRATCH) once the scratch block is.
+   */
   gradPtr(token: number): number {
+    if (token <= SCRATCH) return this.scratchAt + SCRATCH - token;
     return token < 0 ? this.gradAt[-token - 1]! : token;
+  }
+
+  /** The buffer and byte offset of a global float index. */
+  private locate(at: number): [GPUBuffer, number] {
+    const s = Math.floor(at / SEGMENT_FLOATS_MAX);
+    return [this.arena[s]!, (at - s * SEGMENT_FLOATS_MAX) * 4];
   }
 
   /**
@@ -214,23 +274,18 @@ export class WebGpuTrainPlan {
     );
     const base = alloc(total);
     tokens.forEach((t, i) => (this.gradAt[-t - 1] = base + at[i]!));
-    for (const s of this.backwardSteps) if ('kernel' in s) s.args = s.args.map((a) => this.gradPtr(a));
+    for (const s of [...this.forwardSteps, ...this.backwardSteps])
+      if ('kernel' in s) s.args = s.args.map((a) => this.gradPtr(a));
     return total;
   }
 
   private createBuffers(weightFloats: number, maps: Int32Array[]): void {
     const { device } = this.gpu;
     const limits = device.limits;
-    const arenaBytes = this.arenaFloats * 4;
     const most = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
     if (weightFloats * 4 > most)
       throw new RangeError(
         `${this.graph.name}: ${weightFloats * 4} bytes of parameters, the device binds at most ${most}`,
-      );
-    if (arenaBytes > most)
-      throw new RangeError(
-        `${this.graph.name} ${formatShape(this.inputShape)}: training needs an arena of ${arenaBytes} bytes, ` +
-          `the device binds at most ${most}: use a smaller batch or input`,
       );
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
@@ -239,10 +294,8 @@ export class WebGpuTrainPlan {
       this.buffers.push(b);
       return b;
     };
-    this.arena = buffer(
-      arenaBytes,
-      USAGE.STORAGE | USAGE.COPY_DST | USAGE.COPY_SRC,
-      `${this.graph.name} arena`,
+    this.arena = this.segments.map((floats, k) =>
+      buffer(floats * 4, USAGE.STORAGE | USAGE.COPY_DST | USAGE.COPY_SRC, `${this.graph.name} arena ${k}`),
     );
     this.weightBuf = buffer(weightFloats * 4, USAGE.STORAGE | USAGE.COPY_DST, `${this.graph.name} weights`);
     const mapData = new Float32Array(weightFloats - this.paramFloats);
@@ -265,7 +318,7 @@ export class WebGpuTrainPlan {
       'parameter gradients',
     );
     if (this.cpuNodes.length)
-      this.mirrorRead = buffer(arenaBytes, USAGE.MAP_READ | USAGE.COPY_DST, 'CPU ops');
+      this.mirrorRead = buffer(this.segments[0]! * 4, USAGE.MAP_READ | USAGE.COPY_DST, 'CPU ops');
 
     // One uniform slice per dispatch, in one buffer.
     const uAlign = limits.minUniformBufferOffsetAlignment;
@@ -292,24 +345,27 @@ export class WebGpuTrainPlan {
     const u = uniforms.getMappedRange();
     for (const [s, slice] of slices) new Uint32Array(u, slice.at, s.args.length).set(s.args);
     uniforms.unmap();
+    const segments = this.segments.length;
+    const layout = this.gpu.layoutFor(segments);
     const ready = (s: Step): Ready | CpuStep => {
       if (!('kernel' in s)) return s;
       const slice = slices.get(s)!;
       const bindGroup = device.createBindGroup({
         label: s.node,
-        layout: this.gpu.layout,
+        layout,
         entries: [
-          { binding: 0, resource: { buffer: this.arena } },
+          { binding: 0, resource: { buffer: this.arena[0]! } },
           { binding: 1, resource: { buffer: this.weightBuf } },
           { binding: 2, resource: { buffer: uniforms, offset: slice.at, size: slice.size } },
+          ...this.arena.slice(1).map((buffer, k) => ({ binding: k + 3, resource: { buffer } })),
         ],
       });
-      return { pipeline: this.gpu.pipeline(s.kernel), bindGroup, grid: this.grid(s) };
+      return { pipeline: this.gpu.pipeline(s.kernel.at(segments)), bindGroup, grid: this.grid(s) };
     };
     this.forwardReady = this.forwardSteps.map(ready);
     this.backwardReady = this.backwardSteps.map(ready);
     const errors = [device.popErrorScope(), device.popErrorScope()].map((e) => e.then((x) => x?.message));
-    const kernels = new Set(gpuSteps.map((s) => s.kernel));
+    const kernels = new Set(gpuSteps.map((s) => s.kernel.at(segments)));
     this.created = Promise.all([...[...kernels].map((k) => this.gpu.pipelineError(k)), ...errors]).then(
       (e) => e.find((x) => x),
       (e: Error) => e.message,
@@ -318,9 +374,9 @@ export class WebGpuTrainPlan {
 
   private grid(s: GpuStep): [number, number, number] {
     const max = this.gpu.device.limits.maxComputeWorkgroupsPerDimension;
-    const groups = s.channels ?? Math.max(1, Math.ceil(s.args[s.args.length - 1]! / WORKGROUP));
+    const groups = Math.max(1, Math.ceil(s.args[s.args.length - 1]! / WORKGROUP));
     const x = Math.min(groups, max);
-    const grid: [number, number, number] = [x, Math.ceil(groups / x), 1];
+    const grid: [number, number, number] = s.groups ?? [x, Math.ceil(groups / x), 1];
     if (grid.some((g) => g > max))
       throw new RangeError(
         `${s.kernel.name} '${s.node}': needs ${grid.join('x')} workgroups, the device allows ${max} per ` +
@@ -348,10 +404,12 @@ export class WebGpuTrainPlan {
    */
   forwardValues(): Promise<Map<string, Tensor>> {
     return this.enqueue(async () => {
-      const heap = await this.readArena();
+      const values = [...this.values.values()];
+      const all = await this.read(values.map((v) => [v.ptr, shapeSize(v.shape)]));
       const out = new Map<string, Tensor>();
-      for (const v of this.values.values()) {
-        const data = heap.slice(v.ptr, v.ptr + shapeSize(v.shape));
+      let at = 0;
+      for (const v of values) {
+        const data = all.slice(at, (at += shapeSize(v.shape)));
         if (!v.map) {
           out.set(v.name, new Tensor(v.shape, data));
           continue;
@@ -404,7 +462,7 @@ export class WebGpuTrainPlan {
     this.weights = weights;
     const { queue } = this.gpu.device;
     queue.writeBuffer(this.weightBuf, 0, this.staging);
-    queue.writeBuffer(this.arena, this.values.get(INPUT)!.ptr * 4, copyOf(input.data));
+    queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
     const out = this.values.get(this.graph.output)!;
     const outFloats = shapeSize(this.outputShape);
     const read = await this.execute(this.forwardReady, this.forwardRead, [
@@ -434,8 +492,7 @@ export class WebGpuTrainPlan {
     if (!this.forwarded) throw new Error(`${this.graph.name}: backward before any forward`);
     const { queue } = this.gpu.device;
     queue.writeBuffer(
-      this.arena,
-      this.gradPtr(this.values.get(this.graph.output)!.grad) * 4,
+      ...this.locate(this.gradPtr(this.values.get(this.graph.output)!.grad)),
       copyOf(gradOutput.data),
     );
     const inputFloats = this.inputGrad ? shapeSize(this.inputShape) : 0;
@@ -446,7 +503,7 @@ export class WebGpuTrainPlan {
         [this.gradBlock.at, this.paramFloats],
         [this.gradPtr(this.inputGrad), inputFloats],
       ],
-      (e) => e.clearBuffer(this.arena, this.gradBlock.at * 4, alignUp(this.paramFloats, 4) * 4),
+      (e) => e.clearBuffer(...this.locate(this.gradBlock.at), alignUp(this.paramFloats, 4) * 4),
     );
     const grads = new Map<string, Tensor>();
     for (const [key, p] of this.params) grads.set(key, new Tensor(p.shape, read.slice(p.at, p.at + p.size)));
@@ -492,13 +549,13 @@ export class WebGpuTrainPlan {
         pass.end();
         const mirror = await this.readArena(encoder);
         s.run(mirror);
-        device.queue.writeBuffer(this.arena, 0, mirror);
+        device.queue.writeBuffer(this.arena[0]!, 0, mirror);
         encoder = device.createCommandEncoder();
         pass = encoder.beginComputePass();
       }
       pass.end();
       for (const [at, n] of reads) {
-        if (n) encoder.copyBufferToBuffer(this.arena, at * 4, readback, floats * 4, n * 4);
+        if (n) encoder.copyBufferToBuffer(...this.locate(at), readback, floats * 4, n * 4);
         floats += n;
       }
       device.queue.submit([encoder.finish()]);
@@ -512,20 +569,36 @@ export class WebGpuTrainPlan {
     return out;
   }
 
-  /** The whole arena, after the work recorded in `encoder` (submitted here). */
-  private async readArena(encoder?: GPUCommandEncoder): Promise<Float32Array<ArrayBuffer>> {
+  /** Copies of arena ranges (global float index, count), one after the other. */
+  private async read(ranges: [number, number][]): Promise<Float32Array> {
     const { device } = this.gpu;
-    this.mirrorRead ??= (() => {
-      const b = device.createBuffer({ size: this.arenaFloats * 4, usage: USAGE.MAP_READ | USAGE.COPY_DST });
-      this.buffers.push(b);
-      return b;
-    })();
-    const e = encoder ?? device.createCommandEncoder();
-    e.copyBufferToBuffer(this.arena, 0, this.mirrorRead, 0, this.arenaFloats * 4);
+    const floats = ranges.reduce((s, [, n]) => s + n, 0);
+    const b = device.createBuffer({ size: alignUp(floats * 4, 16), usage: USAGE.MAP_READ | USAGE.COPY_DST });
+    try {
+      const e = device.createCommandEncoder();
+      let at = 0;
+      for (const [from, n] of ranges) {
+        if (n) e.copyBufferToBuffer(...this.locate(from), b, at * 4, n * 4);
+        at += n;
+      }
+      device.queue.submit([e.finish()]);
+      await b.mapAsync(MAP_MODE_READ);
+      return new Float32Array(b.getMappedRange(), 0, floats).slice();
+    } finally {
+      b.destroy();
+    }
+  }
+
+  /** The whole arena (one segment: plans with CPU steps have one), after the work recorded in `encoder`. */
+  private async readArena(encoder: GPUCommandEncoder): Promise<Float32Array<ArrayBuffer>> {
+    const { device } = this.gpu;
+    const e = encoder;
+    const mirror = this.mirrorRead!;
+    e.copyBufferToBuffer(this.arena[0]!, 0, mirror, 0, this.segments[0]! * 4);
     device.queue.submit([e.finish()]);
-    await this.mirrorRead.mapAsync(MAP_MODE_READ);
-    const out = new Float32Array(this.mirrorRead.getMappedRange()).slice();
-    this.mirrorRead.unmap();
+    await mirror.mapAsync(MAP_MODE_READ);
+    const out = new Float32Array(mirror.getMappedRange()).slice();
+    mirror.unmap();
     return out;
   }
 
@@ -559,10 +632,13 @@ class Emitter {
   /** Per node, in forward order: how to emit its backward. */
   private readonly backs: (() => void)[] = [];
   private statsUsed = 0;
+  /** The scratch block's floats: the most that one op's partial sums need (ops run one after another). */
+  scratchFloats = 0;
 
   constructor(
     private readonly plan: WebGpuTrainPlan,
     private readonly alloc: (floats: number) => number,
+    private readonly chunkElements: number,
   ) {
     this.t = plan.internals;
     this.book = new GradientBook(
@@ -586,12 +662,49 @@ class Emitter {
   get gradUses() {
     return this.book.uses;
   }
-  private fwd(node: Node, kernel: Kernel, args: number[], more: Partial<GpuStep> = {}): void {
+  private fwd(node: Node, kernel: TrainKernel, args: number[], more: Partial<GpuStep> = {}): void {
     this.t.forwardSteps.push({ node: node.name, kernel, args, ...more });
   }
-  private bwd(node: Node, kernel: Kernel, args: number[], channels?: number): void {
-    for (const a of args) this.use(a);
-    this.t.backwardSteps.push({ node: node.name, kernel, args, channels });
+  private bwd(node: Node, kernel: TrainKernel, args: number[], groups?: GpuStep['groups']): void {
+    for (const a of args) if (a > SCRATCH) this.use(a);
+    this.t.backwardSteps.push({ node: node.name, kernel, args, groups });
+  }
+
+  /** The scratch place `offset` floats in, reserving `floats` from there. */
+  private scratch(offset: number, floats: number): number {
+    this.scratchFloats = Math.max(this.scratchFloats, offset + floats);
+    return SCRATCH - offset;
+  }
+
+  /**
+   * Splits `cols` summed columns into S chunks of `chunk` (a multiple of `align`), so that about 2048
+   * workgroups run when there are `tiles` per chunk, each summing at least chunkElements / 4 columns.
+   */
+  private split(cols: number, tiles: number, align: number): { S: number; chunk: number } {
+    const least = Math.max(align, this.chunkElements / 4);
+    const S = Math.max(1, Math.min(Math.ceil(2048 / tiles), Math.floor(cols / least)));
+    const chunk = alignUp(Math.ceil(cols / S), align);
+    return { S: Math.ceil(cols / chunk), chunk };
+  }
+
+  /**
+   * Per-channel sums over an [N, C, HW] value in two steps: CHANNEL_PARTIAL over chunks of images, then
+   * CHANNEL_FINAL in mode `[partial, final]` (its `final` arguments after part, S, mode and count).
+   */
+  private channelSums(
+    emit: (kernel: TrainKernel, args: number[], groups?: GpuStep['groups']) => void,
+    a: number,
+    b: number,
+    mean: number,
+    [mode, finalMode]: [number, number],
+    [N, C, HW]: number[],
+    final: number[],
+  ): void {
+    const per = Math.max(1, Math.floor(this.chunkElements / HW!));
+    const S = Math.ceil(N! / per);
+    const part = this.scratch(0, 2 * C! * S);
+    emit(K.CHANNEL_PARTIAL, [a, b, mean, mode, N!, C!, HW!, per, S, part], [S, C!, 1]);
+    emit(K.CHANNEL_FINAL, [part, S, finalMode, N! * HW!, ...final]);
   }
 
   hasGrad(name: string): boolean {
@@ -626,33 +739,67 @@ class Emitter {
         const a = node.attrs;
         const w = this.p(node, 'weight');
         const b = this.p(node, 'bias');
-        const dims = [C, H, W, O, OH, OW, ...a.kernel, ...a.stride, ...a.padding, ...a.dilation];
-        const groups = [C / a.groups, O / a.groups];
+        const [cin, cout] = [C / a.groups, O / a.groups];
         const map = [x.mapAt, +!!x.map];
-        this.fwd(node, K.CONV_FWD, [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims, ...groups, n], {
+        const pointwise =
+          a.kernel[0] * a.kernel[1] === 1 &&
+          a.stride[0] * a.stride[1] === 1 &&
+          a.padding[0] + a.padding[1] === 0;
+        const HW = H * W;
+        const wn = O * cin * a.kernel[0] * a.kernel[1];
+        if (pointwise) {
+          // Tiled GEMMs per group: forward and dL/dx; dL/dw as partial sums over chunks of columns.
+          const cols = N * HW;
+          const tiles = (rows: number): GpuStep['groups'] => [
+            Math.ceil(cols / K.GEMM.TN),
+            Math.ceil(rows / K.GEMM.TM),
+            a.groups,
+          ];
+          const dims = [N, C, O, HW, cin, cout];
+          this.fwd(node, K.PW_FWD, [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims], {
+            out: y.ptr,
+            relu: 7,
+            groups: tiles(cout),
+          });
+          this.backs.push(() => {
+            const f = this.acc(x.name);
+            if (f !== undefined)
+              this.bwd(node, K.PW_BWD_INPUT, [y.grad, w.at, ...map, x.grad, f, ...dims], tiles(cin));
+            const wTiles = Math.ceil(cout / K.WGRAD.TR) * Math.ceil(cin / K.WGRAD.TC);
+            const { S, chunk } = this.split(cols, wTiles * a.groups, K.WGRAD.TQ);
+            const part = this.scratch(0, S * wn);
+            this.bwd(
+              node,
+              K.PW_BWD_WEIGHT,
+              [x.ptr, y.grad, ...map, part, ...dims, a.groups, chunk],
+              [S, wTiles, a.groups],
+            );
+            this.bwd(node, K.REDUCE, [part, S, wn, w.grad, 1, wn]);
+            if (b.present) this.biasGradient(node, y.grad, b.grad, [N, O, HW]);
+          });
+          return;
+        }
+        const dims = [C, H, W, O, OH, OW, ...a.kernel, ...a.stride, ...a.padding, ...a.dilation, cin, cout];
+        this.fwd(node, K.CONV_FWD, [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims, n], {
           out: y.ptr,
           relu: 7,
         });
         this.backs.push(() => {
           const f = this.acc(x.name);
           if (f !== undefined)
-            this.bwd(node, K.CONV_BWD_INPUT, [
-              y.grad,
-              w.at,
-              ...map,
-              x.grad,
-              f,
-              ...dims,
-              ...groups,
-              shapeSize(x.shape),
-            ]);
-          const wn = O * groups[0]! * a.kernel[0] * a.kernel[1];
-          // Few weights with long sums: a workgroup per weight; else one invocation per weight.
-          const split = wn < SPLIT_BELOW;
-          const kernel = split ? K.CONV_BWD_WEIGHT_SPLIT : K.CONV_BWD_WEIGHT;
-          const args = [x.ptr, y.grad, w.grad, ...map, N, ...dims, ...groups, wn];
-          this.bwd(node, kernel, args, split ? wn : undefined);
-          if (b.present) this.bwd(node, K.CHANNEL_SUM, [y.grad, b.grad, N, O, OH * OW], O);
+            this.bwd(node, K.CONV_BWD_INPUT, [y.grad, w.at, ...map, x.grad, f, ...dims, shapeSize(x.shape)]);
+          const taps = a.kernel[0] * a.kernel[1];
+          if (taps <= 9) {
+            // Up to 3x3 (the stem, depthwise): all taps of one (output, input channel) pair at once.
+            const items = O * cin;
+            const { S, chunk } = this.split(N * OH * OW, items, 1);
+            const part = this.scratch(0, S * wn);
+            const y1 = Math.min(items, 65535);
+            const grid: GpuStep['groups'] = [S, y1, Math.ceil(items / y1)];
+            this.bwd(node, K.TAPS_BWD_WEIGHT, [x.ptr, y.grad, ...map, part, N, ...dims, items, chunk], grid);
+            this.bwd(node, K.REDUCE, [part, S, wn, w.grad, 1, wn]);
+          } else this.bwd(node, K.CONV_BWD_WEIGHT, [x.ptr, y.grad, w.grad, ...map, N, ...dims, wn]);
+          if (b.present) this.biasGradient(node, y.grad, b.grad, [N, O, OH * OW]);
         });
         return;
       }
@@ -668,19 +815,30 @@ class Emitter {
         const gamma = this.p(node, 'weight');
         const beta = this.p(node, 'bias');
         const eps = f32bits(a.eps);
-        this.fwd(node, K.BN_STATS, [x.ptr, N, C, HW, gamma.at, beta.at, mean, variance, scale, shift, eps], {
-          channels: C,
-        });
+        const emit = (k: TrainKernel, args: number[], groups?: GpuStep['groups']) =>
+          this.fwd(node, k, args, { groups });
+        // Two passes, as the reference: the mean, then the mean square about it.
+        const rest = (m: number) => [mean, variance, gamma.at, beta.at, scale, shift, eps, 0, 0, m, C];
+        this.channelSums(emit, x.ptr, 0, mean, [0, 0], [N, C, HW], rest(0));
+        this.channelSums(emit, x.ptr, 0, mean, [1, 1], [N, C, HW], rest(0));
         this.fwd(node, K.AFFINE, [x.ptr, y.ptr, scale, shift, C, HW, 0, n], { out: y.ptr, relu: 6 });
         this.backs.push(() => {
           const f = this.acc(x.name);
-          const gx = f === undefined ? [0, 0, 0] : [x.grad, 1, f];
-          this.bwd(
-            node,
-            K.BN_BWD,
-            [y.grad, x.ptr, mean, variance, gamma.at, ...gx, gamma.grad, beta.grad, N, C, HW, eps],
-            C,
+          const per = Math.max(1, Math.floor(this.chunkElements / HW));
+          // mean(gy) and mean(gy * xhat) per channel, after the partial sums in the scratch block.
+          const m = this.scratch(2 * C * Math.ceil(N / per), 2 * C);
+          const final = [mean, variance, gamma.at, beta.at, scale, shift, eps, gamma.grad, beta.grad, m, C];
+          this.channelSums(
+            (k, args, g) => this.bwd(node, k, args, g),
+            y.grad,
+            x.ptr,
+            mean,
+            [2, 2],
+            [N, C, HW],
+            final,
           );
+          if (f !== undefined)
+            this.bwd(node, K.BN_DX, [y.grad, x.ptr, mean, variance, scale, m, x.grad, f, C, HW, eps, n]);
         });
         return;
       }
@@ -768,6 +926,12 @@ class Emitter {
         break;
     }
     this.fallback(node);
+  }
+
+  /** A conv bias's gradient: gb[c] += the sum of gy over the batch and the plane. */
+  private biasGradient(node: Node, gy: number, gb: number, [N, C, HW]: number[]): void {
+    const final = [0, 0, 0, 0, 0, 0, 0, 0, gb, 0, C!];
+    this.channelSums((k, args, g) => this.bwd(node, k, args, g), gy, 0, 0, [0, 3], [N!, C!, HW!], final);
   }
 
   private cpu(list: Step[], node: Node, run: (mirror: Float32Array) => void): void {
