@@ -18,8 +18,8 @@ import { FASHION_MNIST_DIR, loadFashionMnist } from '../src/node/datasets.js';
 import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
 import { seededRandom, Tensor, type Shape } from '../src/tensor/tensor.js';
 import { softmaxCrossEntropy } from '../src/train/loss.js';
-import { lrSchedule, sgd } from '../src/train/optim.js';
-import { train, type TrainConfig } from '../src/train/trainer.js';
+import { decaysByDefault, lrSchedule, sgd } from '../src/train/optim.js';
+import { learnable, memoryStore, train, type TrainConfig } from '../src/train/trainer.js';
 import {
   AUTHORS_UNIT,
   copyWeights,
@@ -303,6 +303,57 @@ describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => 
       );
     });
 
+    it('whole steps on the device (loss, backward, SGD) equal forward, loss, backward and SGD on the CPU', async () => {
+      const c = CASES[1]!;
+      const graph = buildPreset(c.arch, c.options);
+      const labels = Int32Array.from({ length: c.input[0]! }, (_, i) => (3 * i + 1) % 10);
+      const o = { momentum: 0.9, dampening: 0, nesterov: true, weightDecay: 5e-3, decays: decaysByDefault };
+      const largest = (ts: Iterable<Tensor>) =>
+        Math.max(...[...ts].map((t) => Math.max(...t.data.map(Math.abs))));
+      const close = (a: Tensor, b: Tensor, what: string, floor: number) => {
+        const e = maxError(a.data, b.data, floor);
+        assert.ok(e < 1e-4, `${what}: off by ${e}`);
+      };
+      const dev = randomized(graph, 5);
+      const split = engine.compileTraining(graph, c.input);
+      let plan = engine.compileTraining(graph, c.input);
+      plan.load(dev, o);
+      const opt = sgd(o);
+      for (const [k, lr] of [0.1, 0.05, 0.02].entries()) {
+        // Each step from the same weights and state: forward and backward on the device (checked above),
+        // the loss and SGD on the CPU; then the whole step on the device.
+        const x = randomInput(c.input, 6 + k);
+        const cpu = copyWeights(dev);
+        const out = await split.forward(cpu, x);
+        const want = softmaxCrossEntropy(out, labels, 0.1);
+        opt.step(learnable(graph, cpu), await split.backward(want.grad), lr);
+        const got = await plan.step(x, labels, lr, 0.1);
+        close(got.output, out, `step ${k + 1}: logits`, 0);
+        assert.ok(Math.abs(got.loss - want.loss) < 1e-5 * want.loss, `step ${k + 1}: loss ${got.loss}`);
+        assert.equal(got.correct, want.correct);
+        const state = await plan.sync(dev);
+        const floor = 1e-3 * largest(opt.state().values());
+        assert.deepEqual([...state.keys()].sort(), [...opt.state().keys()].sort());
+        for (const [key, t] of opt.state()) close(state.get(key)!, t, `step ${k + 1}: ${key}`, floor);
+        for (const [key, t] of cpu) close(dev.get(key)!, t, `step ${k + 1}: ${key}`, 1e-3);
+        // The device's state is the next CPU step's; after step 2, a fresh plan resumes from it.
+        opt.loadState(state);
+        if (k === 1) {
+          plan.dispose();
+          plan = engine.compileTraining(graph, c.input);
+          plan.load(dev, o, state);
+        }
+      }
+      split.dispose();
+      await assert.rejects(
+        plan.step(randomInput(c.input, 1), [0, 10], 0.1),
+        /label 10 of row 1 is not a class in \[0, 10\)/,
+      );
+      await plan.forward(dev, randomInput(c.input, 1));
+      await assert.rejects(plan.step(randomInput(c.input, 1), labels, 0.1), /step\(\) before load\(\)/);
+      plan.dispose();
+    });
+
     it('names the shape that does not fit the plan, and refuses steps after dispose', async () => {
       const c = CASES[0]!;
       const graph = buildPreset(c.arch, c.options);
@@ -389,6 +440,36 @@ describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => 
         `WebGPU: 8 steps in ${seconds.toFixed(1)} s, loss on the 64 images ${before} -> ${afterLoss}`,
       );
       assert.ok(afterLoss < before - 0.1, `loss on the 64 images ${before} -> ${afterLoss}`);
+    });
+
+    it('whole steps on the device through the trainer: as separate steps; stopped and resumed, the same bits', async () => {
+      const rule = { momentum: 0.9, nesterov: true, weightDecay: 5e-4 };
+      const o = (more: Partial<TrainConfig>) => config(64, { epochs: 1, optimizer: sgd(rule), ...more });
+      const gpu = webgpuTraining(engine);
+      let wholeSteps = 0;
+      const step = gpu.step!;
+      gpu.step = (...a) => (wholeSteps++, step(...a));
+      // One step, then the same on separate steps (the loss and SGD on the CPU). Later steps drift apart
+      // by more than rounding: float32 differences grow through the batch statistics.
+      const one = o({ backend: gpu, stopAtStep: 1 });
+      await train(one);
+      assert.equal(wholeSteps, 1);
+      const separate = o({ backend: { ...webgpuTraining(engine), step: undefined }, stopAtStep: 1 });
+      await train(separate);
+      for (const [k, t] of separate.weights) {
+        const e = maxError(one.weights.get(k)!.data, t.data, 1e-2);
+        assert.ok(e < 1e-5, `${k} off by ${e}`);
+      }
+      // Four steps straight, and stopped after step 2 (the checkpoint copies the device's weights and
+      // momentum back), then resumed on a new plan: the same bits.
+      const straight = o({ backend: webgpuTraining(engine) });
+      await train(straight);
+      const store = memoryStore();
+      await train(o({ backend: webgpuTraining(engine), store, stopAtStep: 2 }));
+      const again = o({ backend: webgpuTraining(engine), store, resume: true });
+      const r = await train(again);
+      assert.equal(r.resumedFrom, 2);
+      for (const [k, t] of straight.weights) assert.deepEqual(again.weights.get(k)!.data, t.data, k);
     });
 
     it('shufflenet train --backend webgpu', () => {

@@ -11,8 +11,19 @@ import { Tensor } from '../tensor/tensor.js';
  */
 export const decaysByDefault = (_name: string, shape: readonly number[]): boolean => shape.length > 1;
 
+/** SGD's whole rule (torch.optim.SGD), for backends that run the update on the device. */
+export interface SgdRule {
+  momentum: number;
+  dampening: number;
+  nesterov: boolean;
+  weightDecay: number;
+  decays(name: string, shape: readonly number[]): boolean;
+}
+
 export interface Optimizer {
   readonly kind: 'sgd' | 'adamw';
+  /** SGD's rule (sgd() only): a device may run the update itself (TrainBackend.step). */
+  readonly sgd?: SgdRule;
   /** One update of every parameter that has a gradient, at learning rate `lr`. */
   step(params: ReadonlyMap<string, Tensor>, grads: ReadonlyMap<string, Tensor>, lr: number): void;
   /** Everything the next steps depend on, as named tensors (a checkpoint stores them as safetensors). */
@@ -82,6 +93,7 @@ export function sgd(o: SgdOptions = {}): Optimizer {
   const state = new NamedState();
   return {
     kind: 'sgd',
+    sgd: { momentum, dampening, nesterov, weightDecay: wd, decays },
     step(params, grads, lr) {
       for (const [name, p] of params) {
         const grad = grads.get(name);

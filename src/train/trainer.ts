@@ -43,6 +43,20 @@ export interface TrainBackend {
     tape: unknown,
     gradOutput: Tensor,
   ): ReadonlyMap<string, Tensor> | Promise<ReadonlyMap<string, Tensor>>;
+  /**
+   * Optional: a whole step (forward, softmax cross-entropy, backward, the optimizer's update) on a device
+   * that keeps the parameters between steps (WebGPU with SGD). Undefined when it cannot for this optimizer
+   * or graph: the loop then runs forward, the loss, backward and the optimizer itself.
+   */
+  step?(
+    graph: Graph,
+    weights: ReadonlyMap<string, Tensor>,
+    input: Tensor,
+    labels: Int32Array,
+    o: { lr: number; smoothing: number; optimizer: Optimizer },
+  ): Promise<{ output: Tensor; loss: number; correct: number } | undefined>;
+  /** Copies what step() keeps on the device into `weights` and the optimizer's state. */
+  sync?(graph: Graph, weights: ReadonlyMap<string, Tensor>, optimizer: Optimizer): Promise<void>;
 }
 
 export interface TrainForward {
@@ -259,14 +273,15 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
       aug,
     );
     const lr = cfg.schedule(step);
-    const { output, tape } = await backend.forward(graph, weights, input);
-    const { loss, grad, correct } = softmaxCrossEntropy(output, labels, cfg.labelSmoothing ?? 0);
+    const smoothing = cfg.labelSmoothing ?? 0;
+    const whole = await backend.step?.(graph, weights, input, labels, { lr, smoothing, optimizer });
+    const { loss, correct } =
+      whole ?? (await separateStep(backend, graph, weights, params, input, labels, lr, cfg));
     if (!Number.isFinite(loss)) {
       throw new Error(
         `the loss is ${loss} at step ${step + 1} (lr ${lr}); the last checkpoint is kept. Lower --lr?`,
       );
     }
-    optimizer.step(params, await backend.backward(tape, grad), lr);
     step++;
     const seconds = (performance.now() - t0) / 1000;
     const n = labels.length;
@@ -281,20 +296,45 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
       seconds,
     });
     const epochEnd = step % stepsPerEpoch === 0;
+    const saving = epochEnd || step === end || (cfg.checkpointEvery && step % cfg.checkpointEvery === 0);
+    // Evaluation and checkpoints read the weights here: a device that holds them copies them back.
+    if ((epochEnd && cfg.test) || saving) await backend.sync?.(graph, weights, optimizer);
     if (epochEnd && cfg.test) {
       const infer = cfg.infer ?? referenceInfer;
       lastEval = evaluate(graph, weights, cfg.test, cfg.normalize, { infer, batchSize: cfg.evalBatchSize });
       cfg.onEval?.(lastEval, { epoch, step });
     }
-    if (epochEnd || step === end || (cfg.checkpointEvery && step % cfg.checkpointEvery === 0)) save();
+    if (saving) save();
     // After the yield, so that a signal that came during the step is seen before the next one starts.
     await yieldToEventLoop();
     if (step < end && cfg.stopRequested?.()) {
+      await backend.sync?.(graph, weights, optimizer);
       if (savedAt !== step) save();
       return { step, totalSteps, stopped: true, resumedFrom, lastEval };
     }
   }
+  await backend.sync?.(graph, weights, optimizer);
   return { step, totalSteps, stopped: step < totalSteps, resumedFrom, lastEval };
+}
+
+/**
+ * A step in parts: the backend's forward and backward, the loss and the optimizer here. A loss that is not
+ * finite returns before the update.
+ */
+async function separateStep(
+  backend: TrainBackend,
+  graph: Graph,
+  weights: ReadonlyMap<string, Tensor>,
+  params: ReadonlyMap<string, Tensor>,
+  input: Tensor,
+  labels: Int32Array,
+  lr: number,
+  cfg: TrainConfig,
+): Promise<{ loss: number; correct: number }> {
+  const { output, tape } = await backend.forward(graph, weights, input);
+  const { loss, grad, correct } = softmaxCrossEntropy(output, labels, cfg.labelSmoothing ?? 0);
+  if (Number.isFinite(loss)) cfg.optimizer.step(params, await backend.backward(tape, grad), lr);
+  return { loss, correct };
 }
 
 const tag = (step: number) => String(step).padStart(8, '0');
@@ -387,20 +427,61 @@ export function evaluate(
   o: { infer?: Infer; batchSize?: number } = {},
 ): EvalResult {
   const B = o.batchSize ?? 100;
-  const k = set.classes.length;
-  const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
-  let top1 = 0;
-  let top5 = 0;
-  let loss = 0;
+  const tally = evalTally(set.classes.length);
   const runner = (o.infer ?? referenceInfer)(graph, weights, Math.min(B, set.count));
   try {
-    for (let start = 0; start < set.count; start += B) {
-      const idx = Int32Array.from({ length: Math.min(B, set.count - start) }, (_, i) => start + i);
-      const { input, labels } = makeBatch(set, idx, normalize);
-      const logits = runner.run(input);
+    for (const { input, labels } of evalBatches(set, normalize, B)) tally.add(runner.run(input), labels);
+  } finally {
+    runner.dispose();
+  }
+  return tally.result();
+}
+
+/** Inference for evaluateAsync: as Infer, but a run may return a promise (WebGPU plans). Any Infer is one. */
+export type AsyncInfer = (
+  graph: Graph,
+  weights: ReadonlyMap<string, Tensor>,
+  batch: number,
+) => { run(input: Tensor): Tensor | Promise<Tensor>; dispose(): void };
+
+/** evaluate() with an inference that may be asynchronous: the same batches and the same metrics. */
+export async function evaluateAsync(
+  graph: Graph,
+  weights: ReadonlyMap<string, Tensor>,
+  set: ImageSet,
+  normalize: Normalize,
+  o: { infer?: AsyncInfer; batchSize?: number } = {},
+): Promise<EvalResult> {
+  const B = o.batchSize ?? 100;
+  const tally = evalTally(set.classes.length);
+  const runner = (o.infer ?? referenceInfer)(graph, weights, Math.min(B, set.count));
+  try {
+    for (const { input, labels } of evalBatches(set, normalize, B))
+      tally.add(await runner.run(input), labels);
+  } finally {
+    runner.dispose();
+  }
+  return tally.result();
+}
+
+/** The set in order, `B` images a batch (the last one shorter). */
+function* evalBatches(set: ImageSet, normalize: Normalize, B: number) {
+  for (let start = 0; start < set.count; start += B) {
+    const idx = Int32Array.from({ length: Math.min(B, set.count - start) }, (_, i) => start + i);
+    yield makeBatch(set, idx, normalize);
+  }
+}
+
+/** The running counts of an evaluation over `k` classes, batch by batch. */
+function evalTally(k: number) {
+  const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+  let [n, top1, top5, loss] = [0, 0, 0, 0];
+  return {
+    add(logits: Tensor, labels: Int32Array): void {
       const classes = logits.shape[1]!;
       if (classes !== k) throw new ConfigError(`the model has ${classes} outputs, the dataset ${k} classes`);
       loss += softmaxCrossEntropy(logits, labels).loss * labels.length;
+      n += labels.length;
       labels.forEach((label, b) => {
         const row = logits.data.subarray(b * k, (b + 1) * k);
         let rank = 0;
@@ -413,12 +494,9 @@ export function evaluate(
         if (rank < 5) top5++;
         confusion[label]![best]!++;
       });
-    }
-  } finally {
-    runner.dispose();
-  }
-  const n = set.count;
-  return { count: n, top1: top1 / n, top5: top5 / n, loss: loss / n, confusion };
+    },
+    result: (): EvalResult => ({ count: n, top1: top1 / n, top5: top5 / n, loss: loss / n, confusion }),
+  };
 }
 
 /**

@@ -46,10 +46,11 @@ export class WebGpuEngine implements GpuContext {
 
   /**
    * The bind group layout of kernels over `segments` arena buffers: the arena (its first segment), the
-   * weights, the uniforms, then the other segments.
+   * weights (read-write for the optimizer), the uniforms, then the other segments.
    */
-  layoutFor(segments: number): GPUBindGroupLayout {
-    let layout = this.layouts.get(segments);
+  layoutFor(segments: number, writesWeights = false): GPUBindGroupLayout {
+    const key = segments * 2 + +writesWeights;
+    let layout = this.layouts.get(key);
     if (!layout) {
       const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
         binding,
@@ -59,9 +60,14 @@ export class WebGpuEngine implements GpuContext {
       const more = Array.from({ length: segments - 1 }, (_, s) => entry(s + 3, 'storage'));
       layout = this.device.createBindGroupLayout({
         label: `shufflenet op (${segments} arena buffers)`,
-        entries: [entry(0, 'storage'), entry(1, 'read-only-storage'), entry(2, 'uniform'), ...more],
+        entries: [
+          entry(0, 'storage'),
+          entry(1, writesWeights ? 'storage' : 'read-only-storage'),
+          entry(2, 'uniform'),
+          ...more,
+        ],
       });
-      this.layouts.set(segments, layout);
+      this.layouts.set(key, layout);
     }
     return layout;
   }
@@ -88,7 +94,9 @@ export class WebGpuEngine implements GpuContext {
       const module = device.createShaderModule({ label: k.name, code: k.code });
       const pipeline = device.createComputePipeline({
         label: k.name,
-        layout: device.createPipelineLayout({ bindGroupLayouts: [this.layoutFor(k.segments ?? 1)] }),
+        layout: device.createPipelineLayout({
+          bindGroupLayouts: [this.layoutFor(k.segments ?? 1, k.writesWeights)],
+        }),
         compute: { module, entryPoint: 'main' },
       });
       const error = device.popErrorScope().then(

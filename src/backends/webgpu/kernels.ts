@@ -17,6 +17,8 @@ export interface Kernel {
   code: string;
   /** Arena buffers it binds (training kernels on a segmented arena); 1 when absent. */
   segments?: number;
+  /** It writes the parameters (the optimizer): binding 1 is read-write. */
+  writesWeights?: boolean;
 }
 
 /** Invocations per workgroup of the 1-D kernels (compatibility mode allows at most 128). */

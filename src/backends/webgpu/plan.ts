@@ -26,8 +26,8 @@ const MAP_MODE_READ = 0x1; // GPUMapMode.READ
 export interface GpuContext {
   readonly device: GPUDevice;
   readonly layout: GPUBindGroupLayout;
-  /** The layout of kernels over `segments` arena buffers (training plans). */
-  layoutFor(segments: number): GPUBindGroupLayout;
+  /** The layout of kernels over `segments` arena buffers (training plans; the optimizer writes weights). */
+  layoutFor(segments: number, writesWeights?: boolean): GPUBindGroupLayout;
   pipeline(k: Kernel): GPUComputePipeline;
   /** Why the device was lost, once it is. */
   readonly lost: string | undefined;

@@ -56,8 +56,16 @@ fn st(i: u32, v: f32) {
 }`;
 }
 
-/** A kernel over the segmented arena: `body` uses ld(i), st(i, v) and put(i, v, acc). */
-function trainKernel(name: string, fields: readonly string[], body: string): TrainKernel {
+/**
+ * A kernel over the segmented arena: `body` uses ld(i), st(i, v) and put(i, v, acc). `writesWeights`: the
+ * parameters are bound read-write (the optimizer).
+ */
+function trainKernel(
+  name: string,
+  fields: readonly string[],
+  body: string,
+  writesWeights = false,
+): TrainKernel {
   const variants = new Map<number, Kernel>();
   return {
     name,
@@ -67,12 +75,13 @@ function trainKernel(name: string, fields: readonly string[], body: string): Tra
       if (!k) {
         const code = `struct Params { ${fields.map((f) => `${f}: u32,`).join(' ')} }
 @group(0) @binding(0) var<storage, read_write> arena: array<f32>;
-@group(0) @binding(1) var<storage, read> weights: array<f32>;
+@group(0) @binding(1) var<storage, ${writesWeights ? 'read_write' : 'read'}> weights: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
 ${arenaAccess(segments)}
 fn put(i: u32, v: f32, acc: u32) { if (acc != 0u) { st(i, ld(i) + v); } else { st(i, v); } }
 ${body}`;
-        k = { name: segments > 1 ? `${name} (${segments} segments)` : name, fields, code, segments };
+        const label = segments > 1 ? `${name} (${segments} segments)` : name;
+        k = { name: label, fields, code, segments, writesWeights };
         variants.set(segments, k);
       }
       return k;
@@ -760,6 +769,67 @@ export const LINEAR_BWD_WEIGHT = trainKernel(
   }`),
 );
 
+/**
+ * Softmax cross-entropy with label smoothing s (src/train/loss.ts), one row per invocation: writes
+ * dL/dlogits = (softmax - target) / N to gy, and the row's loss and whether its first largest logit is the
+ * label to out[2n], out[2n + 1]. Labels are floats at p.labels; s is the float at p.hyper + 2.
+ */
+export const SOFTMAX_CE = trainKernel(
+  'train softmax cross-entropy',
+  ['y', 'labels', 'gy', 'out', 'hyper', 'K', 'total'],
+  oneD(`
+  let n = i;
+  let row = p.y + n * p.K;
+  let label = u32(ld(p.labels + n));
+  let smoothing = ld(p.hyper + 2u);
+  var m = ld(row);
+  var best = 0u;
+  for (var k = 1u; k < p.K; k++) {
+    let v = ld(row + k);
+    if (v > m) { m = v; best = k; }
+  }
+  var z = 0.0;
+  for (var k = 0u; k < p.K; k++) { z += exp(ld(row + k) - m); }
+  let logZ = m + log(z);
+  var loss = 0.0;
+  for (var k = 0u; k < p.K; k++) {
+    var t = smoothing / f32(p.K);
+    if (k == label) { t += 1.0 - smoothing; }
+    let lp = ld(row + k) - logZ;
+    loss -= t * lp;
+    st(p.gy + n * p.K + k, (exp(lp) - t) / f32(p.total));
+  }
+  st(p.out + 2u * n, loss);
+  st(p.out + 2u * n + 1u, select(0.0, 1.0, best == label));`),
+);
+
+/**
+ * SGD as torch.optim.SGD (src/train/optim.ts) on one parameter: g = grad + wd p (where its decay flag is
+ * set); buf = g on the first step, else momentum buf + (1 - dampening) g; p -= lr (Nesterov ? g + momentum
+ * buf : buf), or lr g without momentum. Hyperparameters are floats at p.hyper: lr, first, (smoothing),
+ * momentum, dampening, nesterov, weight decay.
+ */
+export const SGD = trainKernel(
+  'train sgd',
+  ['w', 'g', 'buf', 'flag', 'hyper', 'total'],
+  oneD(`
+  let lr = ld(p.hyper);
+  let momentum = ld(p.hyper + 3u);
+  let x = weights[p.w + i];
+  let g = ld(p.g + i) + ld(p.hyper + 6u) * ld(p.flag) * x;
+  if (momentum == 0.0) {
+    weights[p.w + i] = x - lr * g;
+    return;
+  }
+  var b = g;
+  if (ld(p.hyper + 1u) == 0.0) { b = momentum * ld(p.buf + i) + (1.0 - ld(p.hyper + 4u)) * g; }
+  st(p.buf + i, b);
+  var d = b;
+  if (ld(p.hyper + 5u) != 0.0) { d = g + momentum * b; }
+  weights[p.w + i] = x - lr * d;`),
+  true,
+);
+
 export const TRAIN_KERNELS = [
   CONV_FWD,
   PW_FWD,
@@ -784,4 +854,6 @@ export const TRAIN_KERNELS = [
   LINEAR,
   LINEAR_BWD_INPUT,
   LINEAR_BWD_WEIGHT,
+  SOFTMAX_CE,
+  SGD,
 ] as const;

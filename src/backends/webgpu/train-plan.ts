@@ -3,6 +3,7 @@ import { OPS, type BackwardArgs, type KernelArgs } from '../../ops/index.js';
 import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.js';
 import { firstFit } from '../../runtime/first-fit.js';
 import { GradientBook, trainingViews } from '../../runtime/train-views.js';
+import type { SgdRule } from '../../train/optim.js';
 import type { TrainBackend } from '../../train/trainer.js';
 import { WORKGROUP } from './kernels.js';
 import type { GpuContext } from './plan.js';
@@ -67,6 +68,13 @@ const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 /** Arguments at or below this are places in the scratch block: SCRATCH - offset (gradient tokens are above). */
 const SCRATCH = -(2 ** 40);
 
+/** One whole training step's results: the logits, the mean loss and how many rows were right. */
+export interface DeviceStep {
+  output: Tensor;
+  loss: number;
+  correct: number;
+}
+
 export interface TrainPlanOptions {
   /** Also return dL/d(input) from backward, under the key 'input' (tests). */
   inputGradient?: boolean;
@@ -109,6 +117,18 @@ export class WebGpuTrainPlan {
   private readonly forwardSteps: Step[] = [];
   private readonly backwardSteps: Step[] = [];
   private forwardReady: (Ready | CpuStep)[] = [];
+  /** step(): the loss (softmax cross-entropy) and one SGD dispatch per parameter. */
+  private readonly lossSteps: GpuStep[] = [];
+  private readonly sgdSteps: GpuStep[] = [];
+  private stepReady: (Ready | CpuStep)[] = [];
+  private fused = { labels: 0, rows: 0, hyper: 0, flags: 0, momentum: 0 };
+  /** Whether step() can run: logits [N, K] out, and a kernel for every op. */
+  get wholeSteps(): boolean {
+    return this.stepReady.length > 0;
+  }
+  /** step()'s state: the parameters are on the device (load()), the momentum buffers hold a step. */
+  private loaded: SgdRule | undefined;
+  private momentumSet = false;
   private backwardReady: (Ready | CpuStep)[] = [];
   /** Floats of gradient buffer k-1 (token -k), then its float offset once laid out. */
   private readonly gradSizes: number[] = [];
@@ -225,6 +245,28 @@ export class WebGpuTrainPlan {
     for (const node of graph.nodes) emitter.forward(node);
     emitter.backward();
     this.scratchAt = alloc(emitter.scratchFloats, 'a scratch block');
+    if (this.outputShape.length === 2) {
+      // step(): labels, the rows' losses and hits, the hyperparameters, decay flags, momentum buffers.
+      const [N, Kc] = this.outputShape as [number, number];
+      const f = {
+        labels: alloc(N, 'the labels'),
+        rows: alloc(2 * N, 'the losses'),
+        hyper: alloc(8, 'the hyperparameters'),
+        flags: alloc(this.params.size, 'the decay flags'),
+        momentum: alloc(this.paramFloats, 'the momentum buffers'),
+      };
+      this.fused = f;
+      const out = this.values.get(graph.output)!;
+      const args = [out.ptr, f.labels, out.grad, f.rows, f.hyper, Kc, N];
+      this.lossSteps.push({ node: graph.output, kernel: K.SOFTMAX_CE, args });
+      [...this.params].forEach(([name, p], k) =>
+        this.sgdSteps.push({
+          node: name,
+          kernel: K.SGD,
+          args: [p.at, p.grad, f.momentum + p.at, f.flags + k, f.hyper, p.size],
+        }),
+      );
+    }
     const input = this.values.get(INPUT)!;
     if (input.grad && emitter.hasGrad(INPUT)) {
       emitter.use(input.grad, Infinity); // read after the last step
@@ -274,7 +316,7 @@ export class WebGpuTrainPlan {
     );
     const base = alloc(total);
     tokens.forEach((t, i) => (this.gradAt[-t - 1] = base + at[i]!));
-    for (const s of [...this.forwardSteps, ...this.backwardSteps])
+    for (const s of [...this.forwardSteps, ...this.backwardSteps, ...this.lossSteps])
       if ('kernel' in s) s.args = s.args.map((a) => this.gradPtr(a));
     return total;
   }
@@ -297,7 +339,11 @@ export class WebGpuTrainPlan {
     this.arena = this.segments.map((floats, k) =>
       buffer(floats * 4, USAGE.STORAGE | USAGE.COPY_DST | USAGE.COPY_SRC, `${this.graph.name} arena ${k}`),
     );
-    this.weightBuf = buffer(weightFloats * 4, USAGE.STORAGE | USAGE.COPY_DST, `${this.graph.name} weights`);
+    this.weightBuf = buffer(
+      weightFloats * 4,
+      USAGE.STORAGE | USAGE.COPY_DST | USAGE.COPY_SRC,
+      `${this.graph.name} weights`,
+    );
     const mapData = new Float32Array(weightFloats - this.paramFloats);
     let at = 0;
     for (const m of maps) {
@@ -307,7 +353,7 @@ export class WebGpuTrainPlan {
     if (mapData.length) device.queue.writeBuffer(this.weightBuf, this.paramFloats * 4, mapData);
     const outFloats = shapeSize(this.outputShape);
     this.forwardRead = buffer(
-      (outFloats + this.statsBlock.size) * 4,
+      (outFloats + this.statsBlock.size + 2 * (this.outputShape[0] ?? 0)) * 4,
       USAGE.MAP_READ | USAGE.COPY_DST,
       'output',
     );
@@ -322,7 +368,12 @@ export class WebGpuTrainPlan {
 
     // One uniform slice per dispatch, in one buffer.
     const uAlign = limits.minUniformBufferOffsetAlignment;
-    const gpuSteps = [...this.forwardSteps, ...this.backwardSteps].filter((s): s is GpuStep => 'kernel' in s);
+    const gpuSteps = [
+      ...this.forwardSteps,
+      ...this.backwardSteps,
+      ...this.lossSteps,
+      ...this.sgdSteps,
+    ].filter((s): s is GpuStep => 'kernel' in s);
     let uBytes = 0;
     const slices = new Map<GpuStep, { at: number; size: number }>();
     for (const s of gpuSteps) {
@@ -346,13 +397,12 @@ export class WebGpuTrainPlan {
     for (const [s, slice] of slices) new Uint32Array(u, slice.at, s.args.length).set(s.args);
     uniforms.unmap();
     const segments = this.segments.length;
-    const layout = this.gpu.layoutFor(segments);
     const ready = (s: Step): Ready | CpuStep => {
       if (!('kernel' in s)) return s;
       const slice = slices.get(s)!;
       const bindGroup = device.createBindGroup({
         label: s.node,
-        layout,
+        layout: this.gpu.layoutFor(segments, s.kernel.at(segments).writesWeights),
         entries: [
           { binding: 0, resource: { buffer: this.arena[0]! } },
           { binding: 1, resource: { buffer: this.weightBuf } },
@@ -364,6 +414,13 @@ export class WebGpuTrainPlan {
     };
     this.forwardReady = this.forwardSteps.map(ready);
     this.backwardReady = this.backwardSteps.map(ready);
+    if (this.lossSteps.length && !this.cpuNodes.length)
+      this.stepReady = [
+        ...this.forwardReady,
+        ...this.lossSteps.map(ready),
+        ...this.backwardReady,
+        ...this.sgdSteps.map(ready),
+      ];
     const errors = [device.popErrorScope(), device.popErrorScope()].map((e) => e.then((x) => x?.message));
     const kernels = new Set(gpuSteps.map((s) => s.kernel.at(segments)));
     this.created = Promise.all([...[...kernels].map((k) => this.gpu.pipelineError(k)), ...errors]).then(
@@ -451,8 +508,134 @@ export class WebGpuTrainPlan {
       );
   }
 
-  private async forwardNow(weights: ReadonlyMap<string, Tensor>, input: Tensor): Promise<Tensor> {
-    this.check(input.shape, this.inputShape, 'input');
+  /**
+   * Starts whole steps on the device (step()): uploads the parameters and SGD's momentum buffers (from
+   * `state`, as Optimizer.state() names them: momentum_buffer.<parameter>; none: the next step is SGD's
+   * first). From here on the device holds the parameters: sync() copies them back. `weights` also holds the
+   * BN running buffers, which step() updates in place.
+   */
+  load(
+    weights: ReadonlyMap<string, Tensor>,
+    sgd: SgdRule,
+    state: ReadonlyMap<string, Tensor> = new Map(),
+  ): void {
+    if (!this.stepReady.length)
+      throw new Error(
+        `${this.graph.name}: whole steps on the device need logits [N, K] as the output and a kernel for ` +
+          `every op` +
+          (this.cpuNodes.length ? ` (on the CPU: ${this.cpuNodes.join(', ')})` : ''),
+      );
+    this.upload(weights);
+    const buffers = [...this.params.keys()].map((k) => state.get(`momentum_buffer.${k}`));
+    if (buffers.some((b) => b) && !buffers.every((b) => b))
+      throw new Error(
+        `${this.graph.name}: the optimizer state has momentum buffers for some parameters only`,
+      );
+    const { queue } = this.gpu.device;
+    const momentum = new Float32Array(this.paramFloats);
+    [...this.params.values()].forEach((p, k) => {
+      const b = buffers[k];
+      if (b && b.data.length !== p.size)
+        throw new RangeError(`${this.graph.name}: momentum buffer ${k} is not ${formatShape(p.shape)}`);
+      if (b) momentum.set(b.data, p.at);
+    });
+    queue.writeBuffer(...this.locate(this.fused.momentum), momentum);
+    const flags = Float32Array.from(this.params, ([name, p]) => +sgd.decays(name, p.shape));
+    queue.writeBuffer(...this.locate(this.fused.flags), flags);
+    this.loaded = sgd;
+    this.momentumSet = !!buffers[0];
+  }
+
+  /**
+   * One whole training step on the device in one submission: forward (batch statistics), softmax
+   * cross-entropy with label smoothing, backward, SGD at learning rate `lr`. Reads back only the logits, the
+   * rows' losses and hits, and the BN batch statistics (the running buffers move on the CPU).
+   */
+  step(input: Tensor, labels: ArrayLike<number>, lr: number, smoothing = 0): Promise<DeviceStep> {
+    return this.enqueue(async () => {
+      const sgd = this.loaded;
+      if (!sgd) throw new Error(`${this.graph.name}: step() before load()`);
+      this.check(input.shape, this.inputShape, 'input');
+      const [N, Kc] = this.outputShape as [number, number];
+      if (labels.length !== N) throw new RangeError(`${labels.length} labels for ${N} rows of logits`);
+      const floats = Float32Array.from(labels, (label, b) => {
+        if (!Number.isInteger(label) || label < 0 || label >= Kc)
+          throw new RangeError(`label ${label} of row ${b} is not a class in [0, ${Kc})`);
+        return label;
+      });
+      if (!(smoothing >= 0 && smoothing <= 1))
+        throw new RangeError(`label smoothing ${smoothing} is not in [0, 1]`);
+      const { queue } = this.gpu.device;
+      queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
+      queue.writeBuffer(...this.locate(this.fused.labels), floats);
+      const hyper = [
+        lr,
+        +!this.momentumSet,
+        smoothing,
+        sgd.momentum,
+        sgd.dampening,
+        +sgd.nesterov,
+        sgd.weightDecay,
+      ];
+      queue.writeBuffer(...this.locate(this.fused.hyper), Float32Array.from(hyper));
+      const out = this.values.get(this.graph.output)!;
+      const outFloats = N * Kc;
+      const read = await this.execute(
+        this.stepReady,
+        this.forwardRead,
+        [
+          [out.ptr, outFloats],
+          [this.statsBlock.at, this.statsBlock.size],
+          [this.fused.rows, 2 * N],
+        ],
+        (e) => e.clearBuffer(...this.locate(this.gradBlock.at), alignUp(this.paramFloats, 4) * 4),
+      );
+      this.momentumSet = sgd.momentum > 0;
+      this.updateRunning(read, outFloats);
+      let loss = 0;
+      let correct = 0;
+      const rows = outFloats + this.statsBlock.size;
+      for (let b = 0; b < N; b++) {
+        loss += read[rows + 2 * b]!;
+        correct += read[rows + 2 * b + 1]!;
+      }
+      return { output: new Tensor(this.outputShape, read.slice(0, outFloats)), loss: loss / N, correct };
+    });
+  }
+
+  /**
+   * Copies the device's parameters into their tensors in `weights` (in place), and resolves to SGD's state
+   * as Optimizer.state() names it (empty before the first step or without momentum).
+   */
+  sync(weights: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor>> {
+    return this.enqueue(async () => {
+      if (!this.loaded) throw new Error(`${this.graph.name}: sync() before load()`);
+      const { device } = this.gpu;
+      const n = this.paramFloats;
+      const b = device.createBuffer({ size: alignUp(n * 4, 16), usage: USAGE.MAP_READ | USAGE.COPY_DST });
+      let params: Float32Array;
+      try {
+        const e = device.createCommandEncoder();
+        if (n) e.copyBufferToBuffer(this.weightBuf, 0, b, 0, n * 4);
+        device.queue.submit([e.finish()]);
+        await b.mapAsync(MAP_MODE_READ);
+        params = new Float32Array(b.getMappedRange(), 0, n).slice();
+      } finally {
+        b.destroy();
+      }
+      const momentum = this.momentumSet ? await this.read([[this.fused.momentum, n]]) : undefined;
+      const state = new Map<string, Tensor>();
+      for (const [key, p] of this.params) {
+        weights.get(key)!.data.set(params.subarray(p.at, p.at + p.size));
+        if (momentum)
+          state.set(`momentum_buffer.${key}`, new Tensor(p.shape, momentum.slice(p.at, p.at + p.size)));
+      }
+      return state;
+    });
+  }
+
+  /** Copies the parameters in `weights` to the device (and keeps `weights` for the BN running buffers). */
+  private upload(weights: ReadonlyMap<string, Tensor>): void {
     for (const [key, p] of this.params) {
       const t = weights.get(key);
       if (!t || t.data.length !== p.size)
@@ -460,8 +643,14 @@ export class WebGpuTrainPlan {
       this.staging.set(t.data, p.at);
     }
     this.weights = weights;
+    this.gpu.device.queue.writeBuffer(this.weightBuf, 0, this.staging);
+  }
+
+  private async forwardNow(weights: ReadonlyMap<string, Tensor>, input: Tensor): Promise<Tensor> {
+    this.check(input.shape, this.inputShape, 'input');
+    this.upload(weights);
+    this.loaded = undefined; // the caller's weights replace the device's: step() needs load() again
     const { queue } = this.gpu.device;
-    queue.writeBuffer(this.weightBuf, 0, this.staging);
     queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
     const out = this.values.get(this.graph.output)!;
     const outFloats = shapeSize(this.outputShape);
@@ -469,7 +658,17 @@ export class WebGpuTrainPlan {
       [out.ptr, outFloats],
       [this.statsBlock.at, this.statsBlock.size],
     ]);
-    // The running buffers move as PyTorch's (momentum, unbiased variance), from the batch statistics.
+    this.updateRunning(read, outFloats);
+    this.forwarded = true;
+    return new Tensor(this.outputShape, read.slice(0, outFloats));
+  }
+
+  /**
+   * The BN running buffers move as PyTorch's (momentum, unbiased variance), from the batch statistics
+   * read back after `outFloats` floats of output.
+   */
+  private updateRunning(read: Float32Array, outFloats: number): void {
+    const weights = this.weights;
     for (const { node, at, C, count } of this.bnStats) {
       if (node.op !== 'batchnorm') continue;
       const m = node.attrs.momentum;
@@ -483,8 +682,6 @@ export class WebGpuTrainPlan {
         rv[c] = (1 - m) * rv[c]! + m * unbiased;
       }
     }
-    this.forwarded = true;
-    return new Tensor(this.outputShape, read.slice(0, outFloats));
   }
 
   private async backwardNow(gradOutput: Tensor): Promise<Map<string, Tensor>> {
@@ -1005,22 +1202,46 @@ class Emitter {
   }
 }
 
-/** Training steps on a WebGPU device: one compiled plan per graph and input shape (asynchronous steps). */
+/**
+ * Training steps on a WebGPU device: one compiled plan per graph and input shape (asynchronous steps). With
+ * SGD, whole steps run on the device (step()), the parameters and momentum staying there between steps
+ * until sync() copies them back.
+ */
 export function webgpuTraining(engine: {
   adapter: string;
   compileTraining(graph: Graph, inputShape: Shape): WebGpuTrainPlan;
 }): TrainBackend {
   const plans = new WeakMap<Graph, Map<string, WebGpuTrainPlan>>();
+  const planFor = (graph: Graph, shape: Shape) => {
+    let byShape = plans.get(graph);
+    if (!byShape) plans.set(graph, (byShape = new Map()));
+    const key = shape.join('x');
+    let plan = byShape.get(key);
+    if (!plan) byShape.set(key, (plan = engine.compileTraining(graph, shape)));
+    return plan;
+  };
+  /** The plan that holds the parameters (after load()), if any. */
+  let holder: WebGpuTrainPlan | undefined;
   return {
     name: `webgpu (${engine.adapter})`,
     async forward(graph, weights, input) {
-      let byShape = plans.get(graph);
-      if (!byShape) plans.set(graph, (byShape = new Map()));
-      const key = input.shape.join('x');
-      let plan = byShape.get(key);
-      if (!plan) byShape.set(key, (plan = engine.compileTraining(graph, input.shape)));
+      const plan = planFor(graph, input.shape);
+      holder = undefined; // forward() uploads the caller's weights
       return { output: await plan.forward(weights, input), tape: plan };
     },
     backward: (tape, gradOutput) => (tape as WebGpuTrainPlan).backward(gradOutput),
+    async step(graph, weights, input, labels, { lr, smoothing, optimizer }) {
+      const plan = planFor(graph, input.shape);
+      if (!optimizer.sgd || !plan.wholeSteps) return undefined;
+      if (holder !== plan) {
+        if (holder) optimizer.loadState(await holder.sync(weights));
+        plan.load(weights, optimizer.sgd, optimizer.state());
+        holder = plan;
+      }
+      return plan.step(input, labels, lr, smoothing);
+    },
+    async sync(_graph, weights, optimizer) {
+      if (holder) optimizer.loadState(await holder.sync(weights));
+    },
   };
 }
