@@ -1,9 +1,20 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { gzipSync } from 'fflate';
+import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
 import {
   colorJitter,
@@ -28,7 +39,15 @@ import {
   sampleSet,
   type ImageSet,
 } from '../src/data/datasets.js';
-import { FASHION_MNIST_DIR, loadDataset, loadFashionMnist, loadImageFolder } from '../src/node/datasets.js';
+import { joinPackParts, packImages, parsePack, splitPack } from '../src/data/pack.js';
+import {
+  FASHION_MNIST_DIR,
+  hasTestSplit,
+  loadDataset,
+  loadFashionMnist,
+  loadImageFolder,
+} from '../src/node/datasets.js';
+import { packImageFolder } from '../src/node/pack.js';
 
 /** An IDX file of unsigned bytes with the given dimensions. */
 function idx(dims: number[], values?: Uint8Array): Uint8Array {
@@ -327,5 +346,219 @@ describe('image folders', () => {
     assert.deepEqual(decodeImageSet(bytes, 'abc'), set);
     assert.equal(decodeImageSet(bytes, 'abd'), undefined);
     assert.equal(decodeImageSet(bytes.subarray(0, bytes.length - 1), 'abc'), undefined);
+  });
+});
+
+describe('image packs (tools/pack-images.ts)', () => {
+  const root = mkdtempSync(join(tmpdir(), 'shufflenet-pack-'));
+  after(() => rmSync(root, { recursive: true, force: true }));
+  const cifar = join(import.meta.dirname, '..', '..', 'shared', 'datasets', 'cifar10');
+
+  /** A JPEG of w x h with a pattern from `seed` (jpeg-js, quality 80). */
+  const jpg = (w: number, h: number, seed: number): Uint8Array => {
+    const data = Buffer.alloc(w * h * 4);
+    for (let i = 0; i < w * h; i++)
+      data.set([(i * 7 + seed * 40) & 255, (i * 13 + seed) & 255, (seed * 91) & 255, 255], i * 4);
+    return new Uint8Array(jpeg.encode({ data, width: w, height: h }, 80).data);
+  };
+  /** A train/test dataset of JPEG class folders: `per` images a class and split. */
+  const folders = (dir: string, classes: string[], per: number, size = 8) => {
+    for (const split of ['train', 'test'])
+      classes.forEach((cls, c) => {
+        mkdirSync(join(dir, split, cls), { recursive: true });
+        for (let i = 0; i < per; i++)
+          writeFileSync(
+            join(dir, split, cls, `${i}.jpg`),
+            jpg(size, size, c * 10 + i + (split === 'test' ? 5 : 0)),
+          );
+      });
+  };
+
+  it('packs the JPEG bytes unchanged, and decodes to the same images and labels as the folders', () => {
+    const src = join(root, 'synthetic');
+    folders(src, ['b', 'a'], 3);
+    for (const [name, o] of [
+      ['gzipped', {}],
+      ['plain', { gzip: false }],
+      ['in parts', { partBytes: 300 }],
+    ] as const) {
+      const out = join(root, `out-${name}`);
+      const r = packImageFolder(src, out, o);
+      assert.deepEqual(
+        r.map((p) => [p.split, p.images, p.classes]),
+        [
+          ['train', 6, 2],
+          ['test', 6, 2],
+        ],
+      );
+      if (name === 'in parts') assert.ok(r[0]!.files.length > 1, `${r[0]!.files.length} parts`);
+      else assert.deepEqual(readdirSync(out).sort(), ['test.imgpack', 'train.imgpack']);
+      for (const split of ['train', 'test'] as const) {
+        const fromFolders = loadDataset(`folder:${src}`, split, { cache: false });
+        const fromPack = loadDataset(`folder:${out}`, split, { cache: false });
+        assert.deepEqual(fromPack.set, fromFolders.set, `${name} ${split}`);
+        assert.deepEqual(fromPack.normalize, fromFolders.normalize);
+      }
+      assert.ok(hasTestSplit(`folder:${out}`));
+    }
+    // The stored bytes are the files' own.
+    const pack = parsePack(readFileSync(join(root, 'out-gzipped', 'train.imgpack')), 'train.imgpack');
+    assert.deepEqual(pack.classes, ['a', 'b']);
+    assert.deepEqual(pack.files.slice(0, 2), ['a/0.jpg', 'a/1.jpg']);
+    assert.deepEqual([...pack.labels], [0, 0, 0, 1, 1, 1]);
+    assert.deepEqual(pack.image(4), new Uint8Array(readFileSync(join(src, 'train', 'b', '1.jpg'))));
+    // Packing again in parts replaces the whole pack (and back), so no stale file is read with the new ones.
+    packImageFolder(src, join(root, 'out-gzipped'), { partBytes: 300 });
+    assert.ok(!readdirSync(join(root, 'out-gzipped')).includes('train.imgpack'));
+    packImageFolder(src, join(root, 'out-gzipped'));
+    assert.deepEqual(readdirSync(join(root, 'out-gzipped')).sort(), ['test.imgpack', 'train.imgpack']);
+    // Without a test split, folder:OUT trains without evaluation.
+    const only = join(root, 'out-train-only');
+    packImageFolder(join(src, 'train'), only);
+    assert.deepEqual(readdirSync(only), ['train.imgpack']);
+    assert.equal(hasTestSplit(`folder:${only}`), false);
+  });
+
+  it(
+    'gives bit-identical tensors to the CIFAR-10 JPEG folders',
+    { skip: !existsSync(cifar) && 'no ../shared/datasets/cifar10' },
+    () => {
+      // A few dozen CIFAR-10 JPEGs: the first 3 of each class in train, 2 in test.
+      const src = join(root, 'cifar-src');
+      for (const [split, n] of [
+        ['train', 3],
+        ['test', 2],
+      ] as const)
+        for (const cls of CIFAR10_LABELS) {
+          mkdirSync(join(src, split, cls), { recursive: true });
+          for (const f of readdirSync(join(cifar, split, cls))
+            .sort()
+            .slice(0, n))
+            copyFileSync(join(cifar, split, cls, f), join(src, split, cls, f));
+        }
+      const out = join(root, 'cifar-pack');
+      packImageFolder(src, out, { partBytes: 4096 });
+      assert.ok(readdirSync(out).filter((f) => f.startsWith('train.imgpack.')).length > 1);
+      for (const split of ['train', 'test'] as const) {
+        const a = loadDataset(`cifar10:${src}`, split, { cache: false });
+        const b = loadDataset(`cifar10:${out}`, split, { cache: false });
+        assert.equal(b.set.count, split === 'train' ? 30 : 20);
+        assert.deepEqual(b.set.classes, CIFAR10_LABELS);
+        assert.deepEqual(b.normalize, a.normalize);
+        assert.deepEqual([...b.set.labels], [...a.set.labels]);
+        assert.deepEqual(b.set.images, a.set.images, `${split}: pixels`);
+        const idx = Int32Array.from({ length: 8 }, (_, i) => (i * 7) % b.set.count);
+        const x = makeBatch(a.set, idx, a.normalize);
+        const y = makeBatch(b.set, idx, b.normalize);
+        assert.deepEqual(y.input.data, x.input.data, `${split}: normalised batch`);
+      }
+    },
+  );
+
+  it('names the file and the problem for damaged packs', () => {
+    const items = [0, 1, 2].map((i) => ({ label: i % 2, name: `c${i % 2}/${i}.jpg`, bytes: jpg(4, 4, i) }));
+    const good = packImages(items, ['c0', 'c1']);
+    const bad = (bytes: Uint8Array, re: RegExp) => assert.throws(() => parsePack(bytes, 'x.imgpack'), re);
+    assert.equal(parsePack(good, 'x.imgpack').count, 3);
+    bad(Uint8Array.from([1, 2, 3]), /^DatasetError: x\.imgpack: not an image pack \(3 bytes\)/);
+    bad(
+      new TextEncoder().encode('PK\x03\x04 a zip, not a pack at all'),
+      /x\.imgpack: not an image pack \(starts with 50 4b 03 04/,
+    );
+    bad(good.subarray(0, 10), /x\.imgpack: truncated image pack \(10 bytes/);
+    bad(good.subarray(0, 40), /x\.imgpack: truncated image pack \(its \d+-byte header runs past/);
+    bad(
+      good.subarray(0, good.length - 5),
+      /x\.imgpack: truncated image pack: \d+ bytes, its header says \d+ \(3 images/,
+    );
+    bad(gzipSync(good).subarray(0, 200), /x\.imgpack: truncated gzip data/);
+    const edit = (f: (v: DataView, indexAt: number) => void) => {
+      const b = good.slice();
+      const v = new DataView(b.buffer);
+      f(v, 16 + v.getUint32(12, true));
+      return b;
+    };
+    bad(
+      edit((v) => v.setUint32(8, 7, true)),
+      /x\.imgpack: image pack format version 7; this program reads version 1/,
+    );
+    bad(
+      edit((v, at) => v.setUint32(at + 12 + 4, 1e6, true)),
+      /x\.imgpack: index: image 1 \(c1\/1\.jpg\) is bytes 1000000\.\.\d+ of the data, outside its \d+ bytes/,
+    );
+    bad(
+      edit((v, at) => v.setUint32(at + 24, 5, true)),
+      /x\.imgpack: index: image 2 \(c0\/2\.jpg\) has label 5, not a class in \[0, 2\)/,
+    );
+    bad(
+      edit((v) => v.setUint8(v.byteLength - 3, v.getUint8(v.byteLength - 3) ^ 1)),
+      /x\.imgpack: image data checksum mismatch/,
+    );
+    bad(splitPack(good, 200)[0]!, /x\.imgpack: this is one part of a split pack/);
+    assert.throws(
+      () => packImages([{ ...items[0]!, label: 2 }], ['c0', 'c1']),
+      /c0\/0\.jpg: label 2 is not a class/,
+    );
+
+    // Parts: all of one pack, whole.
+    const parts = splitPack(good, 300).map((bytes, i) => ({ name: `x.imgpack.00${i + 1}`, bytes }));
+    assert.ok(parts.length >= 3);
+    assert.deepEqual(joinPackParts([...parts].reverse()), good);
+    const join_ = (p: typeof parts, re: RegExp) => assert.throws(() => joinPackParts(p), re);
+    join_(parts.slice(1), /image pack x\.imgpack\.002: missing part\(s\) 1 of \d+/);
+    join_([parts[0]!, parts[0]!, ...parts.slice(2)], /x\.imgpack\.001 and x\.imgpack\.001 are the same part/);
+    join_(
+      [{ ...parts[1]!, bytes: parts[1]!.bytes.subarray(0, 100) }, parts[0]!],
+      /x\.imgpack\.002: truncated part of an image pack \(64 of its 264 bytes\)/,
+    );
+    const other = splitPack(packImages(items.slice(1), ['c0', 'c1']), 300);
+    join_(
+      [parts[0]!, { name: 'y.imgpack.002', bytes: other[1]! }],
+      /y\.imgpack\.002 and x\.imgpack\.001 are parts of different image packs/,
+    );
+    join_([{ name: 'x.imgpack.001', bytes: good }], /x\.imgpack\.001: a whole image pack, not a part/);
+    const flipped = parts.map((p) => ({ ...p, bytes: p.bytes.slice() }));
+    flipped[1]!.bytes[50]! ^= 1;
+    join_(flipped, /the joined parts fail their checksum/);
+
+    // Through the loader: the file's path, and for a bad image inside a good pack, which image.
+    const dir = join(root, 'damaged');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'train.imgpack'), good.subarray(0, good.length - 1));
+    assert.throws(
+      () => loadDataset(`folder:${dir}`, 'train', { cache: false }),
+      (e: Error) => e.message.startsWith(`${join(dir, 'train.imgpack')}: truncated image pack`),
+    );
+    const broken = packImages(
+      [items[0]!, { ...items[1]!, bytes: items[1]!.bytes.subarray(0, 40) }],
+      ['c0', 'c1'],
+    );
+    writeFileSync(join(dir, 'train.imgpack'), broken);
+    assert.throws(
+      () => loadDataset(`folder:${dir}`, 'train', { cache: false }),
+      /train\.imgpack: image 1 \(c1\/1\.jpg\): truncated JPEG data/,
+    );
+    assert.throws(
+      () => loadDataset(`cifar10:${dir}`, 'test', { cache: false }),
+      /has a train\.imgpack but no test\.imgpack or val\.imgpack/,
+    );
+  });
+
+  it('the tool: usage errors exit 2; packs in parts', () => {
+    const tool = ['--import', 'tsx', join(import.meta.dirname, '..', 'tools', 'pack-images.ts')];
+    const bad = spawnSync(process.execPath, [...tool, 'only-one'], { encoding: 'utf8' });
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr, /expected SRC and OUT/);
+    const src = join(root, 'tool-src');
+    folders(src, ['x', 'y'], 2);
+    const out = join(root, 'tool-out');
+    const r = spawnSync(process.execPath, [...tool, src, out, '--part-mib', '0.0003'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /4 images, 2 classes/);
+    assert.match(r.stdout, /verified: 4 images decode to 8x8x3/);
+    assert.ok(readdirSync(out).includes('train.imgpack.002'));
+    const missing = spawnSync(process.execPath, [...tool, join(root, 'nope'), out], { encoding: 'utf8' });
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /pack-images: '.*nope' is not a folder/);
   });
 });

@@ -14,6 +14,7 @@ import {
   FASHION_MNIST_STATS,
   type ImageSet,
 } from '../data/datasets.js';
+import { joinPackParts, parsePack } from '../data/pack.js';
 import { sha256, writeFileAtomic } from './files.js';
 import { decodeImage } from './image.js';
 
@@ -58,12 +59,17 @@ export interface FolderOptions {
   log?: (message: string) => void;
 }
 
-/**
- * A folder with one sub-folder of PNG/JPEG files per class; classes are the sorted folder names. Every image is
- * decoded once into one Uint8Array, and the result is cached (atomically) under a fingerprint of the file
- * list, sizes and times, so a changed folder is decoded again.
- */
-export function loadImageFolder(dir: string, o: FolderOptions = {}): ImageSet {
+/** An image-class folder's files: classes are the sorted sub-folder names, files sorted in each. */
+export interface FolderListing {
+  classes: string[];
+  /** path: on disk; name: class/file (as a pack stores it). */
+  files: { path: string; name: string; label: number }[];
+  /** One line per file with its size and time (the decoded cache's fingerprint). */
+  lines: string[];
+}
+
+/** The PNG/JPEG files of an image-class folder, in the order every loader and the packer use. */
+export function listImageFolder(dir: string): FolderListing {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ConfigError(`'${dir}' is not a folder`);
   const classes = readdirSync(dir, { withFileTypes: true })
     .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
@@ -71,56 +77,149 @@ export function loadImageFolder(dir: string, o: FolderOptions = {}): ImageSet {
     .sort();
   if (!classes.length)
     throw new ConfigError(`'${dir}' has no class sub-folders (expected DIR/<class>/*.png|jpg)`);
-  const files: { path: string; label: number }[] = [];
-  const listing: string[] = [`size=${o.size?.join('x') ?? 'first'}`];
+  const files: FolderListing['files'] = [];
+  const lines: string[] = [];
   classes.forEach((cls, label) => {
     for (const f of readdirSync(join(dir, cls))
       .filter((f) => IMAGE_FILE.test(f))
       .sort()) {
       const path = join(dir, cls, f);
       const st = statSync(path);
-      files.push({ path, label });
-      listing.push(`${cls}/${f}:${st.size}:${st.mtimeMs}`);
+      files.push({ path, name: `${cls}/${f}`, label });
+      lines.push(`${cls}/${f}:${st.size}:${st.mtimeMs}`);
     }
   });
   if (!files.length) throw new ConfigError(`'${dir}': no .png or .jpg files in its class folders`);
-  const fingerprint = sha256(new TextEncoder().encode(listing.join('\n')));
+  return { classes, files, lines };
+}
+
+/** What decodeImages decodes: `count` images, image i's file bytes, name (for messages) and label. */
+interface EncodedImages {
+  count: number;
+  item(i: number): { bytes: Uint8Array; name: string; label: number };
+  classes: readonly string[];
+}
+
+/**
+ * The decoded set of the images that `open` lists, all made the first image's size (or o.size) the way the
+ * evaluation does, cached under `source.fingerprint` as o.cache says (`open` is called only when the cache
+ * cannot answer). The folder and pack loaders share it, so the same files give the same bytes.
+ */
+function decodeImages(
+  source: { name: string; fingerprint: string; cacheBeside: string },
+  open: () => EncodedImages,
+  o: FolderOptions,
+): ImageSet {
+  const { fingerprint } = source;
   const cachePath =
     o.cache === 'beside'
-      ? join(dir, '.shufflenet-images.bin')
+      ? source.cacheBeside
       : o.cache
-        ? join(o.cache.dir, `${basename(resolve(dir))}-${fingerprint.slice(0, 16)}.bin`)
+        ? join(o.cache.dir, `${basename(resolve(source.name))}-${fingerprint.slice(0, 16)}.bin`)
         : undefined;
   if (cachePath && existsSync(cachePath)) {
     const cached = decodeImageSet(bytesOf(cachePath), fingerprint);
     if (cached) return cached;
   }
-  o.log?.(`decoding ${files.length} images in ${dir}`);
+  const { count, item, classes } = open();
+  o.log?.(`decoding ${count} images in ${source.name}`);
   let set: ImageSet | undefined;
-  files.forEach(({ path, label }, i) => {
-    let img = decodeImage(bytesOf(path), path);
+  for (let i = 0; i < count; i++) {
+    const { bytes, name, label } = item(i);
+    let img = decodeImage(bytes, name);
     if (!set) {
       const [height, width] = o.size ?? [img.height, img.width];
-      const images = new Uint8Array(files.length * height * width * 3);
-      set = {
-        count: files.length,
-        height,
-        width,
-        channels: 3,
-        images,
-        labels: new Int32Array(files.length),
-        classes,
-      };
+      const images = new Uint8Array(count * height * width * 3);
+      set = { count, height, width, channels: 3, images, labels: new Int32Array(count), classes };
     }
     img = fitImage(img, set.width, set.height);
     set.images.set(img.data, i * img.data.length);
     set.labels[i] = label;
-  });
+  }
   if (cachePath) {
     writeFileAtomic(cachePath, encodeImageSet(set!, fingerprint));
     o.log?.(`cached them in ${cachePath}`);
   }
   return set!;
+}
+
+/**
+ * A folder with one sub-folder of PNG/JPEG files per class; classes are the sorted folder names. Every image is
+ * decoded once into one Uint8Array, and the result is cached (atomically) under a fingerprint of the file
+ * list, sizes and times, so a changed folder is decoded again.
+ */
+export function loadImageFolder(dir: string, o: FolderOptions = {}): ImageSet {
+  const { classes, files, lines } = listImageFolder(dir);
+  const listing = [`size=${o.size?.join('x') ?? 'first'}`, ...lines];
+  const fingerprint = sha256(new TextEncoder().encode(listing.join('\n')));
+  return decodeImages(
+    { name: dir, fingerprint, cacheBeside: join(dir, '.shufflenet-images.bin') },
+    () => ({
+      count: files.length,
+      item: (i) => ({ bytes: bytesOf(files[i]!.path), name: files[i]!.path, label: files[i]!.label }),
+      classes,
+    }),
+    o,
+  );
+}
+
+/** A pack's file name for a split: SPLIT.imgpack, or its parts SPLIT.imgpack.001, .002, ... */
+export const PACK_SUFFIX = '.imgpack';
+const PART_NAME = /\.imgpack\.\d{3,}$/;
+
+/**
+ * The pack of `split` in `dir` (tools/pack-images.ts writes them): DIR/train.imgpack for the training split,
+ * DIR/test.imgpack (else val.imgpack) for the test split, or their parts; undefined when there is none.
+ */
+export function findPack(dir: string, split: Split): string[] | undefined {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) return undefined;
+  const names = readdirSync(dir);
+  for (const stem of split === 'train' ? ['train'] : ['test', 'val']) {
+    const whole = `${stem}${PACK_SUFFIX}`;
+    if (names.includes(whole)) return [join(dir, whole)];
+    const parts = names.filter((n) => n.startsWith(`${whole}.`) && PART_NAME.test(n)).sort();
+    if (parts.length) return parts.map((n) => join(dir, n));
+  }
+  return undefined;
+}
+
+/**
+ * The images of a pack (one file, or all the parts of one), decoded by the same decoder and resizing as an
+ * image folder: the same files give the same ImageSet. Cached like a folder, under a fingerprint of the
+ * files' names, sizes and times. Damaged packs throw a DatasetError naming the file and the problem.
+ */
+export function loadImagePack(paths: readonly string[], o: FolderOptions = {}): ImageSet {
+  if (!paths.length) throw new ConfigError('no image pack files given');
+  const missing = paths.filter((p) => !existsSync(p));
+  if (missing.length) throw new ConfigError(`no such image pack file: ${missing.join(', ')}`);
+  const lines = paths.map((p) => {
+    const st = statSync(p);
+    return `${basename(p)}:${st.size}:${st.mtimeMs}`;
+  });
+  const fingerprint = sha256(
+    new TextEncoder().encode([`pack size=${o.size?.join('x') ?? 'first'}`, ...lines].join('\n')),
+  );
+  const name = paths.length === 1 ? paths[0]! : paths[0]!.replace(/\.\d+$/, '');
+  return decodeImages(
+    { name, fingerprint, cacheBeside: `${name}.decoded.bin` },
+    () => {
+      const bytes =
+        paths.length === 1
+          ? bytesOf(paths[0]!)
+          : joinPackParts(paths.map((p) => ({ name: p, bytes: bytesOf(p) })));
+      const pack = parsePack(bytes, name);
+      return {
+        count: pack.count,
+        item: (i) => ({
+          bytes: pack.image(i),
+          name: `${name}: image ${i} (${pack.files[i]})`,
+          label: pack.labels[i]!,
+        }),
+        classes: pack.classes,
+      };
+    },
+    o,
+  );
 }
 
 export interface LoadedDataset {
@@ -131,8 +230,10 @@ export interface LoadedDataset {
 }
 
 /**
- * `fashion-mnist[:DIR]`, `cifar10:DIR` (the binary release, or train/ and test/ class folders) or
- * `folder:DIR` (class folders, or DIR/train and DIR/test (or val) of them; without a split, both are DIR).
+ * `fashion-mnist[:DIR]`, `cifar10:DIR` (the binary release, train/ and test/ class folders, or image packs) or
+ * `folder:DIR` (class folders, or DIR/train and DIR/test (or val) of them; without a split, both are DIR; or
+ * image packs). Image packs (tools/pack-images.ts): DIR/train.imgpack and DIR/test.imgpack (or val), each
+ * possibly in parts (train.imgpack.001, ...), decoded as the folders they were made from.
  */
 export function loadDataset(spec: string, split: Split, o: FolderOptions = {}): LoadedDataset {
   const colon = spec.indexOf(':');
@@ -144,8 +245,16 @@ export function loadDataset(spec: string, split: Split, o: FolderOptions = {}): 
     return sub ?? d;
   };
   const folder = (d: string, normalize?: Normalize): LoadedDataset => {
-    const set = loadImageFolder(splitDir(d), o);
+    const set = findPack(d, 'train') ? loadPackSplit(d) : loadImageFolder(splitDir(d), o);
     return { kind, set, normalize: normalize ?? channelMeanStd(set) };
+  };
+  const loadPackSplit = (d: string) => {
+    const paths = findPack(d, split);
+    if (!paths)
+      throw new ConfigError(
+        `'${d}' has a train${PACK_SUFFIX} but no test${PACK_SUFFIX} or val${PACK_SUFFIX}`,
+      );
+    return loadImagePack(paths, o);
   };
   if (kind === 'fashion-mnist') {
     return { kind, set: loadFashionMnist(dir || FASHION_MNIST_DIR, split), normalize: FASHION_MNIST_STATS };
@@ -158,4 +267,15 @@ export function loadDataset(spec: string, split: Split, o: FolderOptions = {}): 
   // Statistics of the split itself; evaluation takes the training statistics from the checkpoint instead.
   if (kind === 'folder' && dir) return folder(dir);
   throw new ConfigError(`--dataset '${spec}': expected fashion-mnist[:DIR], cifar10:DIR or folder:DIR`);
+}
+
+/**
+ * Whether `folder:DIR` has a test split of its own (DIR/test or DIR/val folders, or a test or val pack);
+ * without one, training runs without evaluation. Every other dataset has one.
+ */
+export function hasTestSplit(spec: string): boolean {
+  if (!spec.startsWith('folder:')) return true;
+  const dir = spec.slice('folder:'.length);
+  if (findPack(dir, 'train')) return findPack(dir, 'test') !== undefined;
+  return ['test', 'val'].some((s) => existsSync(join(dir, s)) && statSync(join(dir, s)).isDirectory());
 }
