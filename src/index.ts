@@ -110,6 +110,7 @@ export { TrainPlan } from './runtime/train-plan.js';
 export {
   train,
   evaluate,
+  evaluateAsync,
   recalibrateBatchNorm,
   engineTraining,
   referenceTraining,

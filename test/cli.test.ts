@@ -1,15 +1,22 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { FASHION_MNIST_DIR } from '../src/node/datasets.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 /** Runs the real CLI entry point as a user would, through tsx (no build needed). */
 function shufflenet(...args: string[]) {
+  return shufflenetWith({}, ...args);
+}
+
+function shufflenetWith(env: Record<string, string>, ...args: string[]) {
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
     cwd: root,
     encoding: 'utf8',
+    env: { ...process.env, ...env },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -70,5 +77,42 @@ describe('shufflenet CLI', () => {
       assert.equal(r.code, 0);
       assert.match(r.stdout, /Usage: shufflenet/);
     }
+  });
+});
+
+/** Where Dawn (the `webgpu` package) cannot load, the WebGPU runs skip (as in webgpu.test.ts). */
+const dawn = await import('webgpu').then(
+  () => false as const,
+  (e: Error) => `the webgpu package cannot load on ${process.platform}-${process.arch}: ${e.message}`,
+);
+
+describe('shufflenet eval --backend', () => {
+  const noData = !existsSync(FASHION_MNIST_DIR) && `no ${FASHION_MNIST_DIR}`;
+
+  it(
+    'webgpu gives the metrics wasm gives (embedded model, 100 test images)',
+    { skip: dawn || noData },
+    () => {
+      // 64 + 36 images: the last batch is padded to the plan's batch on both backends.
+      const args = ['eval', '--dataset', 'fashion-mnist', '--limit', '100', '--batch-size', '64', '--json'];
+      const wasm = shufflenet(...args);
+      assert.equal(wasm.code, 0, wasm.stderr);
+      // Dawn's OpenGL ES backend on llvmpipe here; SHUFFLENET_WEBGPU_BACKEND=vulkan on a GPU.
+      const env = { SHUFFLENET_WEBGPU_BACKEND: process.env.SHUFFLENET_WEBGPU_BACKEND ?? 'opengles' };
+      const gpu = shufflenetWith(env, ...args, '--backend', 'webgpu');
+      assert.equal(gpu.code, 0, gpu.stderr);
+      type Metrics = { count: number; top1: number; top5: number; loss: number; confusion: number[][] };
+      const [w, g] = [JSON.parse(wasm.stdout), JSON.parse(gpu.stdout)] as [Metrics, Metrics];
+      assert.equal(w.count, 100);
+      assert.ok(w.top1 >= 0.8, `top-1 ${w.top1}`);
+      assert.deepEqual({ ...g, loss: 0 }, { ...w, loss: 0 });
+      assert.ok(Math.abs(g.loss - w.loss) <= 1e-4 * w.loss, `loss: webgpu ${g.loss}, wasm ${w.loss}`);
+    },
+  );
+
+  it('refuses an unknown backend with the choices', () => {
+    const r = shufflenet('eval', '--dataset', 'fashion-mnist', '--backend', 'cuda');
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /Allowed choices are wasm, webgpu, auto/);
   });
 });

@@ -3,7 +3,10 @@ import type { WebGpuEngine } from '../backends/webgpu/engine.js';
 import type { Model } from '../models/model.js';
 import { createNodeEngine } from '../node/engine.js';
 import { createNodeWebGpuEngine } from '../node/webgpu.js';
-import type { Tensor } from '../tensor/tensor.js';
+import type { Graph } from '../graph/graph.js';
+import type { PlanOptions } from '../runtime/plan.js';
+import { Tensor } from '../tensor/tensor.js';
+import { referenceInfer, type AsyncInfer } from '../train/trainer.js';
 
 /** Where inference runs: WASM SIMD, WebGPU, or WebGPU when an adapter exists and WASM otherwise. */
 export type BackendChoice = 'wasm' | 'webgpu' | 'auto';
@@ -53,4 +56,46 @@ export async function openInference(
       gpu?.destroy();
     },
   };
+}
+
+/** What compiles a model into a plan: the WASM engine (runs return a view of its arena) or WebGPU (promises). */
+export interface PlanCompiler {
+  compile(
+    model: { graph: Graph; weights: ReadonlyMap<string, Tensor> },
+    options: PlanOptions,
+  ): { run(input: Float32Array): Float32Array | Promise<Float32Array>; dispose(): void };
+}
+
+/**
+ * Evaluation on an engine's fused plan: one plan per evaluation for `batch` images, the last batch padded
+ * with zeros to that size (its padding rows are dropped from the logits).
+ */
+export function planInfer(engine: PlanCompiler): AsyncInfer {
+  return (graph, weights, batch) => {
+    const [c, h, w] = [graph.inputChannels, ...graph.inputSize] as [number, number, number];
+    const plan = engine.compile({ graph, weights }, { batch, height: h, width: w });
+    const full = new Float32Array(batch * c * h * w);
+    const logits = (n: number, out: Float32Array) => {
+      const k = out.length / batch;
+      return new Tensor([n, k], out.slice(0, n * k));
+    };
+    return {
+      run(input) {
+        const n = input.shape[0]!;
+        full.fill(0).set(input.data);
+        const out = plan.run(full);
+        return out instanceof Promise ? out.then((o) => logits(n, o)) : logits(n, out);
+      },
+      dispose: () => plan.dispose(),
+    };
+  };
+}
+
+/** Evaluation on a WASM engine of `threads` threads, or the reference kernels where WASM SIMD is missing. */
+export async function wasmInfer(threads: number): Promise<AsyncInfer> {
+  try {
+    return planInfer(await createNodeEngine({ threads }));
+  } catch {
+    return referenceInfer;
+  }
 }

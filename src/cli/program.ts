@@ -9,6 +9,7 @@ import { loadImage } from '../node/image.js';
 import { integer, parseSize, positiveInt } from './args.js';
 import { backendOption, openInference, type BackendChoice } from './backend.js';
 import { addBenchCommand } from './bench.js';
+import { addEvalCommand } from './eval.js';
 import { loadCliModel } from './load.js';
 import { addOnnxCommands } from './onnx.js';
 import { addTrainCommands } from './train.js';
@@ -112,6 +113,7 @@ export function cli(): Command {
   addBenchCommand(program);
   addOnnxCommands(program);
   addTrainCommands(program);
+  addEvalCommand(program);
 
   program
     .command('classify')

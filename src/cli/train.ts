@@ -1,39 +1,33 @@
-/** `shufflenet train` and `shufflenet eval`. */
+/** `shufflenet train` (`shufflenet eval`: eval.ts). */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { webgpuTraining } from '../backends/webgpu/train-plan.js';
-import { makeBatch, Rng, streamSeed, type AugmentOptions, type Normalize } from '../data/augment.js';
+import { makeBatch, Rng, streamSeed, type AugmentOptions } from '../data/augment.js';
 import { sampleSet, type ImageSet } from '../data/datasets.js';
 import { ConfigError } from '../errors.js';
-import { exportSafetensors, readCheckpoint } from '../io/checkpoint.js';
-import { modelFromCheckpoint } from '../models/load.js';
+import { exportSafetensors } from '../io/checkpoint.js';
 import { buildPreset, presetFamily, type ModelOptions } from '../models/registry.js';
 import { initWeights } from '../nn/init.js';
-import { loadDataset, type FolderOptions, type LoadedDataset, type Split } from '../node/datasets.js';
+import { hasTestSplit, loadDataset, type FolderOptions, type LoadedDataset } from '../node/datasets.js';
 import { createNodeEngine } from '../node/engine.js';
 import { writeFileAtomic } from '../node/files.js';
-import { defaultModelPath, shufflenetHome } from '../node/weights.js';
-import type { Engine } from '../runtime/engine.js';
-import { Tensor } from '../tensor/tensor.js';
+import { shufflenetHome } from '../node/weights.js';
 import { adamw, lrSchedule, sgd, type ScheduleKind } from '../train/optim.js';
 import { smooth, thin, trainingCurveSvg, type CurvePoint } from '../train/plot.js';
 import {
-  evaluate,
+  evaluateAsync,
   MODEL_FILE,
   readState,
   recalibrateBatchNorm,
   engineTraining,
-  referenceInfer,
   referenceTraining,
   train,
   type CheckpointStore,
-  type EvalResult,
-  type Infer,
 } from '../train/trainer.js';
 import { integer, positiveInt } from './args.js';
-import { openWebGpu } from './backend.js';
+import { openWebGpu, planInfer, wasmInfer } from './backend.js';
 
 /** A folder as a CheckpointStore; every write is atomic (temporary file + rename). */
 export function dirStore(dir: string): CheckpointStore {
@@ -78,30 +72,6 @@ export function defaultAugment(data: LoadedDataset): AugmentOptions {
     flip: true,
     colorJitter: { brightness: 0.4, contrast: 0.4, saturation: 0.4 },
   };
-}
-
-/** Evaluation on the fast WASM engine: one plan per evaluation, the last batch padded to the plan's size. */
-async function engineInfer(shared?: Engine): Promise<Infer> {
-  try {
-    const engine = shared ?? (await createNodeEngine({ threads: 1 }));
-    return (graph, weights, batch) => {
-      const [, c, h, w] = [0, graph.inputChannels, ...graph.inputSize];
-      const plan = engine.compile({ graph, weights }, { batch, height: h, width: w });
-      const full = new Float32Array(batch * c! * h! * w!);
-      return {
-        run(input) {
-          const n = input.shape[0]!;
-          full.fill(0).set(input.data);
-          const out = plan.run(full);
-          const k = out.length / batch;
-          return new Tensor([n, k], out.slice(0, n * k));
-        },
-        dispose: () => plan.dispose(),
-      };
-    };
-  } catch {
-    return referenceInfer;
-  }
 }
 
 interface TrainFlags {
@@ -214,19 +184,6 @@ export function writePlot(out: string, title: string): void {
   );
 }
 
-function printEval(r: EvalResult, classes: readonly string[]): void {
-  console.log(
-    `top-1 ${(r.top1 * 100).toFixed(2)}%  top-5 ${(r.top5 * 100).toFixed(2)}%  loss ${r.loss.toFixed(4)}  (${r.count} images)`,
-  );
-  const width = Math.max(5, ...r.confusion.flat().map((v) => String(v).length + 1));
-  const nameW = Math.max(...classes.map((c) => c.length));
-  console.log(`\nconfusion matrix (rows: true class, columns: predicted)`);
-  console.log(`${''.padEnd(nameW)} ${classes.map((_, i) => String(i).padStart(width)).join('')}`);
-  r.confusion.forEach((row, i) =>
-    console.log(`${classes[i]!.padEnd(nameW)} ${row.map((v) => String(v).padStart(width)).join('')}`),
-  );
-}
-
 async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
   const store = dirStore(o.out);
   const saved = existsSync(join(o.out, 'state.json')) ? readState(store) : undefined;
@@ -303,6 +260,8 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
   const wasm = o.backend === 'wasm' || (o.backend === 'auto' && !gpu);
   const engine = wasm ? await createNodeEngine({ threads: o.threads }) : undefined;
   const backend = gpu ? webgpuTraining(gpu) : engine ? engineTraining(engine) : referenceTraining;
+  const compiler = gpu ?? engine;
+  const infer = compiler ? planInfer(compiler) : await wasmInfer(1);
   console.error(`backend: ${backend.name}`);
   const tty = process.stderr.isTTY;
   const began = performance.now();
@@ -327,7 +286,8 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
       metadata,
       options: Object.fromEntries(RUN_OPTIONS.map((k) => [k, o[k]])),
       backend,
-      infer: await engineInfer(engine),
+      // Evaluations run where training does (the reference trainer's on one WASM thread).
+      infer,
       stopRequested: () => stop,
       onStep(m) {
         firstStep ??= m.step - 1;
@@ -374,7 +334,7 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
       );
       console.error(`re-estimated the BN statistics on ${o.bnRecalibrate} batches`);
       if (testSet) {
-        const r = evaluate(graph, weights, testSet, data.normalize, { infer: await engineInfer(engine) });
+        const r = await evaluateAsync(graph, weights, testSet, data.normalize, { infer });
         console.error(
           `after recalibration: test top-1 ${(r.top1 * 100).toFixed(2)}%  top-5 ${(r.top5 * 100).toFixed(2)}%`,
         );
@@ -390,8 +350,7 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
 
 /** The test split, where the dataset has one (a folder without train/ and test/ has none). */
 function loadTestSet(spec: string, folder: FolderOptions, train: LoadedDataset): ImageSet | undefined {
-  if (spec.startsWith('folder:') && !['test', 'val'].some((s) => existsSync(join(spec.slice(7), s))))
-    return undefined;
+  if (!hasTestSplit(spec)) return undefined;
   const test = loadDataset(spec, 'test', folder).set;
   if (
     test.height !== train.set.height ||
@@ -403,47 +362,11 @@ function loadTestSet(spec: string, folder: FolderOptions, train: LoadedDataset):
   return test;
 }
 
-interface EvalFlags {
-  dataset: string;
-  weights?: string;
-  arch?: string;
-  json?: boolean;
-  limit?: number;
-  batchSize: number;
-  cacheDir?: string;
-  cache: boolean;
-}
-
-async function runEval(o: EvalFlags): Promise<void> {
-  const split: Split =
-    o.dataset.startsWith('folder:') && !['test', 'val'].some((s) => existsSync(join(o.dataset.slice(7), s)))
-      ? 'train'
-      : 'test';
-  const data = loadDataset(o.dataset, split, folderOptions(o));
-  const set = o.limit ? sampleSet(data.set, o.limit, streamSeed(0, 5)) : data.set;
-  const file = o.weights ?? defaultModelPath();
-  const ckpt = readCheckpoint(new Uint8Array(readFileSync(file)), file);
-  const meta = ckpt.metadata;
-  const arch = o.arch ?? meta.arch;
-  if (!arch) throw new ConfigError(`${file}: no arch in its metadata; pass --arch NAME`);
-  // Without recorded options (a checkpoint from elsewhere), the model's channels and classes follow the data.
-  const { model } = modelFromCheckpoint(ckpt, file, {
-    arch,
-    options: meta.model_options ? undefined : modelOptionsFor(arch, set),
-  });
-  const { graph, weights } = model;
-  // The training run's normalisation, when the file says it.
-  const pre = meta.preprocessing ? (JSON.parse(meta.preprocessing) as Normalize) : data.normalize;
-  const r = evaluate(graph, weights, set, pre, { infer: await engineInfer(), batchSize: o.batchSize });
-  const classes = meta.classes ? (JSON.parse(meta.classes) as string[]) : set.classes;
-  if (o.json) console.log(JSON.stringify({ ...r, classes }));
-  else printEval(r, classes);
-}
-
 const datasetHelp =
-  'fashion-mnist[:DIR], cifar10:DIR (binary batches or train/test class folders), folder:DIR';
+  'fashion-mnist[:DIR], cifar10:DIR (binary batches, train/test class folders, or train/test.imgpack from ' +
+  'tools/pack-images.ts), folder:DIR';
 
-/** `shufflenet train` and `shufflenet eval`. */
+/** `shufflenet train`. */
 export function addTrainCommands(program: Command): Command {
   program
     .command('train')
@@ -531,20 +454,5 @@ export function addTrainCommands(program: Command): Command {
     )
     .action((o: TrainFlags, cmd: Command) => runTrain(o, cmd));
 
-  program
-    .command('eval')
-    .description('top-1, top-5 and the confusion matrix of trained weights on a test set')
-    .requiredOption('--dataset <spec>', datasetHelp)
-    .option(
-      '--weights <file>',
-      'a .safetensors written by `shufflenet train` (or any checkpoint with --arch; default: the embedded Fashion-MNIST model)',
-    )
-    .option('--arch <name>', "model preset (default: the file's metadata)")
-    .option('--batch-size <n>', 'images per forward pass', positiveInt('--batch-size'), 100)
-    .option('--limit <n>', 'only N test images (a fixed random subset)', positiveInt('--limit'))
-    .option('--cache-dir <dir>', 'where decoded image folders are cached')
-    .option('--no-cache', 'do not cache decoded image folders')
-    .option('--json', 'one JSON object: top1, top5, loss, count, confusion, classes')
-    .action((o: EvalFlags) => runEval(o));
   return program;
 }

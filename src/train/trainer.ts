@@ -193,7 +193,8 @@ export interface TrainConfig {
   /** Kept in state.json. */
   options?: unknown;
   backend?: TrainBackend;
-  infer?: Infer;
+  /** The inference the evaluations run on (it may be asynchronous: WebGPU); default: the reference. */
+  infer?: AsyncInfer;
   evalBatchSize?: number;
   onStep?(m: StepMetrics): void;
   onEval?(r: EvalResult, at: { epoch: number; step: number }): void;
@@ -301,7 +302,10 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
     if ((epochEnd && cfg.test) || saving) await backend.sync?.(graph, weights, optimizer);
     if (epochEnd && cfg.test) {
       const infer = cfg.infer ?? referenceInfer;
-      lastEval = evaluate(graph, weights, cfg.test, cfg.normalize, { infer, batchSize: cfg.evalBatchSize });
+      lastEval = await evaluateAsync(graph, weights, cfg.test, cfg.normalize, {
+        infer,
+        batchSize: cfg.evalBatchSize,
+      });
       cfg.onEval?.(lastEval, { epoch, step });
     }
     if (saving) save();
