@@ -1,4 +1,5 @@
-// The browser demo: the package's engine, preprocessing and loaders on images and checkpoints opened here.
+// The browser demo: the package's engines (WASM SIMD, or WebGPU where the browser has an adapter),
+// preprocessing and loaders on images and checkpoints opened here.
 import fashionModelUrl from '../assets/fashion-mnist/model.safetensors?url';
 import {
   createBrowserEngine,
@@ -11,11 +12,12 @@ import {
   complexity,
   loadModelBytes,
   preprocess,
+  requestWebGpuEngine,
   topK,
   type LoadedFile,
-  type Plan,
   type Prediction,
   type RgbImage,
+  type WebGpuEngine,
 } from '../src/index.js';
 
 const samples = import.meta.glob<string>('../assets/fashion-mnist/samples/*.png', {
@@ -24,8 +26,16 @@ const samples = import.meta.glob<string>('../assets/fashion-mnist/samples/*.png'
   eager: true,
 });
 
+/** Where the model runs: the WASM SIMD kernels or WebGPU. */
+export type Backend = 'wasm' | 'webgpu';
+
 /** What the page did last, on `window.demo` for tests and the curious. */
 export interface DemoState {
+  /** The backend that runs the model now (WebGPU only once its device is up). */
+  backend: Backend;
+  /** Whether this browser gives a WebGPU adapter (its name), or why not (also after WebGPU failed). */
+  webgpu?: { available: boolean; adapter?: string; reason?: string };
+  /** The WASM engine. */
   engine?: {
     backend: string;
     relaxed: boolean;
@@ -37,6 +47,9 @@ export interface DemoState {
   result?: {
     image: string;
     model: string;
+    /** The backend that computed these logits; `adapter`: the WebGPU adapter's name. */
+    backend: Backend;
+    adapter?: string;
     top: Prediction[];
     logits: number[];
     /** The preprocessed input the plan ran on. */
@@ -57,7 +70,7 @@ declare global {
   }
 }
 
-const state: DemoState = { done: 0 };
+const state: DemoState = { backend: 'wasm', done: 0 };
 window.demo = state;
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -65,9 +78,28 @@ const errorBox = $<HTMLDivElement>('error');
 const preview = $<HTMLCanvasElement>('preview');
 const video = $<HTMLVideoElement>('video');
 const webcamButton = $<HTMLButtonElement>('webcam');
+const backendSelect = $<HTMLSelectElement>('backend-select');
+const webgpuOption = backendSelect.querySelector<HTMLOptionElement>('option[value=webgpu]')!;
+const webgpuStatus = $('webgpu-status');
+
+/** A compiled model on either backend: WASM runs return a view of its arena, WebGPU runs a promise. */
+interface AnyPlan {
+  readonly inputShape: readonly number[];
+  run(input: Float32Array): Float32Array | Promise<Float32Array>;
+  dispose(): void;
+}
 
 let engine: BrowserEngine | undefined;
-let model: { file: LoadedFile; name: string; plan?: Plan } | undefined;
+/** The WebGPU engine, once WebGPU was chosen and its device came up. */
+let gpu: WebGpuEngine | undefined;
+/** The model, and its plan for the last input size on the backend that compiled it. */
+interface PageModel {
+  file: LoadedFile;
+  name: string;
+  plan?: AnyPlan;
+  planBackend?: Backend;
+}
+let model: PageModel | undefined;
 let image: { name: string; rgb: RgbImage } | undefined;
 
 /** One operation at a time: model loads, classifications and webcam frames queue up. */
@@ -107,7 +139,9 @@ async function start(): Promise<void> {
     const message = (e as Error).message;
     $('backend').textContent = 'No engine';
     for (const b of Array.from(
-      document.querySelectorAll<HTMLButtonElement | HTMLInputElement>('button, input'),
+      document.querySelectorAll<HTMLButtonElement | HTMLInputElement | HTMLSelectElement>(
+        'button, input, select',
+      ),
     ))
       b.disabled = true;
     throw new Error(
@@ -118,12 +152,104 @@ async function start(): Promise<void> {
   }
   const { engine: en, relaxed, threads: used, crossOriginIsolated, notes } = engine;
   state.engine = { backend: en.backend, relaxed, threads: used, crossOriginIsolated, notes };
-  const backend = $('backend');
-  backend.textContent =
-    `WebAssembly ${relaxed ? 'relaxed SIMD' : 'SIMD'}, ${used} thread${used > 1 ? 's' : ''}` +
-    (crossOriginIsolated ? ' (cross-origin isolated)' : '');
-  for (const n of notes) backend.append(el('span', n, 'note'));
+  showBackend();
+  await probeWebGpu();
+  backendSelect.disabled = false;
+  // ?backend=webgpu starts on WebGPU where there is an adapter.
+  if (new URLSearchParams(location.search).get('backend') === 'webgpu' && state.webgpu?.available)
+    await useBackend('webgpu');
   await useModel(await fetchBytes(fashionModelUrl), 'model.safetensors', 'Fashion-MNIST (built in)');
+}
+
+/** The line under the title: which engine runs the model, and how. */
+function showBackend(): void {
+  const line = $('backend');
+  if (state.backend === 'webgpu' && gpu) {
+    line.textContent = `WebGPU on ${gpu.adapter}`;
+    return;
+  }
+  const { relaxed, threads, crossOriginIsolated, notes } = state.engine!;
+  line.textContent =
+    `WebAssembly ${relaxed ? 'relaxed SIMD' : 'SIMD'}, ${threads} thread${threads > 1 ? 's' : ''}` +
+    (crossOriginIsolated ? ' (cross-origin isolated)' : '');
+  for (const n of notes) line.append(el('span', n, 'note'));
+}
+
+/** The adapter's name, as the engine gives it ("vendor, architecture, device, description"). */
+function adapterName(adapter: GPUAdapter): string {
+  const info = (adapter as { info?: GPUAdapterInfo }).info;
+  const parts = info ? [info.vendor, info.architecture, info.device, info.description] : [];
+  return parts.filter((s) => s).join(', ') || 'unknown adapter';
+}
+
+/** Asks the browser for a WebGPU adapter (not yet a device) and offers WebGPU, or says why it cannot. */
+async function probeWebGpu(): Promise<void> {
+  const api = (navigator as { gpu?: GPU }).gpu;
+  if (!api) {
+    return webgpuUnavailable(
+      isSecureContext
+        ? 'this browser has no WebGPU (navigator.gpu)'
+        : 'WebGPU needs a secure context (https or localhost)',
+    );
+  }
+  try {
+    const timeout = new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error('no answer in 10 s')), 10_000),
+    );
+    const adapter = await Promise.race([
+      api.requestAdapter({ powerPreference: 'high-performance' }),
+      timeout,
+    ]);
+    if (!adapter)
+      return webgpuUnavailable('the browser gives no WebGPU adapter (no usable GPU, or WebGPU is off)');
+    const name = adapterName(adapter);
+    state.webgpu = { available: true, adapter: name };
+    webgpuOption.disabled = false;
+    webgpuOption.textContent = `WebGPU (${name})`;
+    webgpuStatus.textContent = '';
+  } catch (e) {
+    webgpuUnavailable(`requesting a WebGPU adapter failed: ${(e as Error).message}`);
+  }
+}
+
+function webgpuUnavailable(reason: string): void {
+  state.webgpu = { available: false, reason };
+  webgpuOption.disabled = true;
+  webgpuOption.textContent = 'WebGPU (unavailable)';
+  webgpuStatus.textContent = `WebGPU unavailable: ${reason}.`;
+}
+
+/**
+ * Runs the model on `backend` from now on (WebGPU: its device is requested the first time), and
+ * classifies the image on the page again. Where WebGPU gives no device, it stays on WASM and says why.
+ */
+async function useBackend(backend: Backend): Promise<void> {
+  if (backend === 'webgpu' && !gpu) {
+    try {
+      gpu = await requestWebGpuEngine((navigator as { gpu?: GPU }).gpu!);
+    } catch (e) {
+      return fallBackToWasm(`no WebGPU device: ${(e as Error).message}`);
+    }
+  }
+  state.backend = backend;
+  backendSelect.value = backend;
+  showBackend();
+  if (model && image) await classify(image.rgb, image.name);
+}
+
+/** After WebGPU failed: back on WASM (the image classified there again), WebGPU off, with the reason shown. */
+async function fallBackToWasm(why: string): Promise<void> {
+  if (model?.planBackend === 'webgpu') {
+    model.plan?.dispose();
+    model.plan = undefined;
+  }
+  gpu?.destroy();
+  gpu = undefined;
+  webgpuUnavailable(`${why}; running on WebAssembly`);
+  state.backend = 'wasm';
+  backendSelect.value = 'wasm';
+  showBackend();
+  if (model && image) await classify(image.rgb, image.name);
 }
 
 async function fetchBytes(url: string): Promise<Uint8Array<ArrayBuffer>> {
@@ -165,23 +291,52 @@ async function useModel(bytes: Uint8Array<ArrayBuffer>, file: string, name: stri
   if (image) await classify(image.rgb, image.name);
 }
 
-/** Preprocesses as the CLI does, runs the fused plan and shows the top 5. */
+/** Preprocesses as the CLI does, runs the fused plan on the chosen backend and shows the top 5. */
 async function classify(rgb: RgbImage, name: string): Promise<void> {
   if (!engine || !model) throw new Error('the engine or the model is not ready yet');
   image = { name, rgb };
   drawPreview(rgb);
-  const { file } = model;
+  if (state.backend === 'webgpu' && gpu) {
+    try {
+      return await infer(model, rgb, name, gpu);
+    } catch (e) {
+      // A lost device, a kernel the adapter rejects, ...: the same image on WASM.
+      return fallBackToWasm(`WebGPU failed: ${(e as Error).message}`);
+    }
+  }
+  await infer(model, rgb, name, engine);
+}
+
+/** Runs `m` on the WebGPU engine or the WASM one, and shows the result. */
+async function infer(
+  m: PageModel,
+  rgb: RgbImage,
+  name: string,
+  on: WebGpuEngine | BrowserEngine,
+): Promise<void> {
+  const { file } = m;
+  const webgpu = 'adapter' in on;
+  const backend: Backend = webgpu ? 'webgpu' : 'wasm';
   const input = preprocess(rgb, file.preprocess);
   const [, , h, w] = input.shape as [number, number, number, number];
-  let plan = model.plan;
-  if (!plan || plan.inputShape[2] !== h || plan.inputShape[3] !== w) {
+  let plan = m.plan;
+  if (!plan || m.planBackend !== backend || plan.inputShape[2] !== h || plan.inputShape[3] !== w) {
     plan?.dispose();
-    plan = model.plan = engine.engine.compile(file.model, { height: h, width: w });
-    // Warm up: the first run touches fresh memory, and V8 starts the kernels in its baseline compiler
-    // (Liftoff) and tiers them up to optimized code only after they have run a while.
-    for (let i = 0; i < 20; i++) plan.run(input.data);
+    m.plan = undefined;
+    if (webgpu) {
+      plan = on.compile(file.model, { height: h, width: w });
+      // The first runs compile the WGSL pipelines and upload the weights.
+      for (let i = 0; i < 2; i++) await plan.run(input.data);
+    } else {
+      plan = on.engine.compile(file.model, { height: h, width: w });
+      // Warm up: the first run touches fresh memory, and V8 starts the kernels in its baseline compiler
+      // (Liftoff) and tiers them up to optimized code only after they have run a while.
+      for (let i = 0; i < 20; i++) void plan.run(input.data);
+    }
+    m.plan = plan;
+    m.planBackend = backend;
   }
-  const pool = engine.engine.parallel as { forks?: number } | undefined;
+  const pool = webgpu ? undefined : (on.engine.parallel as { forks?: number } | undefined);
   const forks0 = pool?.forks ?? 0;
   // The median of a few runs of a still image: one run's time is noisy (each takes milliseconds).
   const runs = name === 'webcam' ? 1 : 5;
@@ -189,7 +344,7 @@ async function classify(rgb: RgbImage, name: string): Promise<void> {
   let out: Float32Array = new Float32Array(0);
   for (let i = 0; i < runs; i++) {
     const t0 = performance.now();
-    out = plan.run(input.data);
+    out = await plan.run(input.data);
     times.push(performance.now() - t0);
   }
   const ms = times.sort((a, b) => a - b)[runs >> 1]!;
@@ -198,6 +353,8 @@ async function classify(rgb: RgbImage, name: string): Promise<void> {
   state.result = {
     image: name,
     model: file.model.name,
+    backend,
+    ...(webgpu ? { adapter: on.adapter } : {}),
     top,
     logits,
     input: input.data,
@@ -215,10 +372,9 @@ async function classify(rgb: RgbImage, name: string): Promise<void> {
       return li;
     }),
   );
-  const threads = engine.threads;
   $('timing').textContent =
     `${ms.toFixed(1)} ms an inference (batch 1, ${h}x${w}${runs > 1 ? `, median of ${runs}` : ''}) on ` +
-    `${threads} thread${threads > 1 ? 's' : ''}` +
+    (webgpu ? `WebGPU (${on.adapter})` : `${on.threads} thread${on.threads > 1 ? 's' : ''}`) +
     `, ${state.model!.mflops.toFixed(1)} MFLOPs`;
 }
 
@@ -313,6 +469,10 @@ function setUpInputs(): void {
     const f = modelInput.files?.[0];
     if (f) void enqueue(() => openFile(f));
     modelInput.value = '';
+  });
+  backendSelect.addEventListener('change', () => {
+    const choice = backendSelect.value as Backend;
+    void enqueue(() => useBackend(choice));
   });
   $('use-fashion').addEventListener('click', () =>
     enqueue(async () =>

@@ -8,7 +8,15 @@ import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { exportOnnx, modelIO, preprocess, topK, type Engine, type Model } from '../src/index.js';
 import { createNodeEngine, loadImage, loadModel, ThreadPool } from '../src/node/index.js';
-import { act, chromiumMissing, launchChromium, serveDemo, snapshot, type Snapshot } from './helpers/demo.js';
+import {
+  act,
+  chromiumMissing,
+  launchChromium,
+  serveDemo,
+  snapshot,
+  WEBGPU_FLAGS,
+  type Snapshot,
+} from './helpers/demo.js';
 
 const fashion = fileURLToPath(new URL('../assets/fashion-mnist/', import.meta.url));
 const weightsDir = fileURLToPath(new URL('../../shared/weights', import.meta.url));
@@ -75,6 +83,16 @@ describe('the browser demo in headless Chromium', { skip: chromiumMissing }, () 
     assert.deepEqual(s.engine?.notes, []);
     assert.equal(s.model?.file, 'model.safetensors');
     assert.match((await page.textContent('#backend')) ?? '', /2 threads \(cross-origin isolated\)/);
+    // Launched without --enable-unsafe-webgpu, this Chromium gives no adapter: WebGPU is offered disabled.
+    assert.equal(s.backend, 'wasm');
+    assert.equal(s.webgpu?.available, false);
+    assert.match(s.webgpu?.reason ?? '', /no WebGPU adapter/);
+    assert.equal(await page.isDisabled('#backend-select option[value=webgpu]'), true);
+    assert.equal(await page.isDisabled('#backend-select'), false);
+    assert.match(
+      (await page.textContent('#webgpu-status')) ?? '',
+      /^WebGPU unavailable: .*no WebGPU adapter/,
+    );
   });
 
   it('classifies a shipped sample as the Node engine does (logits within 1e-5)', async (t) => {
@@ -82,6 +100,7 @@ describe('the browser demo in headless Chromium', { skip: chromiumMissing }, () 
     assert.equal(s.error, undefined);
     const r = s.result!;
     assert.equal(r.image, 'sneaker.png');
+    assert.equal(r.backend, 'wasm');
     const { model, checkpoint } = await loadModel(join(fashion, 'model.safetensors'));
     const io = modelIO(undefined, checkpoint.metadata, 'model.safetensors');
     // The browser's PNG decoder and canvas give the pixels Node's decoder does.
@@ -195,6 +214,84 @@ describe('the browser demo in headless Chromium', { skip: chromiumMissing }, () 
     await old.close();
     assert.match(s.error ?? '', /^This browser cannot run the demo: .*does not run WebAssembly SIMD/);
     assert.equal(shown, s.error);
+  });
+
+  // Its own Chromium (SwiftShader's WebGPU is slow and has crashed in some orderings of operations), on the
+  // same server; the page's WASM engine on one thread.
+  describe('WebGPU (SwiftShader, in a browser of its own)', () => {
+    let gpuBrowser: Browser;
+    const gpuErrors: string[] = [];
+    before(async () => {
+      gpuBrowser = await launchChromium(WEBGPU_FLAGS);
+    });
+    after(() => gpuBrowser?.close());
+
+    async function open(init?: () => void): Promise<Page> {
+      const p = await gpuBrowser.newPage();
+      p.on('pageerror', (e) => gpuErrors.push(e.message));
+      if (init) await p.addInitScript(init);
+      await p.goto(`${server.url}?threads=1`);
+      await p.waitForFunction(() => window.demo?.done >= 1);
+      return p;
+    }
+
+    it('classifies the sneaker through WebGPU with the WASM logits (within 1e-4)', async (t) => {
+      const p = await open();
+      try {
+        let s = await snapshot(p);
+        assert.equal(s.webgpu?.available, true, `no WebGPU adapter: ${s.webgpu?.reason}`);
+        assert.match(s.webgpu?.adapter ?? '', /swiftshader/);
+        assert.equal(await p.isDisabled('#backend-select option[value=webgpu]'), false);
+        const wasm = (await act(p, () => p.click('[data-sample=sneaker]'))).result!;
+        assert.equal(wasm.backend, 'wasm');
+        // Choosing WebGPU classifies the image on the page again.
+        s = await act(p, () => p.selectOption('#backend-select', 'webgpu'));
+        assert.equal(s.error, undefined);
+        assert.equal(s.backend, 'webgpu');
+        const r = s.result!;
+        assert.equal(r.backend, 'webgpu');
+        assert.equal(r.image, 'sneaker.png');
+        assert.match(r.adapter ?? '', /swiftshader/);
+        assert.deepEqual(r.input, wasm.input);
+        const diff = maxAbsDiff(r.logits, wasm.logits);
+        t.diagnostic(`WebGPU (${r.adapter}) vs WASM logits: max |diff| ${diff}, ${r.ms.toFixed(1)} ms a run`);
+        assert.ok(diff <= 1e-4, `WebGPU vs WASM logits: max |diff| ${diff}`);
+        assert.equal(r.top[0]?.label, 'Sneaker');
+        assert.match((await p.textContent('#backend')) ?? '', /^WebGPU on .*swiftshader/);
+        assert.match((await p.textContent('#timing')) ?? '', /on WebGPU \(.*swiftshader.*\)/);
+        // And back: WASM gives its own logits again.
+        s = await act(p, () => p.selectOption('#backend-select', 'wasm'));
+        assert.equal(s.result?.backend, 'wasm');
+        assert.deepEqual(s.result?.logits, wasm.logits);
+      } finally {
+        await p.close();
+      }
+      assert.deepEqual(gpuErrors, []);
+    });
+
+    it('falls back to WASM and says why when WebGPU gives no device', async () => {
+      const p = await open(() => {
+        GPUAdapter.prototype.requestDevice = () => Promise.reject(new Error('test: no device today'));
+      });
+      try {
+        await act(p, () => p.click('[data-sample=sneaker]'));
+        const s = await act(p, () => p.selectOption('#backend-select', 'webgpu'));
+        assert.equal(s.error, undefined);
+        assert.equal(s.backend, 'wasm');
+        assert.equal(s.result?.backend, 'wasm');
+        assert.equal(s.webgpu?.available, false);
+        assert.match(
+          s.webgpu?.reason ?? '',
+          /no WebGPU device: test: no device today; running on WebAssembly/,
+        );
+        assert.equal(await p.inputValue('#backend-select'), 'wasm');
+        assert.equal(await p.isDisabled('#backend-select option[value=webgpu]'), true);
+        assert.match((await p.textContent('#webgpu-status')) ?? '', /^WebGPU unavailable: no WebGPU device/);
+        assert.match((await p.textContent('#backend')) ?? '', /^WebAssembly/);
+      } finally {
+        await p.close();
+      }
+    });
   });
 
   it('takes a screenshot, with no page errors', async (t) => {

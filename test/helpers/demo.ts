@@ -26,8 +26,17 @@ export async function serveDemo(outDir: string): Promise<{ url: string; close: (
   return { url, close: () => server.close() };
 }
 
-/** Headless Chromium with the flags this machine needs (ENGINEERING.md); Playwright gives it a fresh profile. */
-export function launchChromium(): Promise<Browser> {
+/**
+ * WebGPU in headless Chromium without a GPU: SwiftShader's Vulkan (in Debian's chromium), a fallback adapter
+ * that Chromium offers only with --enable-unsafe-webgpu. Without these flags `requestAdapter()` gives null.
+ */
+export const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'];
+
+/**
+ * Headless Chromium with the flags this machine needs (ENGINEERING.md) and `extra` ones; Playwright gives it
+ * a fresh profile.
+ */
+export function launchChromium(extra: string[] = []): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -39,6 +48,7 @@ export function launchChromium(): Promise<Browser> {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...extra,
     ],
   });
 }
