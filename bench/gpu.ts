@@ -1,0 +1,462 @@
+/**
+ * The GPU benchmark (issue 8): ShuffleNet v1 on this project's WebGPU engine (inference plans and the
+ * training plan) next to PyTorch on CUDA (tools/torch_gpu_bench.py) on the same model, weights and batch, in
+ * one run; prints a markdown section for BENCHMARKS.md. Sizes are arguments, so that it also runs on a
+ * software adapter with tiny shapes (a smoke test; no speed claims there). See USAGE.
+ *
+ * On the GPU machine it runs from a bundle (no tsx, no node_modules there): `node scripts/build-device.mjs`
+ * writes dist/device/bench-gpu.js; scripts/device-gpu.sh's `bench` phase runs it.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { WebGpuEngine } from '../src/backends/webgpu/engine.js';
+import { execute } from '../src/graph/execute.js';
+import { shufflenetWidths } from '../src/models/shufflenet.js';
+import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
+import { writeFileAtomic } from '../src/node/files.js';
+import { seededRandom, Tensor } from '../src/tensor/tensor.js';
+import { sgd } from '../src/train/optim.js';
+import { summarize, type Stats } from './harness.js';
+import { benchModel, relativeDiff } from './models.js';
+
+const USAGE = `node dist/device/bench-gpu.js [options]     (here: npx tsx bench/gpu.ts [options])
+  --arch NAME            ShuffleNet v1 preset (default shufflenet_v1_g3_1.0x)
+  --size N               input N x N (default 224)
+  --classes N            classes (default 1000)
+  --small-input          the small-input stem (3x3 stride 1, no max pool), as training on CIFAR-10 uses
+  --infer-batches A,B    inference batches (default 1,256; empty: none)
+  --train-batches A,B    training batches (default 256; empty: none)
+  --warmup N             untimed runs first (default 3)
+  --iterations N         timed runs at most (default 30), fewer when --budget-ms runs out (at least 5)
+  --budget-ms N          timed work per row on our side (default 20000)
+  --no-check             skip the batch-1 check against the reference kernels (CPU) and PyTorch
+  --python PATH          PyTorch's interpreter (default python3); --no-torch leaves PyTorch out
+  --torch-device D       auto | cuda | cpu (default auto: CUDA when there is one)
+  --torch-threads N      PyTorch's CPU threads (CPU only; default torch's)
+  --host-io              also time PyTorch with the input and logits on the host (as our plans run)
+  --tf32                 PyTorch with TF32 convolutions and matmuls (default: strict fp32, as ours)
+  --out FILE             also write the markdown section to FILE
+  --json FILE            also write every result as JSON to FILE (rewritten after each row)
+The WebGPU backend: $SHUFFLENET_WEBGPU_BACKEND (vulkan on the GPU machine; opengles on llvmpipe), else
+the native one, then opengles.`;
+
+const TOLERANCE = 1e-3;
+const LR = 0.01;
+const LABEL_SMOOTHING = 0.1;
+
+const { values: args } = parseArgs({
+  options: {
+    arch: { type: 'string', default: 'shufflenet_v1_g3_1.0x' },
+    size: { type: 'string', default: '224' },
+    classes: { type: 'string', default: '1000' },
+    'small-input': { type: 'boolean', default: false },
+    'infer-batches': { type: 'string', default: '1,256' },
+    'train-batches': { type: 'string', default: '256' },
+    warmup: { type: 'string', default: '3' },
+    iterations: { type: 'string', default: '30' },
+    'budget-ms': { type: 'string', default: '20000' },
+    'no-check': { type: 'boolean', default: false },
+    python: { type: 'string', default: 'python3' },
+    'no-torch': { type: 'boolean', default: false },
+    'torch-device': { type: 'string', default: 'auto' },
+    'torch-threads': { type: 'string' },
+    'host-io': { type: 'boolean', default: false },
+    tf32: { type: 'boolean', default: false },
+    out: { type: 'string' },
+    json: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+
+const positive = (flag: string, v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`${flag} '${v}': expected a positive integer\n\n${USAGE}`);
+    process.exit(2);
+  }
+  return n;
+};
+const list = (flag: string, v: string) =>
+  v
+    .split(',')
+    .filter((s) => s.trim())
+    .map((s) => positive(flag, s));
+
+const arch = args.arch;
+const size = positive('--size', args.size);
+const classes = positive('--classes', args.classes);
+const smallInput = args['small-input'];
+const inferBatches = list('--infer-batches', args['infer-batches']);
+const trainBatches = list('--train-batches', args['train-batches']);
+const warmup = Number(args.warmup);
+const iterations = positive('--iterations', args.iterations);
+const budgetMs = positive('--budget-ms', args['budget-ms']);
+const archMatch = /^shufflenet_v1_g(\d+)_([\d.]+)x$/.exec(arch);
+if (!archMatch) {
+  console.error(`--arch '${arch}': expected a ShuffleNet v1 preset (shufflenet_v1_g{g}_{s}x)`);
+  process.exit(2);
+}
+const groups = Number(archMatch[1]);
+const widths = shufflenetWidths(groups, Number(archMatch[2]));
+
+/** One row of the table: ours and PyTorch's timings (or why a side has none). */
+interface Row {
+  kind: 'infer' | 'train';
+  batch: number;
+  ours?: Stats & { memory?: string };
+  oursError?: string;
+  /** PyTorch's measurements of this row: format/io -> timing or error. */
+  torch: TorchRow[];
+}
+
+interface TorchRow {
+  kind: string;
+  format: string;
+  io: string;
+  batch: number;
+  median_ms?: number;
+  min_ms?: number;
+  max_ms?: number;
+  iterations?: number;
+  images_per_s?: number;
+  error?: string;
+}
+
+const rows: Row[] = [];
+const notes: string[] = [];
+const started = new Date();
+let torchInfo: Record<string, unknown> | undefined;
+let adapter = 'no adapter';
+
+const saveJson = () => {
+  if (args.json)
+    writeFileAtomic(args.json, JSON.stringify({ arch, size, adapter, torchInfo, rows, notes }, null, 1));
+};
+const row = (kind: Row['kind'], batch: number): Row => {
+  let r = rows.find((x) => x.kind === kind && x.batch === batch);
+  if (!r) rows.push((r = { kind, batch, torch: [] }));
+  return r;
+};
+const message = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e)).split('\n')[0]!;
+const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+
+/** warmup untimed calls, then up to `iterations` timed ones until `budgetMs` has passed (at least 5). */
+async function time(name: string, batch: number, run: () => Promise<unknown>): Promise<Stats> {
+  for (let i = 0; i < warmup; i++) await run();
+  const times: number[] = [];
+  const start = performance.now();
+  for (let i = 0; i < iterations; i++) {
+    const t0 = performance.now();
+    await run();
+    times.push(performance.now() - t0);
+    if (times.length >= Math.min(5, iterations) && performance.now() - start > budgetMs) break;
+  }
+  return summarize({ name, backend: 'webgpu', threads: 1, batch }, times);
+}
+
+const ROOT_CANDIDATES = [
+  process.cwd(),
+  join(dirname(fileURLToPath(import.meta.url)), '..'),
+  join(dirname(fileURLToPath(import.meta.url)), '..', '..'),
+];
+const torchScript = ROOT_CANDIDATES.map((r) => join(r, 'tools', 'torch_gpu_bench.py')).find((p) =>
+  existsSync(p),
+);
+
+const { graph, weights } = benchModel(arch, {
+  numClasses: classes,
+  smallInput,
+  inputSize: [size, size],
+});
+const input1 = Tensor.random([1, 3, size, size], seededRandom(2024));
+
+/** PyTorch in a child process (before ours, so that a crash on our side still leaves its numbers). */
+function runTorch(dataDir: string | undefined): Float32Array | undefined {
+  if (args['no-torch']) return undefined;
+  if (!torchScript) {
+    notes.push('PyTorch: tools/torch_gpu_bench.py not found');
+    return undefined;
+  }
+  const torchArgs = [
+    torchScript,
+    '--device',
+    args['torch-device'],
+    '--widths',
+    widths.join(','),
+    '--groups',
+    String(groups),
+    '--classes',
+    String(classes),
+    ...(smallInput ? ['--small-input'] : []),
+    '--size',
+    String(size),
+    '--infer-batches',
+    inferBatches.join(','),
+    '--train-batches',
+    trainBatches.join(','),
+    '--warmup',
+    String(Math.max(warmup, 1)),
+    '--iterations',
+    String(Math.max(iterations, 5)),
+    '--budget-s',
+    String(budgetMs / 1000),
+    ...(args['host-io'] ? ['--host-io'] : []),
+    ...(args.tf32 ? ['--tf32'] : []),
+    ...(args['torch-threads'] ? ['--threads', args['torch-threads']] : []),
+    ...(dataDir ? ['--data', dataDir] : []),
+  ];
+  console.log(`PyTorch: ${args.python} ${torchArgs.join(' ')}`);
+  const r = spawnSync(args.python, torchArgs, {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 256 * 2 ** 20,
+    env: { ...process.env, PYTHONUNBUFFERED: '1' },
+  });
+  if (r.error) notes.push(`PyTorch did not run: ${message(r.error)}`);
+  else if (r.status !== 0) notes.push(`PyTorch exited with ${r.status ?? r.signal}`);
+  let logits: Float32Array | undefined;
+  for (const line of (r.stdout ?? '').split('\n')) {
+    if (!line.trim()) continue;
+    let m: Record<string, unknown>;
+    try {
+      m = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      console.log(`PyTorch: ${line}`);
+      continue;
+    }
+    if (m.kind === 'info') torchInfo = m;
+    else if (m.kind === 'logits') logits = Float32Array.from(m.logits as number[]);
+    else if (m.kind === 'infer' || m.kind === 'train') {
+      const t = m as unknown as TorchRow;
+      row(m.kind, t.batch).torch.push(t);
+      console.log(
+        `  PyTorch ${t.kind} batch ${t.batch} ${t.format} ${t.io}: ` +
+          (t.error ?? `median ${fmt(t.median_ms!)} ms, ${fmt(t.images_per_s!)} images/s`),
+      );
+    } else if (m.kind === 'error') notes.push(`PyTorch: ${String(m.error)}`);
+  }
+  saveJson();
+  return logits;
+}
+
+/** Our inference rows. */
+async function inference(engine: WebGpuEngine, reference?: Float32Array, torchLogits?: Float32Array) {
+  for (const batch of inferBatches) {
+    const r = row('infer', batch);
+    try {
+      const plan = engine.compile({ graph, weights }, { batch, height: size, width: size });
+      try {
+        const x = batch === 1 ? input1 : Tensor.random([batch, 3, size, size], seededRandom(2024));
+        const out = new Float32Array(plan.outputShape.reduce((a, b) => a * b, 1));
+        if (batch === 1 && (reference || torchLogits)) {
+          const y = await plan.run(x.data, new Float32Array(out.length));
+          const check = (what: string, ref?: Float32Array) => {
+            if (!ref) return;
+            const e = relativeDiff(y, ref);
+            notes.push(
+              `batch 1 logits, ours vs ${what}: max abs difference / max abs logit ${e.toExponential(1)}` +
+                (e <= TOLERANCE ? '' : ' **WRONG**'),
+            );
+            console.log(`  check: ${notes.at(-1)}`);
+          };
+          check('the reference kernels (CPU)', reference);
+          check('PyTorch', torchLogits);
+        }
+        const s = await time('ours', batch, () => plan.run(x.data, out));
+        r.ours = { ...s, memory: `arena ${(plan.bytes.arena / 2 ** 20).toFixed(1)} MiB` };
+        console.log(
+          `  ours infer batch ${batch}: median ${fmt(s.median)} ms, ${fmt(s.imagesPerSecond)} images/s`,
+        );
+      } finally {
+        plan.dispose();
+      }
+    } catch (e) {
+      r.oursError = message(e);
+      console.log(`  ours infer batch ${batch}: ${r.oursError}`);
+    }
+    saveJson();
+  }
+}
+
+/**
+ * Our training rows: whole steps on the device, as the trainer runs them with SGD (forward with batch
+ * statistics, softmax cross-entropy, backward, SGD in one submission; logits, losses and BN statistics read
+ * back).
+ */
+async function training(engine: WebGpuEngine) {
+  for (const batch of trainBatches) {
+    const r = row('train', batch);
+    try {
+      const shape = [batch, 3, size, size];
+      const plan = engine.compileTraining(graph, shape);
+      try {
+        const w = new Map([...weights].map(([k, t]) => [k, new Tensor(t.shape, t.data.slice())]));
+        const opt = sgd({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
+        plan.load(w, opt.sgd!);
+        const x = Tensor.random(shape, seededRandom(2025));
+        const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % classes);
+        let loss = NaN;
+        const step = async () => {
+          loss = (await plan.step(x, labels, LR, LABEL_SMOOTHING)).loss;
+        };
+        const s = await time('ours', batch, step);
+        if (!Number.isFinite(loss)) throw new Error(`the loss is ${loss}`);
+        const mib = (plan.bytes.arena + plan.bytes.weights) / 2 ** 20;
+        r.ours = { ...s, memory: `${mib.toFixed(0)} MiB on the GPU` };
+        console.log(
+          `  ours train batch ${batch}: median ${fmt(s.median)} ms, ${fmt(s.imagesPerSecond)} images/s, ` +
+            `last loss ${loss.toFixed(4)}`,
+        );
+      } finally {
+        plan.dispose();
+      }
+    } catch (e) {
+      r.oursError = message(e);
+      console.log(`  ours train batch ${batch}: ${r.oursError}`);
+    }
+    saveJson();
+  }
+}
+
+function section(): string {
+  const cpu = os.cpus();
+  const ti = torchInfo ?? {};
+  const gpu = ti.gpu ? `${String(ti.gpu)}, CUDA ${String(ti.cuda)}, cuDNN ${String(ti.cudnn)}` : 'no CUDA';
+  const best = (ts: TorchRow[]) =>
+    ts
+      .filter((t) => t.io === 'device' && t.images_per_s !== undefined)
+      .sort((a, b) => b.images_per_s! - a.images_per_s!)[0];
+  const torchCell = (r: Row, format: string, io = 'device') => {
+    const t = r.torch.find((x) => x.format === format && x.io === io);
+    if (!t) return '';
+    return t.error ? `failed: ${t.error}` : `${fmt(t.median_ms!)} (${fmt(t.min_ms!)}-${fmt(t.max_ms!)})`;
+  };
+  const formats = [...new Set(rows.flatMap((r) => r.torch.map((t) => t.format)))];
+  const hostIo = rows.some((r) => r.torch.some((t) => t.io === 'host'));
+  const head = [
+    'measurement',
+    'batch',
+    'input',
+    'ours ms (min-max)',
+    'ours images/s',
+    ...formats.map((f) => `PyTorch ${f === 'nchw' ? 'NCHW' : f} ms (min-max)`),
+    ...(hostIo ? ['PyTorch host I/O images/s (best)'] : []),
+    'PyTorch images/s (best)',
+    'ours / PyTorch',
+  ];
+  const lines = rows.map((r) => {
+    const b = best(r.torch);
+    const host = r.torch
+      .filter((t) => t.io === 'host' && t.images_per_s !== undefined)
+      .sort((x, y) => y.images_per_s! - x.images_per_s!)[0];
+    const ours = r.ours;
+    return [
+      r.kind === 'infer' ? 'inference' : 'training step',
+      String(r.batch),
+      `${size}x${size}`,
+      ours
+        ? `${fmt(ours.median)} (${fmt(ours.min)}-${fmt(ours.max)})`
+        : `failed: ${r.oursError ?? 'not run'}`,
+      ours ? fmt(ours.imagesPerSecond) : '',
+      ...formats.map((f) => torchCell(r, f)),
+      ...(hostIo ? [host ? fmt(host.images_per_s!) : ''] : []),
+      b ? fmt(b.images_per_s!) : '',
+      ours && b ? `**${(ours.imagesPerSecond / b.images_per_s!).toFixed(2)}x**` : '',
+    ];
+  });
+  const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
+  const command = `node dist/device/bench-gpu.js ${process.argv.slice(2).join(' ')}`.trim();
+  const memory = rows
+    .filter((r) => r.ours?.memory)
+    .map((r) => `${r.kind} batch ${r.batch}: ${r.ours!.memory}`)
+    .join('; ');
+  return [
+    `## GPU: ${arch}${smallInput ? ' (small-input stem)' : ''} at ${size}x${size} on WebGPU, side by side with PyTorch`,
+    '',
+    `- Date: ${started.toISOString()}`,
+    `- Machine: ${String(ti.gpu ?? 'no CUDA GPU')}; ${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ` +
+      `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`,
+    `- Command: \`${command}\` (scripts/device-gpu.sh bench)`,
+    `- Ours: shufflenet.ts WebGPU engine on Dawn (npm webgpu), adapter: ${adapter}` +
+      `${memory ? `; ${memory}` : ''}`,
+    `- PyTorch: ${String(ti.torch ?? 'not run')} (Python ${String(ti.python ?? '?')}), ${gpu}, ` +
+      `${String(ti.precision ?? 'fp32')} (${String(ti.precision_setting ?? '')}), cudnn.benchmark on, ` +
+      'tools/torch_gpu_bench.py, model from tools/reference_models.py',
+    `- Same model: ShuffleNet v1 widths ${widths.join('/')}, g=${groups}, ${classes} classes` +
+      `${smallInput ? ', the small-input stem (3x3 stride 1, no max pool)' : ''}, the same weights ` +
+      '(createModel seed 0, BN statistics calibrated; PyTorch loads ours) and the same batch-1 input ' +
+      `(uniform [-1, 1), seed 2024); larger batches: random inputs of the same distribution.`,
+    '- Inference: ours = `await plan.run(input, out)`: the input uploaded, one submission, the logits read ' +
+      'back; PyTorch = eval mode, torch.no_grad(), input resident on the GPU, logits left there' +
+      `${hostIo ? ' (host I/O column: input from and logits to the CPU, as ours)' : ''}.`,
+    '- Training step: ours = a whole step on the device in one submission, as `shufflenet train --backend ' +
+      'webgpu` runs with SGD: the input uploaded, forward with training-mode BN, softmax cross entropy (label ' +
+      `smoothing ${LABEL_SMOOTHING}), backward, SGD (momentum 0.9, Nesterov, weight decay 5e-4, lr ${LR}); ` +
+      'the logits, losses and BN statistics read back (the running buffers move on the CPU); PyTorch = ' +
+      'zero_grad, forward, the same loss, backward, the same SGD, all on the GPU.',
+    `- Timing: ${warmup} warm-up run(s), then up to ${iterations} timed runs (stopping after ` +
+      `${budgetMs / 1000} s once 5 ran), each awaited (PyTorch: torch.cuda.synchronize() around each); ` +
+      'medians; images/s = batch / median. PyTorch first, then ours, in the same device run.',
+    ...notes.map((n) => `- ${n}`),
+    '',
+    line(head),
+    line(head.map(() => '---')),
+    ...lines.map(line),
+    '',
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  let reference: Float32Array | undefined;
+  const dir = mkdtempSync(join(os.tmpdir(), 'bench-gpu-'));
+  try {
+    if (!args['no-check']) {
+      const t0 = performance.now();
+      reference = execute(graph, weights, input1).data;
+      console.log(`reference execute() at batch 1: ${fmt(performance.now() - t0)} ms`);
+      const list = [...weights];
+      writeFileSync(
+        join(dir, 'weights.json'),
+        JSON.stringify(list.map(([name, t]) => ({ name, shape: t.shape }))),
+      );
+      writeFileSync(
+        join(dir, 'weights.bin'),
+        Buffer.concat(list.map(([, t]) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))),
+      );
+      writeFileSync(join(dir, 'input.f32'), input1.data);
+    }
+    const torchLogits = runTorch(args['no-check'] ? undefined : dir);
+    let engine: WebGpuEngine | undefined;
+    try {
+      engine = await createNodeWebGpuEngine();
+      adapter = engine.adapter;
+      console.log(`WebGPU adapter: ${adapter}`);
+      await inference(engine, reference, torchLogits);
+      await training(engine);
+    } catch (e) {
+      notes.push(`ours: ${message(e)}`);
+      console.log(`ours: ${message(e)}`);
+    } finally {
+      engine?.destroy();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  saveJson();
+  const md = section();
+  console.log(`\n${md}`);
+  if (args.out) {
+    writeFileAtomic(args.out, md);
+    console.log(`written to ${args.out}`);
+  }
+}
+
+await main();
