@@ -19,6 +19,7 @@ const entries = {
   cli: 'src/cli/main.ts',
   'thread-worker': 'src/node/thread-worker.ts',
   'bench-gpu': 'bench/gpu.ts',
+  'profile-webgpu': 'bench/profile-webgpu.ts',
   'webgpu.test': 'test/webgpu.test.ts',
   'webgpu-train.test': 'test/webgpu-train.test.ts',
 };

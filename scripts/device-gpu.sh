@@ -10,7 +10,9 @@
 #          a training step at batch 256, ours on WebGPU next to PyTorch (python3, CUDA fp32) in the same run:
 #          $OUT/bench.md (the markdown for BENCHMARKS.md), bench.json, bench.log; then the CIFAR-10 model
 #          (small-input stem, 10 classes) at 32x32, batch 256: bench-cifar.md, bench-cifar.json, and the
-#          seconds an epoch takes at that speed (to choose CIFAR_EPOCHS for the `cifar` call).
+#          seconds an epoch takes at that speed (to choose CIFAR_EPOCHS for the `cifar` call); then per-kernel
+#          profiles of a training step and an inference run at batch 256 (bench/profile-webgpu.ts):
+#          $OUT/profile-train.md, profile-infer.md.
 #   cifar  `shufflenet train --backend webgpu` on the packed CIFAR-10 (dist/cifar10-pack), stopped by SIGINT
 #          after CIFAR_CAP_S seconds (it finishes the step and checkpoints), then `eval` of the model:
 #          $OUT/cifar/: train.log, metrics.jsonl, training.svg, model.safetensors, eval.json, summary.md,
@@ -18,7 +20,7 @@
 # Each phase runs under `timeout`. Settings (environment): SHUFFLENET_WEBGPU_BACKEND (default vulkan; opengles
 # runs it here on llvmpipe), BENCH_ARGS and BENCH_CIFAR_ARGS (replace bench-gpu's arguments of the two runs:
 # sizes, batches, iterations; BENCH_ARGS defaults to --host-io), CHECK_TIMEOUT (150 s), BENCH_TIMEOUT (240 s),
-# BENCH_CIFAR_TIMEOUT (120 s), CIFAR_CAP_S (420 s), CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_BATCH, CIFAR_LR,
+# BENCH_CIFAR_TIMEOUT (120 s), PROFILE_TIMEOUT (120 s each), PROFILE_ARGS, CIFAR_CAP_S (420 s), CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_BATCH, CIFAR_LR,
 # CIFAR_ARGS (more train flags), CIFAR_DATA, CIFAR_RESUME, CIFAR_THREADS (8: WASM threads, unused on WebGPU, where the evaluation after each epoch runs too). OUT defaults to
 # /tmp/device-gpu-out off the device.
 #
@@ -70,7 +72,7 @@ phase_check() {
 }
 
 phase_bench() {
-  need "$BUNDLE/bench-gpu.js" tools/torch_gpu_bench.py || return 1
+  need "$BUNDLE/bench-gpu.js" "$BUNDLE/profile-webgpu.js" tools/torch_gpu_bench.py || return 1
   echo "== bench: ours (WebGPU) and PyTorch"
   local rc
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
@@ -89,6 +91,12 @@ phase_bench() {
       console.log(`CIFAR-10 training on WebGPU, batch ${row.batch}: ${row.ours.imagesPerSecond.toFixed(0)} images/s, ` +
         `an epoch of 50,000 images in ~${(50000 / row.ours.imagesPerSecond).toFixed(0)} s (plus the evaluation)`);
   ' "$OUT/bench-cifar.json" | tee -a "$OUT/bench.log"
+  # Where the time goes: each dispatch of a training step and of an inference run at batch 256, timed alone.
+  echo "== bench: per-kernel profiles (1.0x g=3, 224x224, batch 256)"
+  timeout -k 10 "${PROFILE_TIMEOUT:-120}" node "$BUNDLE/profile-webgpu.js" --train ${PROFILE_ARGS:-} \
+    2>&1 | tee "$OUT/profile-train.md"
+  timeout -k 10 "${PROFILE_TIMEOUT:-120}" node "$BUNDLE/profile-webgpu.js" ${PROFILE_ARGS:-} \
+    2>&1 | tee "$OUT/profile-infer.md"
   [ "$rc" = 0 ]
 }
 

@@ -3,6 +3,7 @@ import { OPS } from '../../ops/index.js';
 import { lower, type LOp, type Program, type Ref } from '../../runtime/lower.js';
 import { arenaLayout, type PlanOptions } from '../../runtime/plan.js';
 import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.js';
+import { timeDispatches, type DispatchTime } from './profile.js';
 import {
   ADD,
   AFFINE,
@@ -46,6 +47,8 @@ interface GpuStep {
 
 /** A step ready to record. */
 interface Dispatch {
+  node: string;
+  kernel: string;
   pipeline: GPUComputePipeline;
   bindGroup: GPUBindGroup;
   grid: [number, number, number];
@@ -212,7 +215,13 @@ export class WebGpuPlan {
           { binding: 2, resource: { buffer: paramBuf, offset: slice.u, size: slice.uSize } },
         ],
       });
-      return { pipeline: gpu.pipeline(s.kernel), bindGroup, grid: s.grid };
+      return {
+        node: s.node,
+        kernel: s.kernel.name,
+        pipeline: gpu.pipeline(s.kernel),
+        bindGroup,
+        grid: s.grid,
+      };
     });
     let d = 0;
     this.schedule = steps.map((s) => ('kernel' in s ? dispatches[d++]! : s));
@@ -416,6 +425,23 @@ export class WebGpuPlan {
   run(input: Float32Array, out?: Float32Array): Promise<Float32Array> {
     if (this.disposed) return Promise.reject(new Error('this plan was disposed'));
     const run = this.queue.then(() => this.runNow(input, out));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Each dispatch of a run on `input` timed alone (src/backends/webgpu/profile.ts): where the time goes.
+   * Plans with CPU steps cannot be profiled.
+   */
+  profile(input: Float32Array): Promise<DispatchTime[]> {
+    const run = this.queue.then(async () => {
+      if (this.cpuNodes.length)
+        throw new Error(`${this.graph.name}: a plan with CPU steps cannot be profiled`);
+      const failed = await this.created;
+      if (failed) throw new Error(`WebGPU: compiling ${this.graph.name} failed: ${failed}`);
+      this.gpu.device.queue.writeBuffer(this.arena, this.at[0]!, input.slice());
+      return timeDispatches(this.gpu.device, this.schedule as Dispatch[]);
+    });
     this.queue = run.catch(() => undefined);
     return run;
   }

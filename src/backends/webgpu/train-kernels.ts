@@ -804,10 +804,11 @@ export const SOFTMAX_CE = trainKernel(
 );
 
 /**
- * SGD as torch.optim.SGD (src/train/optim.ts) on one parameter: g = grad + wd p (where its decay flag is
- * set); buf = g on the first step, else momentum buf + (1 - dampening) g; p -= lr (Nesterov ? g + momentum
- * buf : buf), or lr g without momentum. Hyperparameters are floats at p.hyper: lr, first, (smoothing),
- * momentum, dampening, nesterov, weight decay.
+ * SGD as torch.optim.SGD (src/train/optim.ts), one invocation per parameter element: g = grad + wd p
+ * (where its decay flag is 1); buf = g on the first step, else momentum buf + (1 - dampening) g; p -= lr
+ * (Nesterov ? g + momentum buf : buf), or lr g without momentum. Parameters, gradients, momentum buffers and
+ * flags are laid out alike from p.w, p.g, p.buf, p.flag. Hyperparameters are floats at p.hyper: lr, first,
+ * (smoothing), momentum, dampening, nesterov, weight decay.
  */
 export const SGD = trainKernel(
   'train sgd',
@@ -816,7 +817,7 @@ export const SGD = trainKernel(
   let lr = ld(p.hyper);
   let momentum = ld(p.hyper + 3u);
   let x = weights[p.w + i];
-  let g = ld(p.g + i) + ld(p.hyper + 6u) * ld(p.flag) * x;
+  let g = ld(p.g + i) + ld(p.hyper + 6u) * ld(p.flag + i) * x;
   if (momentum == 0.0) {
     weights[p.w + i] = x - lr * g;
     return;

@@ -7,6 +7,7 @@ import type { SgdRule } from '../../train/optim.js';
 import type { TrainBackend } from '../../train/trainer.js';
 import { WORKGROUP } from './kernels.js';
 import type { GpuContext } from './plan.js';
+import { timeDispatches, type DispatchTime } from './profile.js';
 import * as K from './train-kernels.js';
 import { MAX_SEGMENTS, SEGMENT_FLOATS_MAX, type TrainKernel } from './train-kernels.js';
 
@@ -121,6 +122,8 @@ export class WebGpuTrainPlan {
   private readonly lossSteps: GpuStep[] = [];
   private readonly sgdSteps: GpuStep[] = [];
   private stepReady: (Ready | CpuStep)[] = [];
+  /** stepReady's steps, for profile(). */
+  private stepSteps: GpuStep[] = [];
   private fused = { labels: 0, rows: 0, hyper: 0, flags: 0, momentum: 0 };
   /** Whether step() can run: logits [N, K] out, and a kernel for every op. */
   get wholeSteps(): boolean {
@@ -252,20 +255,19 @@ export class WebGpuTrainPlan {
         labels: alloc(N, 'the labels'),
         rows: alloc(2 * N, 'the losses'),
         hyper: alloc(8, 'the hyperparameters'),
-        flags: alloc(this.params.size, 'the decay flags'),
+        flags: alloc(this.paramFloats, 'the decay flags'),
         momentum: alloc(this.paramFloats, 'the momentum buffers'),
       };
       this.fused = f;
       const out = this.values.get(graph.output)!;
       const args = [out.ptr, f.labels, out.grad, f.rows, f.hyper, Kc, N];
       this.lossSteps.push({ node: graph.output, kernel: K.SOFTMAX_CE, args });
-      [...this.params].forEach(([name, p], k) =>
-        this.sgdSteps.push({
-          node: name,
-          kernel: K.SGD,
-          args: [p.at, p.grad, f.momentum + p.at, f.flags + k, f.hyper, p.size],
-        }),
-      );
+      // One dispatch for every parameter: values, gradients, momentum and flags are laid out alike.
+      this.sgdSteps.push({
+        node: 'sgd',
+        kernel: K.SGD,
+        args: [0, this.gradBlock.at, f.momentum, f.flags, f.hyper, this.paramFloats],
+      });
     }
     const input = this.values.get(INPUT)!;
     if (input.grad && emitter.hasGrad(INPUT)) {
@@ -421,6 +423,12 @@ export class WebGpuTrainPlan {
         ...this.backwardReady,
         ...this.sgdSteps.map(ready),
       ];
+    this.stepSteps = [
+      ...this.forwardSteps,
+      ...this.lossSteps,
+      ...this.backwardSteps,
+      ...this.sgdSteps,
+    ] as GpuStep[];
     const errors = [device.popErrorScope(), device.popErrorScope()].map((e) => e.then((x) => x?.message));
     const kernels = new Set(gpuSteps.map((s) => s.kernel.at(segments)));
     this.created = Promise.all([...[...kernels].map((k) => this.gpu.pipelineError(k)), ...errors]).then(
@@ -540,7 +548,8 @@ export class WebGpuTrainPlan {
       if (b) momentum.set(b.data, p.at);
     });
     queue.writeBuffer(...this.locate(this.fused.momentum), momentum);
-    const flags = Float32Array.from(this.params, ([name, p]) => +sgd.decays(name, p.shape));
+    const flags = new Float32Array(this.paramFloats);
+    for (const [name, p] of this.params) flags.fill(+sgd.decays(name, p.shape), p.at, p.at + p.size);
     queue.writeBuffer(...this.locate(this.fused.flags), flags);
     this.loaded = sgd;
     this.momentumSet = !!buffers[0];
@@ -565,19 +574,7 @@ export class WebGpuTrainPlan {
       });
       if (!(smoothing >= 0 && smoothing <= 1))
         throw new RangeError(`label smoothing ${smoothing} is not in [0, 1]`);
-      const { queue } = this.gpu.device;
-      queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
-      queue.writeBuffer(...this.locate(this.fused.labels), floats);
-      const hyper = [
-        lr,
-        +!this.momentumSet,
-        smoothing,
-        sgd.momentum,
-        sgd.dampening,
-        +sgd.nesterov,
-        sgd.weightDecay,
-      ];
-      queue.writeBuffer(...this.locate(this.fused.hyper), Float32Array.from(hyper));
+      this.writeStep(sgd, input, floats, lr, smoothing);
       const out = this.values.get(this.graph.output)!;
       const outFloats = N * Kc;
       const read = await this.execute(
@@ -600,6 +597,59 @@ export class WebGpuTrainPlan {
         correct += read[rows + 2 * b + 1]!;
       }
       return { output: new Tensor(this.outputShape, read.slice(0, outFloats)), loss: loss / N, correct };
+    });
+  }
+
+  /** Uploads a step's input, labels and hyperparameters. */
+  private writeStep(
+    sgd: SgdRule,
+    input: Tensor,
+    labels: Float32Array<ArrayBuffer>,
+    lr: number,
+    smoothing: number,
+  ): void {
+    const { queue } = this.gpu.device;
+    queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
+    queue.writeBuffer(...this.locate(this.fused.labels), labels);
+    const hyper = [
+      lr,
+      +!this.momentumSet,
+      smoothing,
+      sgd.momentum,
+      sgd.dampening,
+      +sgd.nesterov,
+      sgd.weightDecay,
+    ];
+    queue.writeBuffer(...this.locate(this.fused.hyper), Float32Array.from(hyper));
+  }
+
+  /**
+   * A whole step (after load()) with each dispatch timed alone (src/backends/webgpu/profile.ts): where a
+   * step's time goes. It updates the parameters as step() does; the BN running buffers do not move.
+   */
+  profile(input: Tensor, labels: ArrayLike<number>, lr: number): Promise<DispatchTime[]> {
+    return this.enqueue(async () => {
+      const sgd = this.loaded;
+      if (!sgd) throw new Error(`${this.graph.name}: profile() before load()`);
+      this.check(input.shape, this.inputShape, 'input');
+      const failed = await this.created;
+      if (failed)
+        throw new Error(`WebGPU: compiling the training plan of ${this.graph.name} failed: ${failed}`);
+      this.writeStep(sgd, input, Float32Array.from(labels), lr, 0);
+      const { device } = this.gpu;
+      const e = device.createCommandEncoder();
+      e.clearBuffer(...this.locate(this.gradBlock.at), alignUp(this.paramFloats, 4) * 4);
+      device.queue.submit([e.finish()]);
+      const times = await timeDispatches(
+        device,
+        this.stepSteps.map((s, i) => ({
+          ...(this.stepReady[i] as Ready),
+          node: s.node,
+          kernel: s.kernel.name,
+        })),
+      );
+      this.momentumSet = sgd.momentum > 0;
+      return times;
     });
   }
 
