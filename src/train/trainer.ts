@@ -259,23 +259,31 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
   };
   let perm: Int32Array = new Int32Array(0);
   let permEpoch = -1;
+  /** Step s's batch: its epoch's permutation, its own augmentation stream. */
+  const batchAt = (s: number) => {
+    const epoch = Math.floor(s / stepsPerEpoch);
+    const first = (s % stepsPerEpoch) * B;
+    if (epoch !== permEpoch)
+      [perm, permEpoch] = [permutation(set.count, new Rng(streamSeed(seed, 1, epoch))), epoch];
+    const aug = cfg.augment ? { options: cfg.augment, rng: new Rng(streamSeed(seed, 2, s)) } : undefined;
+    return makeBatch(set, perm.subarray(first, Math.min(set.count, first + B)), cfg.normalize, aug);
+  };
+  let next: ReturnType<typeof batchAt> | undefined;
   let lastEval: EvalResult | undefined;
   while (step < end) {
     const epoch = Math.floor(step / stepsPerEpoch);
-    const first = (step % stepsPerEpoch) * B;
-    if (epoch !== permEpoch)
-      [perm, permEpoch] = [permutation(set.count, new Rng(streamSeed(seed, 1, epoch))), epoch];
     const t0 = performance.now();
-    const aug = cfg.augment ? { options: cfg.augment, rng: new Rng(streamSeed(seed, 2, step)) } : undefined;
-    const { input, labels } = makeBatch(
-      set,
-      perm.subarray(first, Math.min(set.count, first + B)),
-      cfg.normalize,
-      aug,
-    );
+    const { input, labels } = next ?? batchAt(step);
+    next = undefined;
     const lr = cfg.schedule(step);
     const smoothing = cfg.labelSmoothing ?? 0;
-    const whole = await backend.step?.(graph, weights, input, labels, { lr, smoothing, optimizer });
+    const pending = backend.step?.(graph, weights, input, labels, { lr, smoothing, optimizer });
+    if (pending && step + 1 < end) {
+      // While the device works (the step is submitted once the event loop turns), the next batch.
+      await yieldToEventLoop();
+      next = batchAt(step + 1);
+    }
+    const whole = await pending;
     const { loss, correct } =
       whole ?? (await separateStep(backend, graph, weights, params, input, labels, lr, cfg));
     if (!Number.isFinite(loss)) {
