@@ -319,15 +319,17 @@ describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => 
       let plan = engine.compileTraining(graph, c.input);
       plan.load(dev, o);
       const opt = sgd(o);
+      await assert.rejects(plan.step(undefined, labels, 0.1), /a step without an input before any input/);
       for (const [k, lr] of [0.1, 0.05, 0.02].entries()) {
         // Each step from the same weights and state: forward and backward on the device (checked above),
         // the loss and SGD on the CPU; then the whole step on the device.
-        const x = randomInput(c.input, 6 + k);
+        const x = randomInput(c.input, k === 1 ? 6 : 6 + k);
         const cpu = copyWeights(dev);
         const out = await split.forward(cpu, x);
         const want = softmaxCrossEntropy(out, labels, 0.1);
         opt.step(learnable(graph, cpu), await split.backward(want.grad), lr);
-        const got = await plan.step(x, labels, lr, 0.1);
+        // Step 2 runs on step 1's batch again, left on the device.
+        const got = await plan.step(k === 1 ? undefined : x, labels, lr, 0.1);
         close(got.output, out, `step ${k + 1}: logits`, 0);
         assert.ok(Math.abs(got.loss - want.loss) < 1e-5 * want.loss, `step ${k + 1}: loss ${got.loss}`);
         assert.equal(got.correct, want.correct);

@@ -248,10 +248,12 @@ describe('WebGPU inference (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () =>
   });
 
   describe('plans', () => {
-    it('one submission per run, and the same output every run', async () => {
+    it('one submission per run, the same output every run, and runs on the input left on the device', async () => {
       const plan = engine.compile(preset('shufflenet_v1_g3_0.25x'), { height: 64, width: 64 });
       const x = Tensor.random([1, 3, 64, 64], seededRandom(9)).data;
+      await assert.rejects(plan.run(undefined), /a run without an input before any input/);
       const first = await plan.run(x);
+      assert.deepEqual(await plan.run(undefined), first);
       const queue = engine.device.queue;
       const submit = queue.submit.bind(queue);
       let submits = 0;

@@ -417,8 +417,13 @@ const size = (s: Shape) => s.reduce((a, b) => a * b, 1);
 /**
  * Greedy first-fit of a program's buffers by size over their lifetimes (first write to last read): byte
  * offsets in one arena (undefined for a buffer no op touches) and the arena's size. Shared by every backend.
+ * `keepInput`: the input's buffer lives through the whole run (a device plan may run again on it).
  */
-export function arenaLayout(p: Program, batch: number): { at: (number | undefined)[]; bytes: number } {
+export function arenaLayout(
+  p: Program,
+  batch: number,
+  o: { keepInput?: boolean } = {},
+): { at: (number | undefined)[]; bytes: number } {
   const first = p.buffers.map(() => Infinity);
   const last = p.buffers.map(() => -Infinity);
   const touch = (r: Ref, i: number) => {
@@ -427,6 +432,7 @@ export function arenaLayout(p: Program, batch: number): { at: (number | undefine
   };
   touch(p.output, p.ops.length);
   first[0] = -1;
+  if (o.keepInput) last[0] = p.ops.length;
   p.ops.forEach((op, i) => {
     for (const r of op.k === 'js'
       ? op.inputs

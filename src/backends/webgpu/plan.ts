@@ -103,6 +103,9 @@ export class WebGpuPlan {
   /** Runs one at a time: they share the arena and the readback buffer. */
   private queue: Promise<unknown> = Promise.resolve();
   private disposed = false;
+  /** An input is on the device (run() without one reuses it), and the run leaves it there. */
+  private hasInput = false;
+  private readonly inputKept: boolean;
 
   constructor(
     private readonly gpu: GpuContext,
@@ -122,7 +125,8 @@ export class WebGpuPlan {
 
     const { device } = gpu;
     const limits = device.limits;
-    const layout = arenaLayout(p, batch);
+    const layout = arenaLayout(p, batch, { keepInput: true });
+    this.inputKept = !p.ops.some((op) => op.y.buf === 0); // no op writes over the input
     this.at = layout.at;
     const steps = p.ops.map((op) => this.encode(op, batch));
     this.cpuNodes = steps.filter((s): s is CpuStep => 'graphNode' in s).map((s) => s.node);
@@ -420,9 +424,10 @@ export class WebGpuPlan {
 
   /**
    * Writes `input` (NCHW, the plan's shape), runs every step and resolves to the output (a new array
-   * unless `out` is given). Runs on one plan are queued: they share its buffers.
+   * unless `out` is given). Without `input`, the last run's input, still on the device, is used again.
+   * Runs on one plan are queued: they share its buffers.
    */
-  run(input: Float32Array, out?: Float32Array): Promise<Float32Array> {
+  run(input: Float32Array | undefined, out?: Float32Array): Promise<Float32Array> {
     if (this.disposed) return Promise.reject(new Error('this plan was disposed'));
     const run = this.queue.then(() => this.runNow(input, out));
     this.queue = run.catch(() => undefined);
@@ -440,16 +445,21 @@ export class WebGpuPlan {
       const failed = await this.created;
       if (failed) throw new Error(`WebGPU: compiling ${this.graph.name} failed: ${failed}`);
       this.gpu.device.queue.writeBuffer(this.arena, this.at[0]!, input.slice());
+      this.hasInput = true;
       return timeDispatches(this.gpu.device, this.schedule as Dispatch[]);
     });
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async runNow(input: Float32Array, out?: Float32Array): Promise<Float32Array> {
+  private async runNow(input: Float32Array | undefined, out?: Float32Array): Promise<Float32Array> {
     if (this.gpu.lost) throw new Error(`the WebGPU device was lost: ${this.gpu.lost}`);
     const n = shapeSize(this.inputShape);
-    if (input.length !== n) {
+    if (!input && !this.hasInput)
+      throw new Error(`${this.graph.name}: a run without an input before any input`);
+    if (!input && !this.inputKept)
+      throw new Error(`${this.graph.name}: an op of the plan writes over its input: pass the input`);
+    if (input && input.length !== n) {
       throw new RangeError(
         `plan for input ${formatShape(this.inputShape)} needs ${n} values, got ${input.length}`,
       );
@@ -473,16 +483,19 @@ export class WebGpuPlan {
     return result;
   }
 
-  /** Writes the input, records every step and submits (once, unless CPU steps split the run). */
-  private async submit(input: Float32Array): Promise<void> {
+  /** Writes the input (if given), records every step and submits (once, unless CPU steps split the run). */
+  private async submit(input: Float32Array | undefined): Promise<void> {
     const { device } = this.gpu;
-    // Node's webgpu crashes on views of a SharedArrayBuffer (threaded WASM memory): copy those first.
-    const shared = typeof SharedArrayBuffer !== 'undefined' && input.buffer instanceof SharedArrayBuffer;
-    device.queue.writeBuffer(
-      this.arena,
-      this.at[0]!,
-      (shared ? input.slice() : input) as Float32Array<ArrayBuffer>,
-    );
+    if (input) {
+      // Node's webgpu crashes on views of a SharedArrayBuffer (threaded WASM memory): copy those first.
+      const shared = typeof SharedArrayBuffer !== 'undefined' && input.buffer instanceof SharedArrayBuffer;
+      device.queue.writeBuffer(
+        this.arena,
+        this.at[0]!,
+        (shared ? input.slice() : input) as Float32Array<ArrayBuffer>,
+      );
+      this.hasInput = true;
+    }
     let encoder = device.createCommandEncoder();
     let pass = encoder.beginComputePass();
     for (const s of this.schedule) {

@@ -132,6 +132,8 @@ export class WebGpuTrainPlan {
   /** step()'s state: the parameters are on the device (load()), the momentum buffers hold a step. */
   private loaded: SgdRule | undefined;
   private momentumSet = false;
+  /** An input is on the device (step() without one reuses it). */
+  private hasInput = false;
   private backwardReady: (Ready | CpuStep)[] = [];
   /** Floats of gradient buffer k-1 (token -k), then its float offset once laid out. */
   private readonly gradSizes: number[] = [];
@@ -558,13 +560,16 @@ export class WebGpuTrainPlan {
   /**
    * One whole training step on the device in one submission: forward (batch statistics), softmax
    * cross-entropy with label smoothing, backward, SGD at learning rate `lr`. Reads back only the logits, the
-   * rows' losses and hits, and the BN batch statistics (the running buffers move on the CPU).
+   * rows' losses and hits, and the BN batch statistics (the running buffers move on the CPU). Without
+   * `input`, the last step's input, still on the device, is used again.
    */
-  step(input: Tensor, labels: ArrayLike<number>, lr: number, smoothing = 0): Promise<DeviceStep> {
+  step(input: Tensor | undefined, labels: ArrayLike<number>, lr: number, smoothing = 0): Promise<DeviceStep> {
     return this.enqueue(async () => {
       const sgd = this.loaded;
       if (!sgd) throw new Error(`${this.graph.name}: step() before load()`);
-      this.check(input.shape, this.inputShape, 'input');
+      if (input) this.check(input.shape, this.inputShape, 'input');
+      else if (!this.hasInput)
+        throw new Error(`${this.graph.name}: a step without an input before any input`);
       const [N, Kc] = this.outputShape as [number, number];
       if (labels.length !== N) throw new RangeError(`${labels.length} labels for ${N} rows of logits`);
       const floats = Float32Array.from(labels, (label, b) => {
@@ -603,13 +608,14 @@ export class WebGpuTrainPlan {
   /** Uploads a step's input, labels and hyperparameters. */
   private writeStep(
     sgd: SgdRule,
-    input: Tensor,
+    input: Tensor | undefined,
     labels: Float32Array<ArrayBuffer>,
     lr: number,
     smoothing: number,
   ): void {
     const { queue } = this.gpu.device;
-    queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
+    if (input) queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
+    this.hasInput ||= !!input;
     queue.writeBuffer(...this.locate(this.fused.labels), labels);
     const hyper = [
       lr,
@@ -702,6 +708,7 @@ export class WebGpuTrainPlan {
     this.loaded = undefined; // the caller's weights replace the device's: step() needs load() again
     const { queue } = this.gpu.device;
     queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
+    this.hasInput = true;
     const out = this.values.get(this.graph.output)!;
     const outFloats = shapeSize(this.outputShape);
     const read = await this.execute(this.forwardReady, this.forwardRead, [
