@@ -19,7 +19,7 @@
 #          resume.tar (the checkpoint, to go on in another call: CIFAR_RESUME=path/to/resume.tar).
 # Each phase runs under `timeout`. Settings (environment): SHUFFLENET_WEBGPU_BACKEND (default vulkan; opengles
 # runs it here on llvmpipe), BENCH_ARGS and BENCH_CIFAR_ARGS (replace bench-gpu's arguments of the two runs:
-# sizes, batches, iterations; BENCH_ARGS defaults to --host-io), CHECK_TIMEOUT (150 s), BENCH_TIMEOUT (240 s),
+# sizes, batches, iterations; BENCH_ARGS defaults to --host-io --iterations 20 --budget-ms 8000), CHECK_TIMEOUT (150 s), BENCH_TIMEOUT (240 s),
 # BENCH_CIFAR_TIMEOUT (120 s), PROFILE_TIMEOUT (120 s each), PROFILE_ARGS, CIFAR_CAP_S (420 s), CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_BATCH, CIFAR_LR,
 # CIFAR_ARGS (more train flags), CIFAR_DATA, CIFAR_RESUME, CIFAR_THREADS (8: WASM threads, unused on WebGPU, where the evaluation after each epoch runs too). OUT defaults to
 # /tmp/device-gpu-out off the device.
@@ -76,7 +76,7 @@ phase_bench() {
   echo "== bench: ours (WebGPU) and PyTorch"
   local rc
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
-  timeout -k 10 "${BENCH_TIMEOUT:-240}" node "$BUNDLE/bench-gpu.js" ${BENCH_ARGS---host-io} \
+  timeout -k 10 "${BENCH_TIMEOUT:-240}" node "$BUNDLE/bench-gpu.js" ${BENCH_ARGS---host-io --iterations 20 --budget-ms 8000} \
     --out "$OUT/bench.md" --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
   rc=$?
   # The CIFAR-10 model's training speed (small-input stem, 10 classes, 32x32): what `cifar` can do in its cap.
@@ -93,9 +93,9 @@ phase_bench() {
   ' "$OUT/bench-cifar.json" | tee -a "$OUT/bench.log"
   # Where the time goes: each dispatch of a training step and of an inference run at batch 256, timed alone.
   echo "== bench: per-kernel profiles (1.0x g=3, 224x224, batch 256)"
-  timeout -k 10 "${PROFILE_TIMEOUT:-120}" node "$BUNDLE/profile-webgpu.js" --train ${PROFILE_ARGS:-} \
+  timeout -k 10 "${PROFILE_TIMEOUT:-120}" node "$BUNDLE/profile-webgpu.js" --train ${PROFILE_ARGS---runs 1} \
     2>&1 | tee "$OUT/profile-train.md"
-  timeout -k 10 "${PROFILE_TIMEOUT:-120}" node "$BUNDLE/profile-webgpu.js" ${PROFILE_ARGS:-} \
+  timeout -k 10 "${PROFILE_TIMEOUT:-120}" node "$BUNDLE/profile-webgpu.js" ${PROFILE_ARGS---runs 1} \
     2>&1 | tee "$OUT/profile-infer.md"
   [ "$rc" = 0 ]
 }
