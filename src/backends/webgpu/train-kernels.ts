@@ -726,49 +726,6 @@ export const GAP_BWD = trainKernel(
   put(p.gx + i, ld(p.gy + i / p.HW) / f32(p.HW), p.acc);`),
 );
 
-/** y[n][m] = sum_k x[n][k] w[m][k] (+ b[m]). */
-export const LINEAR = trainKernel(
-  'train linear',
-  ['x', 'w', 'b', 'hasBias', 'y', 'K', 'M', 'total'],
-  oneD(`
-  let m = i % p.M;
-  let n = i / p.M;
-  var s = 0.0;
-  for (var k = 0u; k < p.K; k++) { s += weights[p.w + m * p.K + k] * ld(p.x + n * p.K + k); }
-  if (p.hasBias != 0u) { s += weights[p.b + m]; }
-  st(p.y + i, s);`),
-);
-
-/** dx[n][k] = sum_m gy[n][m] w[m][k]. */
-export const LINEAR_BWD_INPUT = trainKernel(
-  'train linear backward input',
-  ['gy', 'w', 'gx', 'acc', 'K', 'M', 'total'],
-  oneD(`
-  let k = i % p.K;
-  let n = i / p.K;
-  var s = 0.0;
-  for (var m = 0u; m < p.M; m++) { s += ld(p.gy + n * p.M + m) * weights[p.w + m * p.K + k]; }
-  put(p.gx + i, s, p.acc);`),
-);
-
-/** dw[m][k] += sum_n gy[n][m] x[n][k] (invocations < M*K), db[m] += sum_n gy[n][m] (the M after them). */
-export const LINEAR_BWD_WEIGHT = trainKernel(
-  'train linear backward weight',
-  ['x', 'gy', 'gw', 'gb', 'N', 'K', 'M', 'total'],
-  oneD(`
-  var s = 0.0;
-  if (i < p.M * p.K) {
-    let k = i % p.K;
-    let m = i / p.K;
-    for (var n = 0u; n < p.N; n++) { s += ld(p.gy + n * p.M + m) * ld(p.x + n * p.K + k); }
-    st(p.gw + i, ld(p.gw + i) + s);
-  } else {
-    let m = i - p.M * p.K;
-    for (var n = 0u; n < p.N; n++) { s += ld(p.gy + n * p.M + m); }
-    st(p.gb + m, ld(p.gb + m) + s);
-  }`),
-);
-
 /**
  * Softmax cross-entropy with label smoothing s (src/train/loss.ts), one row per invocation: writes
  * dL/dlogits = (softmax - target) / N to gy, and the row's loss and whether its first largest logit is the
@@ -852,9 +809,6 @@ export const TRAIN_KERNELS = [
   POOL_BWD,
   GAP,
   GAP_BWD,
-  LINEAR,
-  LINEAR_BWD_INPUT,
-  LINEAR_BWD_WEIGHT,
   SOFTMAX_CE,
   SGD,
 ] as const;

@@ -999,38 +999,9 @@ class Emitter {
           a.kernel[0] * a.kernel[1] === 1 &&
           a.stride[0] * a.stride[1] === 1 &&
           a.padding[0] + a.padding[1] === 0;
-        const HW = H * W;
         const wn = O * cin * a.kernel[0] * a.kernel[1];
         if (pointwise) {
-          // Tiled GEMMs per group: forward and dL/dx; dL/dw as partial sums over chunks of columns.
-          const cols = N * HW;
-          const tiles = (rows: number): GpuStep['groups'] => [
-            Math.ceil(cols / K.GEMM.TN),
-            Math.ceil(rows / K.GEMM.TM),
-            a.groups,
-          ];
-          const dims = [N, C, O, HW, cin, cout];
-          this.fwd(node, K.PW_FWD, [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims], {
-            out: y.ptr,
-            relu: 7,
-            groups: tiles(cout),
-          });
-          this.backs.push(() => {
-            const f = this.acc(x.name);
-            if (f !== undefined)
-              this.bwd(node, K.PW_BWD_INPUT, [y.grad, w.at, ...map, x.grad, f, ...dims], tiles(cin));
-            const wTiles = Math.ceil(cout / K.WGRAD.TR) * Math.ceil(cin / K.WGRAD.TC);
-            const { S, chunk } = this.split(cols, wTiles * a.groups, K.WGRAD.TQ);
-            const part = this.scratch(0, S * wn);
-            this.bwd(
-              node,
-              K.PW_BWD_WEIGHT,
-              [x.ptr, y.grad, ...map, part, ...dims, a.groups, chunk],
-              [S, wTiles, a.groups],
-            );
-            this.bwd(node, K.REDUCE, [part, S, wn, w.grad, 1, wn]);
-            if (b.present) this.biasGradient(node, y.grad, b.grad, [N, O, HW]);
-          });
+          this.pointwise(node, x, y, w, b, a.groups, [N, C, O, H * W]);
           return;
         }
         const dims = [C, H, W, O, OH, OW, ...a.kernel, ...a.stride, ...a.padding, ...a.dilation, cin, cout];
@@ -1162,24 +1133,61 @@ class Emitter {
         return;
       }
       case 'linear': {
-        if (mapped) break;
-        const w = this.p(node, 'weight');
-        const b = this.p(node, 'bias');
-        const Kf = node.attrs.inFeatures;
-        const M = node.attrs.outFeatures;
-        this.fwd(node, K.LINEAR, [x.ptr, w.at, b.at, +b.present, y.ptr, Kf, M, N * M]);
-        this.backs.push(() => {
-          const f = this.acc(x.name);
-          if (f !== undefined) this.bwd(node, K.LINEAR_BWD_INPUT, [y.grad, w.at, x.grad, f, Kf, M, N * Kf]);
-          const total = M * Kf + (b.present ? M : 0);
-          this.bwd(node, K.LINEAR_BWD_WEIGHT, [x.ptr, y.grad, w.grad, b.grad, N, Kf, M, total]);
-        });
+        // A 1x1 conv on [N, K, 1, 1]: the same GEMMs.
+        const [w, b] = [this.p(node, 'weight'), this.p(node, 'bias')];
+        this.pointwise(node, x, y, w, b, 1, [N, node.attrs.inFeatures, node.attrs.outFeatures, 1]);
         return;
       }
       default:
         break;
     }
     this.fallback(node);
+  }
+
+  /**
+   * A grouped 1x1 conv (or a linear layer: HW = 1) as tiled GEMMs per group: forward and dL/dx; dL/dw as
+   * partial sums over chunks of columns (image, pixel), then added up.
+   */
+  private pointwise(
+    node: Node,
+    x: Value,
+    y: Value,
+    w: { at: number; grad: number },
+    b: { at: number; grad: number; present: boolean },
+    groups: number,
+    [N, C, O, HW]: [number, number, number, number],
+  ): void {
+    const [cin, cout] = [C / groups, O / groups];
+    const map = [x.mapAt, +!!x.map];
+    const cols = N * HW;
+    const tiles = (rows: number): GpuStep['groups'] => [
+      Math.ceil(cols / K.GEMM.TN),
+      Math.ceil(rows / K.GEMM.TM),
+      groups,
+    ];
+    const dims = [N, C, O, HW, cin, cout];
+    this.fwd(node, K.PW_FWD, [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims], {
+      out: y.ptr,
+      relu: 7,
+      groups: tiles(cout),
+    });
+    this.backs.push(() => {
+      const f = this.acc(x.name);
+      if (f !== undefined)
+        this.bwd(node, K.PW_BWD_INPUT, [y.grad, w.at, ...map, x.grad, f, ...dims], tiles(cin));
+      const wn = O * cin;
+      const wTiles = Math.ceil(cout / K.WGRAD.TR) * Math.ceil(cin / K.WGRAD.TC);
+      const { S, chunk } = this.split(cols, wTiles * groups, K.WGRAD.TQ);
+      const part = this.scratch(0, S * wn);
+      this.bwd(
+        node,
+        K.PW_BWD_WEIGHT,
+        [x.ptr, y.grad, ...map, part, ...dims, groups, chunk],
+        [S, wTiles, groups],
+      );
+      this.bwd(node, K.REDUCE, [part, S, wn, w.grad, 1, wn]);
+      if (b.present) this.biasGradient(node, y.grad, b.grad, [N, O, HW]);
+    });
   }
 
   /** A conv bias's gradient: gb[c] += the sum of gy over the batch and the plane. */
