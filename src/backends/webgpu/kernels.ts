@@ -24,9 +24,6 @@ export interface Kernel {
 /** Invocations per workgroup of the 1-D kernels (compatibility mode allows at most 128). */
 export const WORKGROUP = 64;
 
-/** Tile of the pointwise GEMM: output channels x pixels per workgroup, and the K step. */
-export const TILE = { M: 32, N: 32, K: 16 } as const;
-
 /** A kernel with its uniform fields (u32) over the arena and weights buffers. */
 export function kernel(name: string, fields: readonly string[], body: string): Kernel {
   const code = `struct Params { ${fields.map((f) => `${f}: u32,`).join(' ')} }
@@ -62,75 +59,101 @@ const nchwOut = `
 
 const io = ['x', 'xC', 'xOff', 'y', 'yC', 'yOff'];
 
+/** The GEMM tile of the 1x1 convs: TM rows x TN columns per workgroup of 16 x 8, TK deep. */
+export const GEMM = { TM: 32, TN: 64, TK: 16 } as const;
+
 /**
- * Grouped 1x1 conv as a tiled GEMM per group: Y[o, q] = sum_j W[o, j] X[map(g*cin + j), q] over columns
- * q = (image, pixel), with the bias, an optional residual (read in its own layout) and ReLU fused.
- * Workgroup (x, y, z) = (column tile, output-channel tile, group); each of 8x8 invocations holds 4x4 sums.
+ * A grouped 1x1 conv's GEMM over columns q = (image, pixel): out[r][q] = sum_k A(r, k) B(k, q), workgroup
+ * (column tile, row tile, group). `a(r, k)` reads the weights (#r, #k), `bBase` is the arena index of this
+ * invocation's load column (#n, #px) and `bAt(k)` that of B(k, q) from it, read with ld(); `store` writes
+ * out[r][q] from `s` (g, r, q, n, px in scope). Inference (POINTWISE) and training (train-kernels.ts) share it.
+ */
+export const gemm = (rows: string, depth: string, bBase: string, a: string, bAt: string, store: string) => `
+const TM = ${GEMM.TM}u;
+const TN = ${GEMM.TN}u;
+const TK = ${GEMM.TK}u;
+var<workgroup> As: array<f32, ${GEMM.TM * GEMM.TK}>; // [k][r]
+var<workgroup> Bs: array<f32, ${GEMM.TK * GEMM.TN}>; // [k][q]
+
+@compute @workgroup_size(16, 8)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let g = wg.z;
+  let r0 = wg.y * TM;
+  let q0 = wg.x * TN;
+  let cols = p.N * p.HW;
+  // This invocation loads column j of B, rows li / TN + 2t.
+  let j = li % TN;
+  let lq = q0 + j;
+  let inCols = lq < cols;
+  let bBase = ${bBase.replaceAll('#n', '(lq / p.HW)').replaceAll('#px', '(lq % p.HW)')};
+  var acc: array<f32, 16>;
+  for (var k0 = 0u; k0 < ${depth}; k0 += TK) {
+    for (var t = 0u; t < 4u; t++) {
+      let e = li + 128u * t;
+      let r = e / TK;
+      let k = e % TK;
+      var v = 0.0;
+      if (r0 + r < ${rows} && k0 + k < ${depth}) { v = ${a.replaceAll('#r', '(r0 + r)').replaceAll('#k', '(k0 + k)')}; }
+      As[k * TM + r] = v;
+    }
+    for (var t = 0u; t < 8u; t++) {
+      let k = li / TN + 2u * t;
+      var v = 0.0;
+      if (inCols && k0 + k < ${depth}) { v = ld(${bAt.replaceAll('#k', '(k0 + k)')}); }
+      Bs[k * TN + j] = v;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < TK; k++) {
+      var av: array<f32, 4>;
+      for (var u = 0u; u < 4u; u++) { av[u] = As[k * TM + lid.y + 8u * u]; }
+      for (var b = 0u; b < 4u; b++) {
+        let bv = Bs[k * TN + lid.x + 16u * b];
+        for (var u = 0u; u < 4u; u++) { acc[u * 4u + b] += av[u] * bv; }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var u = 0u; u < 4u; u++) {
+    let r = r0 + lid.y + 8u * u;
+    if (r >= ${rows}) { continue; }
+    for (var b = 0u; b < 4u; b++) {
+      let q = q0 + lid.x + 16u * b;
+      if (q >= cols) { continue; }
+      let n = q / p.HW;
+      let px = q % p.HW;
+      let s = acc[u * 4u + b];${store}
+    }
+  }
+}`;
+
+/**
+ * Grouped 1x1 conv as a tiled GEMM per group (gemm): Y[o, q] = sum_j W[o, j] X[map(g*cin + j), q] over
+ * columns q = (image, pixel), with the bias, an optional residual (read in its own layout) and ReLU fused.
  * Weights slice: w [outC][cin], bias [outC] at bOff, the input map [inC] at mapOff (if hasMap).
  */
 export const POINTWISE = kernel(
   'pointwise',
   [...io, 'res', 'resC', 'resOff', 'hasRes', 'N', 'HW', 'cin', 'cout', 'hasMap', 'relu', 'bOff', 'mapOff'],
   `
-const TM = ${TILE.M}u;
-const TN = ${TILE.N}u;
-const TK = ${TILE.K}u;
-var<workgroup> As: array<f32, ${TILE.M * TILE.K}>; // [k][m]
-var<workgroup> Bs: array<f32, ${TILE.K * TILE.N}>; // [k][n]
-
-@compute @workgroup_size(8, 8)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
-        @builtin(local_invocation_index) li: u32) {
-  let g = wg.z;
-  let m0 = wg.y * TM;
-  let n0 = wg.x * TN;
-  let cols = p.N * p.HW;
-  var acc: array<f32, 16>;
-  for (var k0 = 0u; k0 < p.cin; k0 += TK) {
-    for (var t = li; t < TM * TK; t += 64u) {
-      let m = t / TK;
-      let k = t % TK;
-      var v = 0.0;
-      if (m0 + m < p.cout && k0 + k < p.cin) { v = weights[(g * p.cout + m0 + m) * p.cin + k0 + k]; }
-      As[k * TM + m] = v;
-    }
-    for (var t = li; t < TK * TN; t += 64u) {
-      let k = t / TN;
-      let j = t % TN;
-      let q = n0 + j;
-      var v = 0.0;
-      if (q < cols && k0 + k < p.cin) {
-        var c = g * p.cin + k0 + k;
-        if (p.hasMap != 0u) { c = u32(weights[p.mapOff + c]); }
-        v = arena[p.x + ((q / p.HW) * p.xC + p.xOff + c) * p.HW + q % p.HW];
-      }
-      Bs[k * TN + j] = v;
-    }
-    workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      for (var a = 0u; a < 4u; a++) {
-        let w = As[k * TM + lid.y + 8u * a];
-        for (var b = 0u; b < 4u; b++) { acc[a * 4u + b] += w * Bs[k * TN + lid.x + 8u * b]; }
-      }
-    }
-    workgroupBarrier();
-  }
-  for (var a = 0u; a < 4u; a++) {
-    let m = m0 + lid.y + 8u * a;
-    if (m >= p.cout) { continue; }
-    let o = g * p.cout + m;
-    for (var b = 0u; b < 4u; b++) {
-      let q = n0 + lid.x + 8u * b;
-      if (q >= cols) { continue; }
-      let n = q / p.HW;
-      let px = q % p.HW;
-      var s = acc[a * 4u + b] + weights[p.bOff + o];
-      if (p.hasRes != 0u) { s += arena[p.res + (n * p.resC + p.resOff + o) * p.HW + px]; }
-      if (p.relu != 0u) { s = max(s, 0.0); }
-      arena[p.y + (n * p.yC + p.yOff + o) * p.HW + px] = s;
-    }
-  }
-}`,
+fn ld(i: u32) -> f32 { return arena[i]; }
+fn xrow(c: u32) -> u32 {
+  if (p.hasMap != 0u) { return u32(weights[p.mapOff + c]); }
+  return c;
+}
+${gemm(
+  'p.cout',
+  'p.cin',
+  'p.x + (#n * p.xC + p.xOff) * p.HW + #px',
+  'weights[(g * p.cout + #r) * p.cin + #k]',
+  'bBase + xrow(g * p.cin + #k) * p.HW',
+  `
+      let o = g * p.cout + r;
+      var v = s + weights[p.bOff + o];
+      if (p.hasRes != 0u) { v += arena[p.res + (n * p.resC + p.resOff + o) * p.HW + px]; }
+      if (p.relu != 0u) { v = max(v, 0.0); }
+      arena[p.y + (n * p.yC + p.yOff + o) * p.HW + px] = v;`,
+)}`,
 );
 
 /**

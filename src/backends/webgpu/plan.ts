@@ -14,7 +14,7 @@ import {
   POINTWISE,
   POOL,
   RELU,
-  TILE,
+  GEMM,
   WORKGROUP,
   type Kernel,
 } from './kernels.js';
@@ -285,8 +285,8 @@ export class WebGpuPlan {
         if (res?.map) throw new Error(`pointwise '${op.node}': the residual is channel-shuffled`);
         const map = op.inMap ? Float32Array.from(op.inMap) : new Float32Array(0);
         const grid: [number, number, number] = [
-          Math.ceil((N * op.HW) / TILE.N),
-          Math.ceil(cout / TILE.M),
+          Math.ceil((N * op.HW) / GEMM.TN),
+          Math.ceil(cout / GEMM.TM),
           op.groups,
         ];
         this.checkGrid(POINTWISE, op.node, grid);

@@ -17,7 +17,7 @@
  * rounding near that of a pairwise sum. The chunking depends on the shapes only, so results are
  * deterministic.
  */
-import { oneD, WORKGROUP, type Kernel } from './kernels.js';
+import { gemm, oneD, WORKGROUP, type Kernel } from './kernels.js';
 
 /** Segment k's floats start at global index k << SEGMENT_SHIFT: 2 GiB per segment, 8 segments in a u32. */
 export const SEGMENT_SHIFT = 29;
@@ -162,73 +162,6 @@ export const CONV_FWD = trainKernel(
   if (p.relu != 0u) { s = max(s, 0.0); }
   st(p.y + i, s);`),
 );
-
-/** The GEMM tile of the 1x1 convs: TM rows x TN columns per workgroup of 16 x 8, TK deep. */
-export const GEMM = { TM: 32, TN: 64, TK: 16 } as const;
-
-/**
- * A grouped 1x1 conv's GEMM over columns q = (image, pixel): out[r][q] = sum_k A(r, k) B(k, q), workgroup
- * (column tile, row tile, group). `a(r, k)` reads the weights, `bAt(k)` is the arena index of B(k, q) for
- * this invocation's load column; `store` writes out[r][q] as `s` (r, q, n, px in scope).
- */
-const gemm = (rows: string, depth: string, bBase: string, a: string, bAt: string, store: string) => `
-const TM = ${GEMM.TM}u;
-const TN = ${GEMM.TN}u;
-const TK = ${GEMM.TK}u;
-var<workgroup> As: array<f32, ${GEMM.TM * GEMM.TK}>; // [k][r]
-var<workgroup> Bs: array<f32, ${GEMM.TK * GEMM.TN}>; // [k][q]
-
-@compute @workgroup_size(16, 8)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
-        @builtin(local_invocation_index) li: u32) {
-  let g = wg.z;
-  let r0 = wg.y * TM;
-  let q0 = wg.x * TN;
-  let cols = p.N * p.HW;
-  // This invocation loads column j of B, rows li / TN + 2t.
-  let j = li % TN;
-  let lq = q0 + j;
-  let inCols = lq < cols;
-  let bBase = ${bBase.replaceAll('#n', '(lq / p.HW)').replaceAll('#px', '(lq % p.HW)')};
-  var acc: array<f32, 16>;
-  for (var k0 = 0u; k0 < ${depth}; k0 += TK) {
-    for (var t = 0u; t < 4u; t++) {
-      let e = li + 128u * t;
-      let r = e / TK;
-      let k = e % TK;
-      var v = 0.0;
-      if (r0 + r < ${rows} && k0 + k < ${depth}) { v = ${a.replaceAll('#r', '(r0 + r)').replaceAll('#k', '(k0 + k)')}; }
-      As[k * TM + r] = v;
-    }
-    for (var t = 0u; t < 8u; t++) {
-      let k = li / TN + 2u * t;
-      var v = 0.0;
-      if (inCols && k0 + k < ${depth}) { v = ld(${bAt.replaceAll('#k', '(k0 + k)')}); }
-      Bs[k * TN + j] = v;
-    }
-    workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      var av: array<f32, 4>;
-      for (var u = 0u; u < 4u; u++) { av[u] = As[k * TM + lid.y + 8u * u]; }
-      for (var b = 0u; b < 4u; b++) {
-        let bv = Bs[k * TN + lid.x + 16u * b];
-        for (var u = 0u; u < 4u; u++) { acc[u * 4u + b] += av[u] * bv; }
-      }
-    }
-    workgroupBarrier();
-  }
-  for (var u = 0u; u < 4u; u++) {
-    let r = r0 + lid.y + 8u * u;
-    if (r >= ${rows}) { continue; }
-    for (var b = 0u; b < 4u; b++) {
-      let q = q0 + lid.x + 16u * b;
-      if (q >= cols) { continue; }
-      let n = q / p.HW;
-      let px = q % p.HW;
-      let s = acc[u * 4u + b];${store}
-    }
-  }
-}`;
 
 /**
  * Grouped 1x1 conv forward (stride 1, no padding) as a tiled GEMM per group, reading its input through a

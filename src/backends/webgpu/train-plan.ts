@@ -5,7 +5,7 @@ import { firstFit } from '../../runtime/first-fit.js';
 import { GradientBook, trainingViews } from '../../runtime/train-views.js';
 import type { SgdRule } from '../../train/optim.js';
 import type { TrainBackend } from '../../train/trainer.js';
-import { WORKGROUP } from './kernels.js';
+import { GEMM, WORKGROUP } from './kernels.js';
 import type { GpuContext } from './plan.js';
 import { timeDispatches, type DispatchTime } from './profile.js';
 import * as K from './train-kernels.js';
@@ -1161,8 +1161,8 @@ class Emitter {
     const map = [x.mapAt, +!!x.map];
     const cols = N * HW;
     const tiles = (rows: number): GpuStep['groups'] => [
-      Math.ceil(cols / K.GEMM.TN),
-      Math.ceil(rows / K.GEMM.TM),
+      Math.ceil(cols / GEMM.TN),
+      Math.ceil(rows / GEMM.TM),
       groups,
     ];
     const dims = [N, C, O, HW, cin, cout];
