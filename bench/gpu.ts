@@ -20,7 +20,7 @@ import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
 import { writeFileAtomic } from '../src/node/files.js';
 import { seededRandom, Tensor } from '../src/tensor/tensor.js';
 import { sgd } from '../src/train/optim.js';
-import { summarize, type Stats } from './harness.js';
+import { summarize, writeWeightFiles, type Stats } from './harness.js';
 import { benchModel, relativeDiff } from './models.js';
 
 const USAGE = `node dist/device/bench-gpu.js [options]     (here: npx tsx bench/gpu.ts [options])
@@ -440,15 +440,7 @@ async function main(): Promise<void> {
       const t0 = performance.now();
       reference = execute(graph, weights, input1).data;
       console.log(`reference execute() at batch 1: ${fmt(performance.now() - t0)} ms`);
-      const list = [...weights];
-      writeFileSync(
-        join(dir, 'weights.json'),
-        JSON.stringify(list.map(([name, t]) => ({ name, shape: t.shape }))),
-      );
-      writeFileSync(
-        join(dir, 'weights.bin'),
-        Buffer.concat(list.map(([, t]) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))),
-      );
+      writeWeightFiles(dir, weights);
       writeFileSync(join(dir, 'input.f32'), input1.data);
     }
     const torchLogits = runTorch(args['no-check'] ? undefined : dir);

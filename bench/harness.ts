@@ -1,4 +1,7 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { summarize as summarizeTimes } from '../src/runtime/stats.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 import type { Runner } from './peers/types.js';
 
 export interface MeasureOptions {
@@ -113,4 +116,20 @@ export function markdownTable(
   }
   const row = (cells: string[]) => `| ${cells.join(' | ')} |`;
   return [row(lines[0]!), row(lines[0]!.map(() => '---')), ...lines.slice(1).map(row)].join('\n');
+}
+
+/**
+ * Weights as files for a PyTorch peer (tools/reference_models.py load_weights): dir/weights.json (names and
+ * shapes, in order) and dir/weights.bin (the float32 values, one after another).
+ */
+export function writeWeightFiles(dir: string, weights: ReadonlyMap<string, Tensor>): void {
+  const list = [...weights];
+  writeFileSync(
+    join(dir, 'weights.json'),
+    JSON.stringify(list.map(([name, t]) => ({ name, shape: t.shape }))),
+  );
+  writeFileSync(
+    join(dir, 'weights.bin'),
+    Buffer.concat(list.map(([, t]) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))),
+  );
 }

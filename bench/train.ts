@@ -25,7 +25,7 @@ import type { Tensor } from '../src/tensor/tensor.js';
 import { softmaxCrossEntropy } from '../src/train/loss.js';
 import { sgd } from '../src/train/optim.js';
 import { learnable } from '../src/train/trainer.js';
-import { measure, summarize, type Stats } from './harness.js';
+import { measure, summarize, writeWeightFiles, type Stats } from './harness.js';
 import { relativeDiff } from './models.js';
 import type { Runner } from './peers/types.js';
 
@@ -187,15 +187,7 @@ class Torch {
 
 /** The same weights, input and labels as files for PyTorch. */
 function writeData(dir: string, weights: ReadonlyMap<string, Tensor>, batch: Batch): void {
-  const list = [...weights];
-  writeFileSync(
-    join(dir, 'weights.json'),
-    JSON.stringify(list.map(([name, t]) => ({ name, shape: t.shape }))),
-  );
-  writeFileSync(
-    join(dir, 'weights.bin'),
-    Buffer.concat(list.map(([, t]) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))),
-  );
+  writeWeightFiles(dir, weights);
   writeFileSync(join(dir, 'input.f32'), batch.input.data);
   writeFileSync(join(dir, 'labels.i32'), batch.labels);
 }

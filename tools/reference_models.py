@@ -109,3 +109,26 @@ class MobileNetV1(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+def load_weights(model, data):
+    """Copies our weights into `model`: data/weights.json (names and shapes, in order) and data/weights.bin
+    (their float32 values, one after another), as the benchmarks write them (bench/harness.ts)."""
+    import json
+    import os
+
+    import numpy as np
+    with open(os.path.join(data, 'weights.json')) as f:
+        tensors = json.load(f)
+    flat = np.fromfile(os.path.join(data, 'weights.bin'), dtype=np.float32)
+    own = model.state_dict()
+    at = 0
+    for t in tensors:
+        n = int(np.prod(t['shape'])) if t['shape'] else 1
+        if t['name'] not in own or list(own[t['name']].shape) != t['shape']:
+            raise ValueError(f"weight {t['name']} {t['shape']} is not in the PyTorch model (or not that shape)")
+        own[t['name']].copy_(torch.from_numpy(flat[at:at + n].reshape(t['shape'])))
+        at += n
+    unset = [k for k in own if k not in {t['name'] for t in tensors} and not k.endswith('num_batches_tracked')]
+    if unset:
+        raise ValueError(f'weights not given: {unset}')

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_models import ShuffleNetV1  # noqa: E402
+from reference_models import ShuffleNetV1, load_weights  # noqa: E402
 
 
 def emit(obj):
@@ -72,24 +72,6 @@ def parse_args(argv):
     if a.train_batches is None:
         a.train_batches = [a.train_batch] if a.train_batch > 0 else []
     return a
-
-
-def load_weights(model, data):
-    import numpy as np
-    with open(os.path.join(data, 'weights.json')) as f:
-        tensors = json.load(f)
-    flat = np.fromfile(os.path.join(data, 'weights.bin'), dtype=np.float32)
-    own = model.state_dict()
-    at = 0
-    for t in tensors:
-        n = int(np.prod(t['shape'])) if t['shape'] else 1
-        if t['name'] not in own or list(own[t['name']].shape) != t['shape']:
-            raise ValueError(f"weight {t['name']} {t['shape']} is not in the PyTorch model (or not that shape)")
-        own[t['name']].copy_(torch.from_numpy(flat[at:at + n].reshape(t['shape'])))
-        at += n
-    unset = [k for k in own if k not in {t['name'] for t in tensors} and not k.endswith('num_batches_tracked')]
-    if unset:
-        raise ValueError(f'weights not given: {unset}')
 
 
 def set_fp32_precision(tf32):

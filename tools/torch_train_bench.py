@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_models import ShuffleNetV1  # noqa: E402
+from reference_models import ShuffleNetV1, load_weights  # noqa: E402
 
 
 def blas_info():
@@ -58,20 +58,7 @@ def setup(cmd):
     c, h, batch, data = int(cmd['c']), int(cmd['h']), int(cmd['batch']), cmd['data']
     torch.manual_seed(0)
     model = ShuffleNetV1(cmd['widths'], int(cmd['groups']), n_class=10, in_channels=c, small_input=True)
-    with open(os.path.join(data, 'weights.json')) as f:
-        tensors = json.load(f)
-    flat = np.fromfile(os.path.join(data, 'weights.bin'), dtype=np.float32)
-    own = model.state_dict()
-    at = 0
-    for t in tensors:
-        n = int(np.prod(t['shape'])) if t['shape'] else 1
-        if t['name'] not in own or list(own[t['name']].shape) != t['shape']:
-            raise ValueError(f"weight {t['name']} {t['shape']} is not in the PyTorch model (or not that shape)")
-        own[t['name']].copy_(torch.from_numpy(flat[at:at + n].reshape(t['shape'])))
-        at += n
-    unset = [k for k in own if k not in {t['name'] for t in tensors} and not k.endswith('num_batches_tracked')]
-    if unset:
-        raise ValueError(f'weights not given: {unset}')
+    load_weights(model, data)
     x = torch.from_numpy(np.fromfile(os.path.join(data, 'input.f32'), dtype=np.float32).reshape(batch, c, h, h))
     y = torch.from_numpy(np.fromfile(os.path.join(data, 'labels.i32'), dtype=np.int32).astype(np.int64))
     model.train()
