@@ -625,10 +625,15 @@ export const POOL_BWD = trainKernel(
       let g = ld(gb + oy * p.OW + ox);
       if (p.mode == 0u) {
         var at = u32(y0) * p.W + u32(x0);
+        var best = ld(xb + at);
         for (var yy = y0; yy < y1; yy++) {
           for (var xx = x0; xx < x1; xx++) {
             let k = u32(yy) * p.W + u32(xx);
-            if (ld(xb + k) > ld(xb + at)) { at = k; }
+            let v = ld(xb + k);
+            if (v > best) {
+              best = v;
+              at = k;
+            }
           }
         }
         if (at == u32(iy) * p.W + u32(ix)) { s += g; }
