@@ -195,9 +195,9 @@ export class WebGpuTrainPlan {
             `per kernel): use a smaller batch or input`,
         );
       const s = this.segments.length - 1;
-      const at = s * SEGMENT_FLOATS_MAX + this.segments[s]!;
-      this.segments[s] = at - s * SEGMENT_FLOATS_MAX + size;
-      return at;
+      const offset = this.segments[s]!;
+      this.segments[s] = offset + size;
+      return s * SEGMENT_FLOATS_MAX + offset;
     };
     const maps: Int32Array[] = [];
 
