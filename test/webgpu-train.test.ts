@@ -52,10 +52,13 @@ function randomized(graph: Graph, seed: number): Map<string, Tensor> {
   return weights;
 }
 
-describe('WebGPU training (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => {
+/** Dawn's backend: OpenGL ES (Mesa's llvmpipe) here; vulkan on a GPU, or on SwiftShader (test/webgpu-vulkan.test.ts). */
+const BACKEND = process.env.SHUFFLENET_WEBGPU_BACKEND ?? 'opengles';
+
+describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
   let engine: WebGpuEngine;
   before(async () => {
-    engine = await createNodeWebGpuEngine({ backend: process.env.SHUFFLENET_WEBGPU_BACKEND ?? 'opengles' });
+    engine = await createNodeWebGpuEngine({ backend: BACKEND });
     await engine.warmUp(); // every WGSL kernel, inference and training, compiles
   });
   after(() => engine?.destroy());

@@ -56,10 +56,13 @@ function assertClose(what: string, actual: Float32Array, expected: Tensor): void
   assert.ok(worst <= 1e-4 * scale, `${what}: max |diff| ${worst} vs output scale ${scale}`);
 }
 
-describe('WebGPU inference (Dawn, OpenGL ES on llvmpipe)', { skip: dawn }, () => {
+/** Dawn's backend: OpenGL ES (Mesa's llvmpipe) here; vulkan on a GPU, or on SwiftShader (test/webgpu-vulkan.test.ts). */
+const BACKEND = process.env.SHUFFLENET_WEBGPU_BACKEND ?? 'opengles';
+
+describe(`WebGPU inference (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
   let engine: WebGpuEngine;
   before(async () => {
-    engine = await createNodeWebGpuEngine({ backend: process.env.SHUFFLENET_WEBGPU_BACKEND ?? 'opengles' });
+    engine = await createNodeWebGpuEngine({ backend: BACKEND });
     await engine.warmUp(); // every WGSL kernel compiles
   });
   after(() => engine?.destroy());
