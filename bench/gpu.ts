@@ -305,7 +305,7 @@ async function training(engine: WebGpuEngine) {
       try {
         const w = new Map([...weights].map(([k, t]) => [k, new Tensor(t.shape, t.data.slice())]));
         const opt = sgd({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
-        plan.load(w, opt.sgd!);
+        plan.load(w, opt);
         const x = Tensor.random(shape, seededRandom(2025));
         const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % classes);
         let loss = NaN;

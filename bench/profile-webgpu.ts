@@ -42,7 +42,7 @@ console.log(`${a.train ? 'training step' : 'inference'}: ${what}, on ${engine.ad
 let profile: () => Promise<DispatchTime[]>;
 if (a.train) {
   const plan = engine.compileTraining(graph, shape);
-  plan.load(weights, sgd({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 }).sgd!);
+  plan.load(weights, sgd({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 }));
   const labels = Int32Array.from({ length: batch! }, (_, i) => i % classes!);
   await plan.step(x, labels, 0.01); // warm-up: pipelines, first touches
   profile = () => plan.profile(x, labels, 0.01);

@@ -20,10 +20,19 @@ export interface SgdRule {
   decays(name: string, shape: readonly number[]): boolean;
 }
 
+/** AdamW's whole rule (torch.optim.AdamW), for backends that run the update on the device. */
+export interface AdamWRule {
+  betas: readonly [number, number];
+  eps: number;
+  weightDecay: number;
+  decays(name: string, shape: readonly number[]): boolean;
+}
+
 export interface Optimizer {
   readonly kind: 'sgd' | 'adamw';
-  /** SGD's rule (sgd() only): a device may run the update itself (TrainBackend.step). */
+  /** The update rule, so that a device may run it itself (TrainBackend.step): sgd() sets `sgd`, adamw() `adamw`. */
   readonly sgd?: SgdRule;
+  readonly adamw?: AdamWRule;
   /** One update of every parameter that has a gradient, at learning rate `lr`. */
   step(params: ReadonlyMap<string, Tensor>, grads: ReadonlyMap<string, Tensor>, lr: number): void;
   /** Everything the next steps depend on, as named tensors (a checkpoint stores them as safetensors). */
@@ -135,6 +144,7 @@ export function adamw(o: AdamWOptions = {}): Optimizer {
   const state = new NamedState();
   return {
     kind: 'adamw',
+    adamw: { betas: [b1, b2], eps, weightDecay: wd, decays },
     step(params, grads, lr) {
       for (const [name, p] of params) {
         const grad = grads.get(name);

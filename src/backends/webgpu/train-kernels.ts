@@ -726,6 +726,29 @@ export const SGD = trainKernel(
   true,
 );
 
+/**
+ * AdamW as torch.optim.AdamW (src/train/optim.ts), one invocation per parameter element: m = b1 m + (1 - b1)
+ * g; v = b2 v + (1 - b2) g^2; p = p (1 - lr wd) (where its decay flag is 1) - stepSize m / (sqrt(v) / bc2 +
+ * eps), stepSize = lr / (1 - b1^t) and bc2 = sqrt(1 - b2^t) from the host. Hyperparameters are floats at
+ * p.hyper: lr, -, (smoothing), b1, b2, eps, weight decay, stepSize, bc2.
+ */
+export const ADAMW = trainKernel(
+  'train adamw',
+  ['w', 'g', 'm', 'v', 'flag', 'hyper', 'total'],
+  oneD(`
+  let h = p.hyper;
+  let g = ld(p.g + i);
+  let b1 = ld(h + 3u);
+  let b2 = ld(h + 4u);
+  let m = b1 * ld(p.m + i) + (1.0 - b1) * g;
+  let v = b2 * ld(p.v + i) + (1.0 - b2) * g * g;
+  st(p.m + i, m);
+  st(p.v + i, v);
+  let decay = 1.0 - ld(h) * ld(h + 6u) * ld(p.flag + i);
+  weights[p.w + i] = weights[p.w + i] * decay - ld(h + 7u) * m / (sqrt(v) / ld(h + 8u) + ld(h + 5u));`),
+  true,
+);
+
 export const TRAIN_KERNELS = [
   CONV_FWD,
   PW_FWD,
@@ -749,4 +772,5 @@ export const TRAIN_KERNELS = [
   GAP_BWD,
   SOFTMAX_CE,
   SGD,
+  ADAMW,
 ] as const;

@@ -3,7 +3,7 @@ import { OPS, type BackwardArgs, type KernelArgs } from '../../ops/index.js';
 import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.js';
 import { firstFit } from '../../runtime/first-fit.js';
 import { GradientBook, trainingViews } from '../../runtime/train-views.js';
-import type { SgdRule } from '../../train/optim.js';
+import type { Optimizer } from '../../train/optim.js';
 import type { TrainBackend } from '../../train/trainer.js';
 import { GEMM, WORKGROUP } from './kernels.js';
 import type { GpuContext } from './plan.js';
@@ -118,20 +118,26 @@ export class WebGpuTrainPlan {
   private readonly forwardSteps: Step[] = [];
   private readonly backwardSteps: Step[] = [];
   private forwardReady: (Ready | CpuStep)[] = [];
-  /** step(): the loss (softmax cross-entropy) and one SGD dispatch per parameter. */
+  /** step(): the loss (softmax cross-entropy), then one optimizer dispatch over every parameter. */
   private readonly lossSteps: GpuStep[] = [];
-  private readonly sgdSteps: GpuStep[] = [];
+  private readonly optimizerSteps: { sgd?: GpuStep; adamw?: GpuStep } = {};
+  /** A whole step's dispatches before the optimizer's (forward, loss, backward), and those steps. */
   private stepReady: (Ready | CpuStep)[] = [];
-  /** stepReady's steps, for profile(). */
   private stepSteps: GpuStep[] = [];
-  private fused = { labels: 0, rows: 0, hyper: 0, flags: 0, momentum: 0 };
+  private optimizerReady: { sgd?: Ready; adamw?: Ready } = {};
+  private fused = { labels: 0, rows: 0, hyper: 0, flags: 0, moments: 0 };
   /** Whether step() can run: logits [N, K] out, and a kernel for every op. */
   get wholeSteps(): boolean {
     return this.stepReady.length > 0;
   }
-  /** step()'s state: the parameters are on the device (load()), the momentum buffers hold a step. */
-  private loaded: SgdRule | undefined;
+  /**
+   * step()'s state: the rule that runs (after load()); whether SGD's momentum holds a step; AdamW's step
+   * count.
+   */
+  private loaded: Required<Pick<Optimizer, 'kind'>> & Pick<Optimizer, 'sgd' | 'adamw'> = { kind: 'sgd' };
+  private isLoaded = false;
   private momentumSet = false;
+  private adamSteps = 0;
   /** An input is on the device (step() without one reuses it). */
   private hasInput = false;
   private backwardReady: (Ready | CpuStep)[] = [];
@@ -251,25 +257,28 @@ export class WebGpuTrainPlan {
     emitter.backward();
     this.scratchAt = alloc(emitter.scratchFloats, 'a scratch block');
     if (this.outputShape.length === 2) {
-      // step(): labels, the rows' losses and hits, the hyperparameters, decay flags, momentum buffers.
+      // step(): labels, the rows' losses and hits, the hyperparameters, decay flags, and the optimizer's
+      // state (SGD's momentum, or AdamW's two moments), laid out as the parameters.
       const [N, Kc] = this.outputShape as [number, number];
       const f = {
         labels: alloc(N, 'the labels'),
         rows: alloc(2 * N, 'the losses'),
-        hyper: alloc(8, 'the hyperparameters'),
+        hyper: alloc(16, 'the hyperparameters'),
         flags: alloc(this.paramFloats, 'the decay flags'),
-        momentum: alloc(this.paramFloats, 'the momentum buffers'),
+        moments: alloc(2 * this.paramFloats, "the optimizer's state"),
       };
       this.fused = f;
       const out = this.values.get(graph.output)!;
       const args = [out.ptr, f.labels, out.grad, f.rows, f.hyper, Kc, N];
       this.lossSteps.push({ node: graph.output, kernel: K.SOFTMAX_CE, args });
-      // One dispatch for every parameter: values, gradients, momentum and flags are laid out alike.
-      this.sgdSteps.push({
-        node: 'sgd',
-        kernel: K.SGD,
-        args: [0, this.gradBlock.at, f.momentum, f.flags, f.hyper, this.paramFloats],
-      });
+      // One dispatch for every parameter: values, gradients, state and flags are laid out alike.
+      const [g, n] = [this.gradBlock.at, this.paramFloats];
+      this.optimizerSteps.sgd = { node: 'sgd', kernel: K.SGD, args: [0, g, f.moments, f.flags, f.hyper, n] };
+      this.optimizerSteps.adamw = {
+        node: 'adamw',
+        kernel: K.ADAMW,
+        args: [0, g, f.moments, f.moments + n, f.flags, f.hyper, n],
+      };
     }
     const input = this.values.get(INPUT)!;
     if (input.grad && emitter.hasGrad(INPUT)) {
@@ -376,7 +385,7 @@ export class WebGpuTrainPlan {
       ...this.forwardSteps,
       ...this.backwardSteps,
       ...this.lossSteps,
-      ...this.sgdSteps,
+      ...Object.values(this.optimizerSteps),
     ].filter((s): s is GpuStep => 'kernel' in s);
     let uBytes = 0;
     const slices = new Map<GpuStep, { at: number; size: number }>();
@@ -418,19 +427,12 @@ export class WebGpuTrainPlan {
     };
     this.forwardReady = this.forwardSteps.map(ready);
     this.backwardReady = this.backwardSteps.map(ready);
-    if (this.lossSteps.length && !this.cpuNodes.length)
-      this.stepReady = [
-        ...this.forwardReady,
-        ...this.lossSteps.map(ready),
-        ...this.backwardReady,
-        ...this.sgdSteps.map(ready),
-      ];
-    this.stepSteps = [
-      ...this.forwardSteps,
-      ...this.lossSteps,
-      ...this.backwardSteps,
-      ...this.sgdSteps,
-    ] as GpuStep[];
+    if (this.lossSteps.length && !this.cpuNodes.length) {
+      this.stepReady = [...this.forwardReady, ...this.lossSteps.map(ready), ...this.backwardReady];
+      this.stepSteps = [...this.forwardSteps, ...this.lossSteps, ...this.backwardSteps] as GpuStep[];
+      const { sgd, adamw } = this.optimizerSteps;
+      this.optimizerReady = { sgd: ready(sgd!) as Ready, adamw: ready(adamw!) as Ready };
+    }
     const errors = [device.popErrorScope(), device.popErrorScope()].map((e) => e.then((x) => x?.message));
     const kernels = new Set(gpuSteps.map((s) => s.kernel.at(segments)));
     this.created = Promise.all([...[...kernels].map((k) => this.gpu.pipelineError(k)), ...errors]).then(
@@ -519,14 +521,15 @@ export class WebGpuTrainPlan {
   }
 
   /**
-   * Starts whole steps on the device (step()): uploads the parameters and SGD's momentum buffers (from
-   * `state`, as Optimizer.state() names them: momentum_buffer.<parameter>; none: the next step is SGD's
-   * first). From here on the device holds the parameters: sync() copies them back. `weights` also holds the
-   * BN running buffers, which step() updates in place.
+   * Starts whole steps on the device (step()) with `optimizer`'s rule (SGD or AdamW): uploads the parameters
+   * and the optimizer's state, named as Optimizer.state() names it (SGD: momentum_buffer.<parameter>; AdamW:
+   * step, exp_avg, exp_avg_sq; none: the next step is the first). From here on the device holds the
+   * parameters: sync() copies them back. `weights` also holds the BN running buffers, which step() updates
+   * in place.
    */
   load(
     weights: ReadonlyMap<string, Tensor>,
-    sgd: SgdRule,
+    optimizer: Pick<Optimizer, 'kind' | 'sgd' | 'adamw'>,
     state: ReadonlyMap<string, Tensor> = new Map(),
   ): void {
     if (!this.stepReady.length)
@@ -535,38 +538,48 @@ export class WebGpuTrainPlan {
           `every op` +
           (this.cpuNodes.length ? ` (on the CPU: ${this.cpuNodes.join(', ')})` : ''),
       );
+    const rule = optimizer.sgd ?? optimizer.adamw;
+    if (!rule) throw new Error(`${this.graph.name}: no device rule for the ${optimizer.kind} optimizer`);
     this.upload(weights);
-    const buffers = [...this.params.keys()].map((k) => state.get(`momentum_buffer.${k}`));
-    if (buffers.some((b) => b) && !buffers.every((b) => b))
+    const n = this.paramFloats;
+    const slots = optimizer.sgd ? ['momentum_buffer'] : ['exp_avg', 'exp_avg_sq'];
+    const moments = new Float32Array(2 * n);
+    const found = slots.flatMap((slot, k) =>
+      [...this.params].map(([name, p]) => {
+        const t = state.get(`${slot}.${name}`);
+        if (t && t.data.length !== p.size)
+          throw new RangeError(`${this.graph.name}: ${slot}.${name} is not ${formatShape(p.shape)}`);
+        if (t) moments.set(t.data, k * n + p.at);
+        return !!t;
+      }),
+    );
+    if (found.some((f) => f) && !found.every((f) => f))
+      throw new Error(`${this.graph.name}: the optimizer state covers some parameters only`);
+    const steps = new Set([...this.params.keys()].map((k) => state.get(`step.${k}`)?.data[0] ?? 0));
+    if (optimizer.adamw && steps.size > 1)
       throw new Error(
-        `${this.graph.name}: the optimizer state has momentum buffers for some parameters only`,
+        `${this.graph.name}: AdamW's step counts differ between parameters (${[...steps].join(', ')})`,
       );
     const { queue } = this.gpu.device;
-    const momentum = new Float32Array(this.paramFloats);
-    [...this.params.values()].forEach((p, k) => {
-      const b = buffers[k];
-      if (b && b.data.length !== p.size)
-        throw new RangeError(`${this.graph.name}: momentum buffer ${k} is not ${formatShape(p.shape)}`);
-      if (b) momentum.set(b.data, p.at);
-    });
-    queue.writeBuffer(...this.locate(this.fused.momentum), momentum);
-    const flags = new Float32Array(this.paramFloats);
-    for (const [name, p] of this.params) flags.fill(+sgd.decays(name, p.shape), p.at, p.at + p.size);
+    queue.writeBuffer(...this.locate(this.fused.moments), moments);
+    const flags = new Float32Array(n);
+    for (const [name, p] of this.params) flags.fill(+rule.decays(name, p.shape), p.at, p.at + p.size);
     queue.writeBuffer(...this.locate(this.fused.flags), flags);
-    this.loaded = sgd;
-    this.momentumSet = !!buffers[0];
+    this.loaded = { kind: optimizer.kind, sgd: optimizer.sgd, adamw: optimizer.adamw };
+    this.isLoaded = true;
+    this.momentumSet = !!found[0];
+    this.adamSteps = optimizer.adamw ? [...steps][0]! : 0;
   }
 
   /**
    * One whole training step on the device in one submission: forward (batch statistics), softmax
-   * cross-entropy with label smoothing, backward, SGD at learning rate `lr`. Reads back only the logits, the
-   * rows' losses and hits, and the BN batch statistics (the running buffers move on the CPU). Without
-   * `input`, the last step's input, still on the device, is used again.
+   * cross-entropy with label smoothing, backward, the optimizer's update at learning rate `lr`. Reads back
+   * only the logits, the rows' losses and hits, and the BN batch statistics (the running buffers move on the
+   * CPU). Without `input`, the last step's input, still on the device, is used again.
    */
   step(input: Tensor | undefined, labels: ArrayLike<number>, lr: number, smoothing = 0): Promise<DeviceStep> {
     return this.enqueue(async () => {
-      const sgd = this.loaded;
-      if (!sgd) throw new Error(`${this.graph.name}: step() before load()`);
+      if (!this.isLoaded) throw new Error(`${this.graph.name}: step() before load()`);
       if (input) this.check(input.shape, this.inputShape, 'input');
       else if (!this.hasInput)
         throw new Error(`${this.graph.name}: a step without an input before any input`);
@@ -579,11 +592,11 @@ export class WebGpuTrainPlan {
       });
       if (!(smoothing >= 0 && smoothing <= 1))
         throw new RangeError(`label smoothing ${smoothing} is not in [0, 1]`);
-      this.writeStep(sgd, input, floats, lr, smoothing);
+      this.writeStep(input, floats, lr, smoothing);
       const out = this.values.get(this.graph.output)!;
       const outFloats = N * Kc;
       const read = await this.execute(
-        this.stepReady,
+        [...this.stepReady, this.optimizerReady[this.loaded.kind]!],
         this.forwardRead,
         [
           [out.ptr, outFloats],
@@ -592,7 +605,7 @@ export class WebGpuTrainPlan {
         ],
         (e) => e.clearBuffer(...this.locate(this.gradBlock.at), alignUp(this.paramFloats, 4) * 4),
       );
-      this.momentumSet = sgd.momentum > 0;
+      this.stepped();
       this.updateRunning(read, outFloats);
       let loss = 0;
       let correct = 0;
@@ -605,9 +618,8 @@ export class WebGpuTrainPlan {
     });
   }
 
-  /** Uploads a step's input, labels and hyperparameters. */
+  /** Uploads a step's input, labels and hyperparameters (the optimizer's, at its next step). */
   private writeStep(
-    sgd: SgdRule,
     input: Tensor | undefined,
     labels: Float32Array<ArrayBuffer>,
     lr: number,
@@ -617,16 +629,22 @@ export class WebGpuTrainPlan {
     if (input) queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
     this.hasInput ||= !!input;
     queue.writeBuffer(...this.locate(this.fused.labels), labels);
-    const hyper = [
-      lr,
-      +!this.momentumSet,
-      smoothing,
-      sgd.momentum,
-      sgd.dampening,
-      +sgd.nesterov,
-      sgd.weightDecay,
-    ];
+    const { sgd, adamw } = this.loaded;
+    let rule: number[] = [];
+    if (sgd) rule = [sgd.momentum, sgd.dampening, +sgd.nesterov, sgd.weightDecay];
+    if (adamw) {
+      const [b1, b2] = adamw.betas;
+      const t = this.adamSteps + 1;
+      rule = [b1, b2, adamw.eps, adamw.weightDecay, lr / (1 - b1 ** t), Math.sqrt(1 - b2 ** t)];
+    }
+    const hyper = [lr, +!this.momentumSet, smoothing, ...rule];
     queue.writeBuffer(...this.locate(this.fused.hyper), Float32Array.from(hyper));
+  }
+
+  /** After a step's update: SGD's momentum holds a step, AdamW counts one more. */
+  private stepped(): void {
+    this.momentumSet = (this.loaded.sgd?.momentum ?? 0) > 0;
+    if (this.loaded.adamw) this.adamSteps++;
   }
 
   /**
@@ -635,37 +653,35 @@ export class WebGpuTrainPlan {
    */
   profile(input: Tensor, labels: ArrayLike<number>, lr: number): Promise<DispatchTime[]> {
     return this.enqueue(async () => {
-      const sgd = this.loaded;
-      if (!sgd) throw new Error(`${this.graph.name}: profile() before load()`);
+      if (!this.isLoaded) throw new Error(`${this.graph.name}: profile() before load()`);
       this.check(input.shape, this.inputShape, 'input');
       const failed = await this.created;
       if (failed)
         throw new Error(`WebGPU: compiling the training plan of ${this.graph.name} failed: ${failed}`);
-      this.writeStep(sgd, input, Float32Array.from(labels), lr, 0);
+      this.writeStep(input, Float32Array.from(labels), lr, 0);
       const { device } = this.gpu;
       const e = device.createCommandEncoder();
       e.clearBuffer(...this.locate(this.gradBlock.at), alignUp(this.paramFloats, 4) * 4);
       device.queue.submit([e.finish()]);
+      const kind = this.loaded.kind;
+      const steps = [...this.stepSteps, this.optimizerSteps[kind]!];
+      const ready = [...this.stepReady, this.optimizerReady[kind]!];
       const times = await timeDispatches(
         device,
-        this.stepSteps.map((s, i) => ({
-          ...(this.stepReady[i] as Ready),
-          node: s.node,
-          kernel: s.kernel.name,
-        })),
+        steps.map((s, i) => ({ ...(ready[i] as Ready), node: s.node, kernel: s.kernel.name })),
       );
-      this.momentumSet = sgd.momentum > 0;
+      this.stepped();
       return times;
     });
   }
 
   /**
-   * Copies the device's parameters into their tensors in `weights` (in place), and resolves to SGD's state
-   * as Optimizer.state() names it (empty before the first step or without momentum).
+   * Copies the device's parameters into their tensors in `weights` (in place), and resolves to the
+   * optimizer's state as Optimizer.state() names it (empty before the first step, or SGD without momentum).
    */
   sync(weights: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor>> {
     return this.enqueue(async () => {
-      if (!this.loaded) throw new Error(`${this.graph.name}: sync() before load()`);
+      if (!this.isLoaded) throw new Error(`${this.graph.name}: sync() before load()`);
       const { device } = this.gpu;
       const n = this.paramFloats;
       const b = device.createBuffer({ size: alignUp(n * 4, 16), usage: USAGE.MAP_READ | USAGE.COPY_DST });
@@ -679,12 +695,19 @@ export class WebGpuTrainPlan {
       } finally {
         b.destroy();
       }
-      const momentum = this.momentumSet ? await this.read([[this.fused.momentum, n]]) : undefined;
+      const adam = !!this.loaded.adamw && this.adamSteps > 0;
+      const slots = adam ? ['exp_avg', 'exp_avg_sq'] : this.momentumSet ? ['momentum_buffer'] : [];
+      const moments = slots.length ? await this.read([[this.fused.moments, slots.length * n]]) : undefined;
       const state = new Map<string, Tensor>();
       for (const [key, p] of this.params) {
         weights.get(key)!.data.set(params.subarray(p.at, p.at + p.size));
-        if (momentum)
-          state.set(`momentum_buffer.${key}`, new Tensor(p.shape, momentum.slice(p.at, p.at + p.size)));
+        slots.forEach((slot, k) =>
+          state.set(
+            `${slot}.${key}`,
+            new Tensor(p.shape, moments!.slice(k * n + p.at, k * n + p.at + p.size)),
+          ),
+        );
+        if (adam) state.set(`step.${key}`, new Tensor([], Float32Array.of(this.adamSteps)));
       }
       return state;
     });
@@ -705,7 +728,7 @@ export class WebGpuTrainPlan {
   private async forwardNow(weights: ReadonlyMap<string, Tensor>, input: Tensor): Promise<Tensor> {
     this.check(input.shape, this.inputShape, 'input');
     this.upload(weights);
-    this.loaded = undefined; // the caller's weights replace the device's: step() needs load() again
+    this.isLoaded = false; // the caller's weights replace the device's: step() needs load() again
     const { queue } = this.gpu.device;
     queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
     this.hasInput = true;
@@ -1297,10 +1320,10 @@ export function webgpuTraining(engine: {
     backward: (tape, gradOutput) => (tape as WebGpuTrainPlan).backward(gradOutput),
     async step(graph, weights, input, labels, { lr, smoothing, optimizer }) {
       const plan = planFor(graph, input.shape);
-      if (!optimizer.sgd || !plan.wholeSteps) return undefined;
+      if (!(optimizer.sgd || optimizer.adamw) || !plan.wholeSteps) return undefined;
       if (holder !== plan) {
         if (holder) optimizer.loadState(await holder.sync(weights));
-        plan.load(weights, optimizer.sgd, optimizer.state());
+        plan.load(weights, optimizer, optimizer.state());
         holder = plan;
       }
       return plan.step(input, labels, lr, smoothing);
