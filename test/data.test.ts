@@ -191,6 +191,50 @@ describe('augmentations', () => {
     assert.deepEqual([d.width, d.height, d.channels, d.data.length], [28, 28, 1, 784]);
   });
 
+  it('cutout: one square of the given size per image (clipped at the borders) set to 0 after normalisation', () => {
+    const [n, h, w, c] = [40, 10, 12, 3];
+    const set = {
+      count: n,
+      height: h,
+      width: w,
+      channels: c as 3,
+      images: Uint8Array.from({ length: n * h * w * c }, (_, i) => 1 + ((i * 7) % 250)),
+      labels: new Int32Array(n),
+      classes: ['a'],
+    };
+    const norm = { mean: [0.1, 0.3, 0.5], std: [0.5, 0.5, 0.5] }; // no pixel normalises to 0
+    const idx = Int32Array.from({ length: n }, (_, i) => i);
+    const plain = makeBatch(set, idx, norm).input.data;
+    const cut = (seed: number) =>
+      makeBatch(set, idx, norm, { options: { cutout: { size: 6 } }, rng: new Rng(seed) }).input.data;
+    const a = cut(3);
+    assert.deepEqual(a, cut(3));
+    assert.notDeepEqual(a, cut(4));
+    const sizes = new Set<string>();
+    for (let b = 0; b < n; b++) {
+      // The zeroed pixels of each channel form one rectangle of at most 6 x 6, the same in every channel.
+      const zeros = Array.from({ length: c }, () => [] as [number, number][]);
+      for (let ch = 0; ch < c; ch++)
+        for (let y = 0; y < h; y++)
+          for (let x = 0; x < w; x++) {
+            const i = ((b * c + ch) * h + y) * w + x;
+            if (a[i] === 0) zeros[ch]!.push([y, x]);
+            else assert.equal(a[i], plain[i]);
+          }
+      assert.deepEqual(zeros[1], zeros[0]);
+      assert.deepEqual(zeros[2], zeros[0]);
+      const [ys, xs] = [zeros[0]!.map(([y]) => y), zeros[0]!.map(([, x]) => x)];
+      const [y0, y1, x0, x1] = [Math.min(...ys), Math.max(...ys), Math.min(...xs), Math.max(...xs)];
+      assert.equal(ys.length, (y1 - y0 + 1) * (x1 - x0 + 1), `image ${b}: a rectangle`);
+      assert.ok(y1 - y0 < 6 && x1 - x0 < 6, `image ${b}: at most 6 x 6`);
+      assert.ok(
+        (y1 - y0 + 1 === 6 || y0 === 0 || y1 === h - 1) && (x1 - x0 + 1 === 6 || x0 === 0 || x1 === w - 1),
+      );
+      sizes.add(`${y1 - y0 + 1}x${x1 - x0 + 1}`);
+    }
+    assert.ok(sizes.has('6x6') && sizes.size > 1, [...sizes].join(' '));
+  });
+
   it('are exact where they should be the identity', () => {
     assert.deepEqual(cropResize(img, 0, 0, 10, 12, 10, 12), img);
     assert.deepEqual(randomResizedCrop(img, 10, 12, new Rng(1), [1, 1], [1.2, 1.2]), img);

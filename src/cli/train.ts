@@ -92,6 +92,7 @@ interface TrainFlags {
   limit?: number;
   testLimit?: number;
   augment: boolean;
+  cutout: number;
   bnRecalibrate: number;
   checkpointEvery?: number;
   cacheDir?: string;
@@ -118,6 +119,7 @@ const RUN_OPTIONS = [
   'seed',
   'limit',
   'augment',
+  'cutout',
 ] as const;
 
 const fmtTime = (s: number) =>
@@ -220,7 +222,9 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
     o.optimizer === 'sgd'
       ? sgd({ momentum: o.momentum, nesterov: !!o.nesterov, weightDecay: o.weightDecay ?? 4e-5 })
       : adamw({ weightDecay: o.weightDecay ?? 0.05 });
-  const augment = o.augment ? defaultAugment(data) : undefined;
+  const augment = o.augment
+    ? { ...defaultAugment(data), ...(o.cutout ? { cutout: { size: o.cutout } } : {}) }
+    : undefined;
   const preprocessing = {
     channels: trainSet.channels,
     size: [trainSet.height, trainSet.width],
@@ -421,6 +425,12 @@ export function addTrainCommands(program: Command): Command {
       positiveInt('--test-limit'),
     )
     .option('--no-augment', 'no data augmentation')
+    .option(
+      '--cutout <n>',
+      'also cut out an N x N square of each training image (set to the mean colour; CIFAR: 16)',
+      integer('--cutout', 0),
+      0,
+    )
     .option(
       '--bn-recalibrate <n>',
       'after training, re-estimate BN statistics on N batches (the authors)',

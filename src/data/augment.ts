@@ -216,6 +216,11 @@ export interface AugmentOptions {
   randomCrop?: { padding: number };
   flip?: boolean;
   colorJitter?: JitterOptions;
+  /**
+   * Cutout (DeVries & Taylor, 2017): a size x size square at a random centre, clipped to the image, set to 0
+   * after normalisation (the mean colour).
+   */
+  cutout?: { size: number };
 }
 
 export interface Normalize {
@@ -273,6 +278,17 @@ export function makeBatch(
       const a = scale[ch]!;
       const s = shift[ch]!;
       for (let i = 0; i < hw; i++) input.data[plane + i] = px[i * c + ch]! * a + s;
+    }
+    const cut = augmentation?.options.cutout;
+    if (cut && cut.size > 0) {
+      const { rng } = augmentation;
+      const [cy, cx] = [Math.floor(rng.next() * h), Math.floor(rng.next() * w)];
+      const half = Math.floor(cut.size / 2);
+      const [y0, y1] = [Math.max(0, cy - half), Math.min(h, cy - half + cut.size)];
+      const [x0, x1] = [Math.max(0, cx - half), Math.min(w, cx - half + cut.size)];
+      for (let ch = 0; ch < c; ch++)
+        for (let y = y0; y < y1; y++)
+          input.data.fill(0, (b * c + ch) * hw + y * w + x0, (b * c + ch) * hw + y * w + x1);
     }
   }
   return { input, labels };
