@@ -93,13 +93,18 @@ export interface TrainPlanOptions {
 
 /**
  * A training step compiled onto a WebGPU device: the same plan as the WASM TrainPlan (src/runtime/train-
- * plan.ts) on one arena buffer: values, BN statistics, parameter gradients, and value gradients laid out
- * by their lifetime in the backward order (first writer writes, the others add), ReLUs in place, channel
- * shuffles that only convs read folded into their indexing. Parameters live in a second buffer, uploaded
- * before each forward. A forward is one submission (reading back the output and the BN batch statistics,
- * which update the running buffers on the CPU); a backward is one submission (reading back the parameter
- * gradients). Ops without a kernel (softmax, adaptive pooling, a shuffle that something other than a conv
- * reads) run their reference on the CPU on a read-back copy of the arena, splitting the submission.
+ * plan.ts) on an arena of up to 8 buffers (train-kernels.ts): values, BN statistics, parameter gradients,
+ * and value gradients laid out by their lifetime in the backward order (first writer writes, the others
+ * add), ReLUs in place, channel shuffles that only convs read folded into their indexing. Parameters live
+ * in a buffer of their own.
+ * - load() / step() / sync(): whole steps, one submission each (forward, loss, backward, SGD or AdamW), the
+ *   parameters and the optimizer's state staying on the device; the logits, losses and BN batch statistics
+ *   are read back (the running buffers move on the CPU).
+ * - forward() / backward(): the step in two submissions, the parameters uploaded and their gradients read
+ *   back (any optimizer on the CPU; tests compare with the reference tape).
+ * Ops without a kernel (softmax, adaptive pooling, a shuffle that something other than a conv reads) run
+ * their reference on the CPU on a read-back copy of the arena, splitting the submission (forward() and
+ * backward() only).
  */
 export class WebGpuTrainPlan {
   readonly inputShape: Shape;
