@@ -380,6 +380,36 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
       plan.dispose();
       await assert.rejects(plan.forward(initWeights(graph, 0), randomInput(c.input, 0)), /disposed/);
     });
+
+    it('refuses optimizer state it cannot take, and an arena in more buffers than a kernel binds', () => {
+      const c = CASES[0]!;
+      const graph = buildPreset(c.arch, c.options);
+      const weights = initWeights(graph, 0);
+      const plan = engine.compileTraining(graph, c.input);
+      try {
+        const names = [...learnable(graph, weights).keys()];
+        const one = new Map([[`momentum_buffer.${names[0]}`, weights.get(names[0]!)!]]);
+        assert.throws(() => plan.load(weights, sgd({ momentum: 0.9 }), one), /covers some parameters only/);
+        const state = new Map<string, Tensor>();
+        names.forEach((n, i) => {
+          state.set(`step.${n}`, new Tensor([], Float32Array.of(i ? 3 : 2)));
+          state.set(`exp_avg.${n}`, weights.get(n)!);
+          state.set(`exp_avg_sq.${n}`, weights.get(n)!);
+        });
+        assert.throws(
+          () => plan.load(weights, adamw(), state),
+          /AdamW's step counts differ between parameters \(2, 3\)/,
+        );
+        const { kind } = sgd();
+        assert.throws(() => plan.load(weights, { kind }), /no device rule for the sgd optimizer/);
+      } finally {
+        plan.dispose();
+      }
+      assert.throws(
+        () => engine.compileTraining(graph, c.input, { segmentFloats: 300_000 }),
+        /training needs more than 8 arena buffers of 1199872 bytes \(at most 8 by the arena's addressing/,
+      );
+    });
   });
 
   const haveData = existsSync(FASHION_MNIST_DIR);

@@ -40,8 +40,7 @@ export async function openInference(
 ): Promise<{ run(x: Tensor): Promise<Float32Array>; close(): void }> {
   const gpu = await openWebGpu(choice);
   const engine = gpu ?? (await createNodeEngine());
-  type AnyPlan = { run(x: Float32Array): Float32Array | Promise<Float32Array>; dispose(): void };
-  const plans = new Map<string, AnyPlan>();
+  const plans = new Map<string, ReturnType<PlanCompiler['compile']>>();
   return {
     async run(x) {
       const [batch, , height, width] = x.shape as [number, number, number, number];

@@ -1,6 +1,5 @@
 /** `shufflenet eval`: top-1, top-5, loss and the confusion matrix on a test set, on WASM or WebGPU. */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { streamSeed, type Normalize } from '../data/augment.js';
 import { sampleSet } from '../data/datasets.js';
@@ -8,11 +7,11 @@ import { ConfigError } from '../errors.js';
 import { readCheckpoint } from '../io/checkpoint.js';
 import { modelFromCheckpoint } from '../models/load.js';
 import { hasTestSplit, loadDataset } from '../node/datasets.js';
-import { defaultModelPath, shufflenetHome } from '../node/weights.js';
+import { defaultModelPath } from '../node/weights.js';
 import { evaluateAsync, type EvalResult } from '../train/trainer.js';
 import { positiveInt } from './args.js';
 import { backendOption, openWebGpu, planInfer, wasmInfer, type BackendChoice } from './backend.js';
-import { modelOptionsFor } from './train.js';
+import { datasetHelp, folderOptions, modelOptionsFor } from './train.js';
 
 export function printEval(r: EvalResult, classes: readonly string[]): void {
   console.log(
@@ -41,10 +40,7 @@ interface EvalFlags {
 
 async function runEval(o: EvalFlags): Promise<void> {
   // A folder without a test split of its own is evaluated whole.
-  const data = loadDataset(o.dataset, hasTestSplit(o.dataset) ? 'test' : 'train', {
-    cache: o.cache ? { dir: o.cacheDir ?? join(shufflenetHome(), 'datasets') } : false,
-    log: (m) => console.error(m),
-  });
+  const data = loadDataset(o.dataset, hasTestSplit(o.dataset) ? 'test' : 'train', folderOptions(o));
   const set = o.limit ? sampleSet(data.set, o.limit, streamSeed(0, 5)) : data.set;
   const file = o.weights ?? defaultModelPath();
   const ckpt = readCheckpoint(new Uint8Array(readFileSync(file)), file);
@@ -79,11 +75,7 @@ export function addEvalCommand(program: Command): Command {
     .description(
       'top-1, top-5, loss and the confusion matrix of trained weights on a test set, on WASM or WebGPU',
     )
-    .requiredOption(
-      '--dataset <spec>',
-      'fashion-mnist[:DIR], cifar10:DIR (binary batches, train/test class folders, or train/test.imgpack ' +
-        'from tools/pack-images.ts), folder:DIR',
-    )
+    .requiredOption('--dataset <spec>', datasetHelp)
     .option(
       '--weights <file>',
       'a .safetensors written by `shufflenet train` (or any checkpoint with --arch; default: the embedded Fashion-MNIST model)',

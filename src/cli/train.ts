@@ -131,7 +131,8 @@ const fmtTime = (s: number) =>
         ? `${Math.round(s / 60)}m`
         : `${(s / 3600).toFixed(1)}h`;
 
-function folderOptions(o: { cache: boolean; cacheDir?: string }): FolderOptions {
+/** How image folders are decoded: cached under --cache-dir unless --no-cache. */
+export function folderOptions(o: { cache: boolean; cacheDir?: string }): FolderOptions {
   return {
     cache: o.cache ? { dir: o.cacheDir ?? join(shufflenetHome(), 'datasets') } : false,
     log: (m) => console.error(m),
@@ -366,7 +367,7 @@ function loadTestSet(spec: string, folder: FolderOptions, train: LoadedDataset):
   return test;
 }
 
-const datasetHelp =
+export const datasetHelp =
   'fashion-mnist[:DIR], cifar10:DIR (binary batches, train/test class folders, or train/test.imgpack from ' +
   'tools/pack-images.ts), folder:DIR';
 

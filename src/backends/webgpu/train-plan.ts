@@ -69,6 +69,9 @@ const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 /** Arguments at or below this are places in the scratch block: SCRATCH - offset (gradient tokens are above). */
 const SCRATCH = -(2 ** 40);
 
+/** The optimizer a whole step runs: its kind and its rule (one of sgd, adamw). */
+type Rule = Pick<Optimizer, 'kind' | 'sgd' | 'adamw'>;
+
 /** One whole training step's results: the logits, the mean loss and how many rows were right. */
 export interface DeviceStep {
   output: Tensor;
@@ -139,8 +142,7 @@ export class WebGpuTrainPlan {
    * step()'s state: the rule that runs (after load()); whether SGD's momentum holds a step; AdamW's step
    * count.
    */
-  private loaded: Required<Pick<Optimizer, 'kind'>> & Pick<Optimizer, 'sgd' | 'adamw'> = { kind: 'sgd' };
-  private isLoaded = false;
+  private loaded: Rule | undefined;
   private momentumSet = false;
   private adamSteps = 0;
   /** An input is on the device (step() without one reuses it). */
@@ -202,8 +204,9 @@ export class WebGpuTrainPlan {
       if (this.segments.length > most)
         throw new RangeError(
           `${graph.name} ${formatShape(inputShape)}: training needs more than ${most} arena buffers of ` +
-            `${cap * 4} bytes (the device binds ${limits.maxStorageBuffersPerShaderStage} storage buffers ` +
-            `per kernel): use a smaller batch or input`,
+            `${cap * 4} bytes (at most ${MAX_SEGMENTS} by the arena's addressing, and the device binds ` +
+            `${limits.maxStorageBuffersPerShaderStage} storage buffers per kernel, one for the weights): use a ` +
+            `smaller batch or input`,
         );
       const s = this.segments.length - 1;
       const offset = this.segments[s]!;
@@ -534,7 +537,7 @@ export class WebGpuTrainPlan {
    */
   load(
     weights: ReadonlyMap<string, Tensor>,
-    optimizer: Pick<Optimizer, 'kind' | 'sgd' | 'adamw'>,
+    optimizer: Rule,
     state: ReadonlyMap<string, Tensor> = new Map(),
   ): void {
     if (!this.stepReady.length)
@@ -571,7 +574,6 @@ export class WebGpuTrainPlan {
     for (const [name, p] of this.params) flags.fill(+rule.decays(name, p.shape), p.at, p.at + p.size);
     queue.writeBuffer(...this.locate(this.fused.flags), flags);
     this.loaded = { kind: optimizer.kind, sgd: optimizer.sgd, adamw: optimizer.adamw };
-    this.isLoaded = true;
     this.momentumSet = !!found[0];
     this.adamSteps = optimizer.adamw ? [...steps][0]! : 0;
   }
@@ -584,7 +586,8 @@ export class WebGpuTrainPlan {
    */
   step(input: Tensor | undefined, labels: ArrayLike<number>, lr: number, smoothing = 0): Promise<DeviceStep> {
     return this.enqueue(async () => {
-      if (!this.isLoaded) throw new Error(`${this.graph.name}: step() before load()`);
+      const rule = this.loaded;
+      if (!rule) throw new Error(`${this.graph.name}: step() before load()`);
       if (input) this.check(input.shape, this.inputShape, 'input');
       else if (!this.hasInput)
         throw new Error(`${this.graph.name}: a step without an input before any input`);
@@ -597,11 +600,11 @@ export class WebGpuTrainPlan {
       });
       if (!(smoothing >= 0 && smoothing <= 1))
         throw new RangeError(`label smoothing ${smoothing} is not in [0, 1]`);
-      this.writeStep(input, floats, lr, smoothing);
+      this.writeStep(rule, input, floats, lr, smoothing);
       const out = this.values.get(this.graph.output)!;
       const outFloats = N * Kc;
       const read = await this.execute(
-        [...this.stepReady, this.optimizerReady[this.loaded.kind]!],
+        [...this.stepReady, this.optimizerReady[rule.kind]!],
         this.forwardRead,
         [
           [out.ptr, outFloats],
@@ -610,7 +613,7 @@ export class WebGpuTrainPlan {
         ],
         (e) => e.clearBuffer(...this.locate(this.gradBlock.at), alignUp(this.paramFloats, 4) * 4),
       );
-      this.stepped();
+      this.stepped(rule);
       this.updateRunning(read, outFloats);
       let loss = 0;
       let correct = 0;
@@ -625,6 +628,7 @@ export class WebGpuTrainPlan {
 
   /** Uploads a step's input, labels and hyperparameters (the optimizer's, at its next step). */
   private writeStep(
+    { sgd, adamw }: Rule,
     input: Tensor | undefined,
     labels: Float32Array<ArrayBuffer>,
     lr: number,
@@ -634,7 +638,6 @@ export class WebGpuTrainPlan {
     if (input) queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
     this.hasInput ||= !!input;
     queue.writeBuffer(...this.locate(this.fused.labels), labels);
-    const { sgd, adamw } = this.loaded;
     let rule: number[] = [];
     if (sgd) rule = [sgd.momentum, sgd.dampening, +sgd.nesterov, sgd.weightDecay];
     if (adamw) {
@@ -647,9 +650,9 @@ export class WebGpuTrainPlan {
   }
 
   /** After a step's update: SGD's momentum holds a step, AdamW counts one more. */
-  private stepped(): void {
-    this.momentumSet = (this.loaded.sgd?.momentum ?? 0) > 0;
-    if (this.loaded.adamw) this.adamSteps++;
+  private stepped(rule: Rule): void {
+    this.momentumSet = (rule.sgd?.momentum ?? 0) > 0;
+    if (rule.adamw) this.adamSteps++;
   }
 
   /**
@@ -658,24 +661,25 @@ export class WebGpuTrainPlan {
    */
   profile(input: Tensor, labels: ArrayLike<number>, lr: number): Promise<DispatchTime[]> {
     return this.enqueue(async () => {
-      if (!this.isLoaded) throw new Error(`${this.graph.name}: profile() before load()`);
+      const rule = this.loaded;
+      if (!rule) throw new Error(`${this.graph.name}: profile() before load()`);
       this.check(input.shape, this.inputShape, 'input');
       const failed = await this.created;
       if (failed)
         throw new Error(`WebGPU: compiling the training plan of ${this.graph.name} failed: ${failed}`);
-      this.writeStep(input, Float32Array.from(labels), lr, 0);
+      this.writeStep(rule, input, Float32Array.from(labels), lr, 0);
       const { device } = this.gpu;
       const e = device.createCommandEncoder();
       e.clearBuffer(...this.locate(this.gradBlock.at), alignUp(this.paramFloats, 4) * 4);
       device.queue.submit([e.finish()]);
-      const kind = this.loaded.kind;
+      const kind = rule.kind;
       const steps = [...this.stepSteps, this.optimizerSteps[kind]!];
       const ready = [...this.stepReady, this.optimizerReady[kind]!];
       const times = await timeDispatches(
         device,
         steps.map((s, i) => ({ ...(ready[i] as Ready), node: s.node, kernel: s.kernel.name })),
       );
-      this.stepped();
+      this.stepped(rule);
       return times;
     });
   }
@@ -686,7 +690,8 @@ export class WebGpuTrainPlan {
    */
   sync(weights: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor>> {
     return this.enqueue(async () => {
-      if (!this.isLoaded) throw new Error(`${this.graph.name}: sync() before load()`);
+      const rule = this.loaded;
+      if (!rule) throw new Error(`${this.graph.name}: sync() before load()`);
       const { device } = this.gpu;
       const n = this.paramFloats;
       const b = device.createBuffer({ size: alignUp(n * 4, 16), usage: USAGE.MAP_READ | USAGE.COPY_DST });
@@ -700,7 +705,7 @@ export class WebGpuTrainPlan {
       } finally {
         b.destroy();
       }
-      const adam = !!this.loaded.adamw && this.adamSteps > 0;
+      const adam = !!rule.adamw && this.adamSteps > 0;
       const slots = adam ? ['exp_avg', 'exp_avg_sq'] : this.momentumSet ? ['momentum_buffer'] : [];
       const moments = slots.length ? await this.read([[this.fused.moments, slots.length * n]]) : undefined;
       const state = new Map<string, Tensor>();
@@ -733,7 +738,7 @@ export class WebGpuTrainPlan {
   private async forwardNow(weights: ReadonlyMap<string, Tensor>, input: Tensor): Promise<Tensor> {
     this.check(input.shape, this.inputShape, 'input');
     this.upload(weights);
-    this.isLoaded = false; // the caller's weights replace the device's: step() needs load() again
+    this.loaded = undefined; // the caller's weights replace the device's: step() needs load() again
     const { queue } = this.gpu.device;
     queue.writeBuffer(...this.locate(this.values.get(INPUT)!.ptr), copyOf(input.data));
     this.hasInput = true;
