@@ -2,44 +2,47 @@
 # The GPU machine's checks (issue 8), run there from the project root through .device/on-device.sh (Node 20 and
 # the `webgpu` package on Vulkan; see ../shared/device/README.md and README.md, "GPU machine"):
 #
-#   bash .device/on-device.sh bash scripts/device-gpu.sh PHASE...      PHASE: check | bench | cifar
+#   bash .device/on-device.sh bash scripts/device-gpu.sh PHASE...   PHASE: all | check | bench | profile | cifar
 #
-#   check  the WebGPU conformance tests (test/webgpu.test.ts, test/webgpu-train.test.ts) on the GPU, from their
-#          bundles (no tsx there): every kernel and whole ShuffleNets against the reference kernels / tape.
-#   bench  bench/gpu.ts (dist/device/bench-gpu.js): ShuffleNet v1 1.0x g=3 at 224, inference batch 1 and 256,
-#          a training step at batch 256, ours on WebGPU next to PyTorch (python3, CUDA fp32) in the same run:
-#          $OUT/bench.md (the markdown for BENCHMARKS.md), bench.json, bench.log; then the CIFAR-10 model
-#          (small-input stem, 10 classes) at 32x32, batch 256: bench-cifar.md, bench-cifar.json, and the
-#          seconds an epoch takes at that speed (to choose CIFAR_EPOCHS for the `cifar` call); then per-kernel
-#          profiles of a training step and an inference run at batch 256 (bench/profile-webgpu.ts):
-#          $OUT/profile-train.md, profile-infer.md.
-#   cifar  `shufflenet train --backend webgpu` on the packed CIFAR-10 (dist/cifar10-pack), stopped by SIGINT
-#          after CIFAR_CAP_S seconds (it finishes the step and checkpoints), then `eval` of the model:
-#          $OUT/cifar/: train.log, metrics.jsonl, training.svg, model.safetensors, eval.json, summary.md,
-#          resume.tar (the checkpoint, to go on in another call: CIFAR_RESUME=path/to/resume.tar).
-# Each phase runs under `timeout`. Settings (environment): SHUFFLENET_WEBGPU_BACKEND (default vulkan; opengles
-# runs it here on llvmpipe), BENCH_ARGS and BENCH_CIFAR_ARGS (replace bench-gpu's arguments of the two runs:
-# sizes, batches, iterations; BENCH_ARGS defaults to --host-io --iterations 20 --budget-ms 8000), CHECK_TIMEOUT (150 s), BENCH_TIMEOUT (240 s),
-# BENCH_CIFAR_TIMEOUT (120 s), PROFILE_TIMEOUT (120 s each), PROFILE_ARGS, CIFAR_CAP_S (420 s), CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_BATCH, CIFAR_LR,
-# CIFAR_ARGS (more train flags), CIFAR_DATA, CIFAR_RESUME, CIFAR_THREADS (8: WASM threads, unused on WebGPU, where the evaluation after each epoch runs too). OUT defaults to
-# /tmp/device-gpu-out off the device.
+#   all      check, bench, profile and cifar in one call, inside DEVICE_BUDGET_S seconds (default 540): a
+#            session's device time (15 min, a cold start included) holds one full call, not two.
+#   check    the WebGPU conformance tests (test/webgpu.test.ts, test/webgpu-train.test.ts) on the GPU, from their
+#            bundles (no tsx there): every kernel and whole ShuffleNets against the reference kernels / tape.
+#   bench    bench/gpu.ts (dist/device/bench-gpu.js): ShuffleNet v1 1.0x g=3 at 224, inference batch 1 and 256,
+#            a training step at batch 256, ours on WebGPU next to PyTorch (python3, CUDA fp32) in the same run:
+#            $OUT/bench.md (the markdown for BENCHMARKS.md), bench.json, bench.log; then the CIFAR-10 model
+#            (small-input stem, 10 classes) at 32x32, batch 256: bench-cifar.md, bench-cifar.json, and the
+#            seconds an epoch takes at that speed (what `cifar` sizes its epochs by).
+#   profile  per-kernel profiles of a training step and an inference run at batch 256 (bench/profile-webgpu.ts):
+#            $OUT/profile-train.md, profile-infer.md.
+#   cifar    `shufflenet train --backend webgpu` on the packed CIFAR-10 (dist/cifar10-pack), stopped by SIGINT
+#            after its cap (it finishes the step and checkpoints), then `eval` of the model: $OUT/cifar/:
+#            train.log, metrics.jsonl, training.svg, model.safetensors, eval.json, summary.md, resume.tar (the
+#            checkpoint, to go on in another call: CIFAR_RESUME=path/to/resume.tar). The cap: CIFAR_CAP_S, else
+#            what the budget leaves (less 45 s for the eval), else 420 s. The epochs: CIFAR_EPOCHS, else as many
+#            as fit in the cap at the speed that `bench` measured in this call (bench-cifar.json; the cosine
+#            schedule must end inside the cap: a run cut short never anneals), at most CIFAR_MAX_EPOCHS (60),
+#            else 30.
+# Each phase runs under `timeout`, cut to what DEVICE_BUDGET_S leaves when it is set. Settings (environment):
+# SHUFFLENET_WEBGPU_BACKEND (default vulkan; opengles runs it here on llvmpipe), BENCH_ARGS and BENCH_CIFAR_ARGS
+# (replace bench-gpu's arguments of the two runs: sizes, batches, iterations; BENCH_ARGS defaults to --host-io
+# --iterations 20 --budget-ms 6000), CHECK_TIMEOUT (120 s), BENCH_TIMEOUT (200 s), BENCH_CIFAR_TIMEOUT (60 s),
+# PROFILE_TIMEOUT (60 s each), PROFILE_ARGS, CIFAR_CAP_S, CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_MAX_EPOCHS, CIFAR_BATCH,
+# CIFAR_LR, CIFAR_ARGS (more train flags), CIFAR_DATA, CIFAR_RESUME, CIFAR_THREADS (8: WASM threads, unused on
+# WebGPU, where the evaluation after each epoch runs too). OUT defaults to /tmp/device-gpu-out off the device.
 #
 # Prepared here first (this machine has no GPU; see README.md, "GPU machine"):
 #   bash ../shared/device/prepare.sh                                  # .device/: 29 MB (node.xz 24.2, webgpu 4.9)
 #   npm run build:device                                              # dist/device/: 2.3 MiB of bundles
 #   npx tsx tools/pack-images.ts ../shared/datasets/cifar10 dist/cifar10-pack
 #                                                                     # train.imgpack 15.5 MB, test 3.1 MB (gzipped)
-# The `run` tool's calls (the tracked tree travels too: ~4.2 MB; a call carries at most 64 MiB in all):
-#   1. checks and benchmark (~37 MB; expected 3-4 minutes, at most 510 s of phase timeouts):
-#        carry: [".device", "dist/device"]
-#        command: bash .device/on-device.sh bash scripts/device-gpu.sh check bench
-#        timeout_s: 560
-#   2. CIFAR-10 (~56 MB: the packs travel whole, no split needed; the machine may have gone cold, so .device
-#      travels again rather than being assumed there). Choose CIFAR_EPOCHS from call 1's epoch time so that
-#      the cosine schedule ends inside the cap (a run cut short never anneals its learning rate):
-#        carry: [".device", "dist/device", "dist/cifar10-pack"]
-#        command: CIFAR_CAP_S=420 CIFAR_EPOCHS=N bash .device/on-device.sh bash scripts/device-gpu.sh cifar
-#        timeout_s: 560
+# The `run` tool's call (the tracked tree travels too: ~4.2 MB; a call carries at most 64 MiB in all; a cold
+# start takes 1-2 of the session's 15 minutes, so one call of 600 s is what fits, with ~3 minutes to spare):
+#   carry: [".device", "dist/device", "dist/cifar10-pack"]     (~56 MB)
+#   command: bash .device/on-device.sh bash scripts/device-gpu.sh all
+#   timeout_s: 600
+# A later session with a GPU can give CIFAR-10 the whole call (`cifar` alone, CIFAR_CAP_S=500, CIFAR_RESUME to
+# go on from a resume.tar carried back), or rerun `bench` alone after a kernel change.
 # If a pack outgrew a call (another dataset, --no-gzip), cut it with `tools/pack-images.ts --part-mib N` and
 # carry its parts, by file name, over two back-to-back calls (ignored paths a call carried stay on a warm
 # machine, ~30 s idle): call A carries [".device", "dist/device", "dist/cifar10-pack/train.imgpack.001"]
@@ -53,6 +56,29 @@ mkdir -p "$OUT"
 export SHUFFLENET_WEBGPU_BACKEND=${SHUFFLENET_WEBGPU_BACKEND:-vulkan}
 BUNDLE=dist/device
 status=0
+T0=$SECONDS
+BUDGET=${DEVICE_BUDGET_S:-}
+
+# limit DEFAULT: a phase's timeout, cut to what the budget leaves (0: no time left).
+limit() {
+  local t=$1
+  if [ -n "$BUDGET" ]; then
+    local left=$((BUDGET - (SECONDS - T0)))
+    [ "$left" -lt "$t" ] && t=$left
+  fi
+  echo $((t > 0 ? t : 0))
+}
+
+# run_for SECONDS CMD...: CMD under timeout, or a line saying that no time was left for it.
+run_for() {
+  local t=$1
+  shift
+  if [ "$t" -lt 5 ]; then
+    echo "device-gpu.sh: no time left in DEVICE_BUDGET_S=$BUDGET for: $*" >&2
+    return 1
+  fi
+  timeout -k 10 "$t" "$@"
+}
 
 need() {
   for f in "$@"; do
@@ -67,23 +93,24 @@ phase_check() {
   need "$BUNDLE/webgpu.test.js" "$BUNDLE/webgpu-train.test.js" || return 1
   echo "== check: WebGPU conformance tests on $SHUFFLENET_WEBGPU_BACKEND"
   # Fashion-MNIST and ../shared are not on the device: the tests that need them skip, and say so.
-  timeout -k 10 "${CHECK_TIMEOUT:-150}" node --test --test-reporter=spec --test-concurrency=1 \
+  run_for "$(limit "${CHECK_TIMEOUT:-120}")" node --test --test-reporter=spec --test-concurrency=1 \
     "$BUNDLE/webgpu.test.js" "$BUNDLE/webgpu-train.test.js" 2>&1 | tee "$OUT/check.log"
 }
 
 phase_bench() {
-  need "$BUNDLE/bench-gpu.js" "$BUNDLE/profile-webgpu.js" tools/torch_gpu_bench.py || return 1
+  need "$BUNDLE/bench-gpu.js" tools/torch_gpu_bench.py || return 1
   echo "== bench: ours (WebGPU) and PyTorch"
   local rc
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
-  timeout -k 10 "${BENCH_TIMEOUT:-240}" node "$BUNDLE/bench-gpu.js" ${BENCH_ARGS---host-io --iterations 20 --budget-ms 8000} \
+  run_for "$(limit "${BENCH_TIMEOUT:-200}")" node "$BUNDLE/bench-gpu.js" \
+    ${BENCH_ARGS---host-io --iterations 20 --budget-ms 6000} \
     --out "$OUT/bench.md" --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
-  rc=$?
+  rc=${PIPESTATUS[0]}
   # The CIFAR-10 model's training speed (small-input stem, 10 classes, 32x32): what `cifar` can do in its cap.
   echo "== bench: the CIFAR-10 model (small-input stem), 32x32"
   # shellcheck disable=SC2086
-  timeout -k 10 "${BENCH_CIFAR_TIMEOUT:-120}" node "$BUNDLE/bench-gpu.js" --small-input --classes 10 \
-    ${BENCH_CIFAR_ARGS---size 32 --infer-batches 256 --train-batches 256 --iterations 20} \
+  run_for "$(limit "${BENCH_CIFAR_TIMEOUT:-60}")" node "$BUNDLE/bench-gpu.js" --small-input --classes 10 \
+    ${BENCH_CIFAR_ARGS---size 32 --infer-batches 256 --train-batches 256 --iterations 20 --budget-ms 3000 --no-torch} \
     --out "$OUT/bench-cifar.md" --json "$OUT/bench-cifar.json" 2>&1 | tee -a "$OUT/bench.log"
   [ -f "$OUT/bench-cifar.json" ] && node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
@@ -91,13 +118,38 @@ phase_bench() {
       console.log(`CIFAR-10 training on WebGPU, batch ${row.batch}: ${row.ours.imagesPerSecond.toFixed(0)} images/s, ` +
         `an epoch of 50,000 images in ~${(50000 / row.ours.imagesPerSecond).toFixed(0)} s (plus the evaluation)`);
   ' "$OUT/bench-cifar.json" | tee -a "$OUT/bench.log"
-  # Where the time goes: each dispatch of a training step and of an inference run at batch 256, timed alone.
-  echo "== bench: per-kernel profiles (1.0x g=3, 224x224, batch 256)"
-  timeout -k 10 "${PROFILE_TIMEOUT:-120}" node "$BUNDLE/profile-webgpu.js" --train ${PROFILE_ARGS---runs 1} \
-    2>&1 | tee "$OUT/profile-train.md"
-  timeout -k 10 "${PROFILE_TIMEOUT:-120}" node "$BUNDLE/profile-webgpu.js" ${PROFILE_ARGS---runs 1} \
-    2>&1 | tee "$OUT/profile-infer.md"
   [ "$rc" = 0 ]
+}
+
+# Where the time goes: each dispatch of a training step and of an inference run at batch 256, timed alone.
+phase_profile() {
+  need "$BUNDLE/profile-webgpu.js" || return 1
+  echo "== profile: per-kernel times (1.0x g=3, 224x224, batch 256)"
+  local rc=0
+  # shellcheck disable=SC2086 # PROFILE_ARGS is a list of arguments
+  run_for "$(limit "${PROFILE_TIMEOUT:-60}")" node "$BUNDLE/profile-webgpu.js" --train ${PROFILE_ARGS---runs 1} \
+    2>&1 | tee "$OUT/profile-train.md" || rc=1
+  # shellcheck disable=SC2086
+  run_for "$(limit "${PROFILE_TIMEOUT:-60}")" node "$BUNDLE/profile-webgpu.js" ${PROFILE_ARGS---runs 1} \
+    2>&1 | tee "$OUT/profile-infer.md" || rc=1
+  return $rc
+}
+
+# cifar_epochs CAP: CIFAR_EPOCHS, else the epochs that fit in CAP seconds at bench-cifar.json's speed.
+cifar_epochs() {
+  if [ -n "${CIFAR_EPOCHS:-}" ]; then echo "$CIFAR_EPOCHS"; return; fi
+  if [ ! -f "$OUT/bench-cifar.json" ]; then echo 30; return; fi
+  node -e '
+    const [file, cap, max, batch] = process.argv.slice(1).map((v, i) => (i ? Number(v) : v));
+    const rows = JSON.parse(require("fs").readFileSync(file, "utf8")).rows;
+    const speed = (kind) => rows.find((r) => r.kind === kind && r.ours && r.batch === batch)?.ours.imagesPerSecond;
+    const train = speed("train"), infer = speed("infer") ?? train * 3;
+    if (!train) { console.log(30); process.exit(0); }
+    // A step in the trainer costs more than in the benchmark (batches assembled and augmented, one readback
+    // each): 1.5x, plus the test set each epoch and ~30 s to decode the packs and compile the plans.
+    const epoch = (1.5 * 50000) / train + (1.5 * 10000) / infer;
+    console.log(Math.max(1, Math.min(max, Math.floor((cap - 30) / epoch))));
+  ' "$OUT/bench-cifar.json" "$1" "${CIFAR_MAX_EPOCHS:-60}" "${CIFAR_BATCH:-256}"
 }
 
 phase_cifar() {
@@ -112,14 +164,23 @@ phase_cifar() {
   if [ -n "${CIFAR_RESUME:-}" ]; then
     mkdir -p "$run" && tar -xf "$CIFAR_RESUME" -C "$run" && resume=(--resume)
   fi
-  local cap=${CIFAR_CAP_S:-420}
-  echo "== cifar: train --backend webgpu, stopped after ${cap} s"
+  local cap=${CIFAR_CAP_S:-}
+  if [ -z "$cap" ]; then
+    if [ -n "$BUDGET" ]; then cap=$(($(limit 100000) - 45)); else cap=420; fi
+  fi
+  if [ "$cap" -lt 30 ]; then
+    echo "device-gpu.sh: ${cap} s left for cifar: too little" >&2
+    return 1
+  fi
+  local epochs
+  epochs=$(cifar_epochs "$cap")
+  echo "== cifar: train --backend webgpu, ${epochs} epochs, stopped after ${cap} s"
   local t0=$SECONDS
   # SIGINT: the step in flight finishes and a checkpoint (with model.safetensors) is written; KILL 60 s later.
   # shellcheck disable=SC2086 # CIFAR_ARGS is a list of arguments
   timeout -s INT -k 60 "$cap" node "$BUNDLE/cli.js" train --dataset "cifar10:$data" \
     --arch "${CIFAR_ARCH:-shufflenet_v1_g3_1.0x}" --out "$run" --backend webgpu --no-cache \
-    --epochs "${CIFAR_EPOCHS:-30}" --batch-size "${CIFAR_BATCH:-256}" --lr "${CIFAR_LR:-0.2}" \
+    --epochs "$epochs" --batch-size "${CIFAR_BATCH:-256}" --lr "${CIFAR_LR:-0.2}" \
     --schedule cosine --nesterov --weight-decay 5e-4 --threads "${CIFAR_THREADS:-8}" \
     ${CIFAR_ARGS:-} "${resume[@]}" 2>&1 | tee "$out/train.log"
   local rc=${PIPESTATUS[0]} wall=$((SECONDS - t0))
@@ -155,18 +216,41 @@ phase_cifar() {
     ].join("\n");
     fs.writeFileSync(dir + "/summary.md", md + "\n");
     console.log(md);
-  ' "$out" "$wall" "$rc" "train --dataset cifar10:$data --arch ${CIFAR_ARCH:-shufflenet_v1_g3_1.0x} --backend webgpu --epochs ${CIFAR_EPOCHS:-30} --batch-size ${CIFAR_BATCH:-256} --lr ${CIFAR_LR:-0.2} --schedule cosine --nesterov --weight-decay 5e-4 ${CIFAR_ARGS:-} (cap ${cap} s)"
+  ' "$out" "$wall" "$rc" "train --dataset cifar10:$data --arch ${CIFAR_ARCH:-shufflenet_v1_g3_1.0x} --backend webgpu --epochs $epochs --batch-size ${CIFAR_BATCH:-256} --lr ${CIFAR_LR:-0.2} --schedule cosine --nesterov --weight-decay 5e-4 ${CIFAR_ARGS:-} (cap ${cap} s)"
   [ "$rc" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 130 ]
 }
 
-[ $# -gt 0 ] || { echo "usage: bash scripts/device-gpu.sh check|bench|cifar ..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: bash scripts/device-gpu.sh all|check|bench|profile|cifar ..." >&2; exit 2; }
+phases=()
 for phase in "$@"; do
   case "$phase" in
-    check) phase_check || status=1 ;;
-    bench) phase_bench || status=1 ;;
-    cifar) phase_cifar || status=1 ;;
-    *) echo "device-gpu.sh: unknown phase '$phase' (check, bench, cifar)" >&2; exit 2 ;;
+    all)
+      BUDGET=${BUDGET:-540}
+      phases+=(check bench profile cifar)
+      ;;
+    check | bench | profile | cifar) phases+=("$phase") ;;
+    *)
+      echo "device-gpu.sh: unknown phase '$phase' (all, check, bench, profile, cifar)" >&2
+      exit 2
+      ;;
   esac
 done
-echo "device-gpu.sh: done (status $status); files in $OUT"
+for phase in "${phases[@]}"; do
+  "phase_$phase" || status=1
+  echo "device-gpu.sh: $phase done after $((SECONDS - T0)) s (status $status)"
+done
+# The last lines of output come back even when files do not: the results again, at the end.
+echo "== summary"
+for f in "$OUT/bench.md" "$OUT/cifar/summary.md"; do [ -f "$f" ] && cat "$f"; done
+grep -h '^CIFAR-10 training on WebGPU' "$OUT/bench.log" 2> /dev/null
+# The run tool brings back at most 8 files: past that, the small ones go into one archive, and the model and
+# checkpoint stay beside it.
+n=$(find "$OUT" -type f | wc -l)
+if [ "$n" -gt 8 ]; then
+  tgz=$(mktemp /tmp/device-gpu-XXXXXX.tgz)
+  (cd "$OUT" && tar -czf "$tgz" --exclude='*.safetensors' --exclude=resume.tar .) &&
+    find "$OUT" -type f ! -name '*.safetensors' ! -name resume.tar -delete && mv "$tgz" "$OUT/results.tgz" &&
+    echo "device-gpu.sh: $n files; all but the model and checkpoint are in $OUT/results.tgz"
+fi
+echo "device-gpu.sh: done after $((SECONDS - T0)) s (status $status); files in $OUT"
 exit $status
