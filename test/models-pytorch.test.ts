@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { buildPreset, execute, graphParams, type ModelOptions } from '../src/index.js';
+import { buildPreset, execute, graphParams, PRESET_NAMES, type ModelOptions } from '../src/index.js';
 import { decode, maxAbsDiff, readFixture, type Blob } from './helpers/fixtures.js';
 import { syntheticInput, syntheticWeights } from './helpers/synthetic.js';
 
@@ -16,6 +16,14 @@ interface Case {
 const fixture = readFixture<{ torch: string; cases: Case[] }>('models.json');
 
 describe(`models match PyTorch ${fixture.torch} reference code (synthetic weights)`, () => {
+  it('has a case for every Table 4 preset (tools/reference_models.py Table4Net)', () => {
+    const covered = new Set(fixture.cases.map((c) => c.preset));
+    assert.deepEqual(
+      PRESET_NAMES.filter((n) => n.startsWith('table4_') && !covered.has(n)),
+      [],
+    );
+  });
+
   for (const c of fixture.cases) {
     it(`${c.preset} ${JSON.stringify(c.options)} on ${c.input.join('x')}`, () => {
       const graph = buildPreset(c.preset, c.options);

@@ -86,8 +86,8 @@ describe('exportOnnx: every preset runs in onnxruntime as it runs here', () => {
       const weights = preset === 'alexnet' ? quickWeights(graph) : syntheticWeights(graph);
       const x = input(batch2.has(preset) ? 2 : 1, size); // 2: through the symbolic batch axis
       const bytes = exportOnnx(graph, weights, { inputSize: [size, size] });
-      // table4_resnext_13m has a 0-channel branch (its stage 3 is as wide as stage 2), and onnxruntime 1.30's
-      // layout optimizations crash on a 0-channel Conv (SIGFPE); the lower levels run it.
+      // A stride-2 unit whose stage is no wider than the one before has a 0-channel branch (no preset today),
+      // and onnxruntime 1.30's layout optimizations crash on a 0-channel Conv (SIGFPE); the lower levels run it.
       const empty = [...inferShapes(graph, x.shape).values()].some((s) => s.includes(0));
       const y = await runOrt(bytes, x, empty ? 'extended' : 'all');
       const diff = relDiff(y, execute(graph, weights, x));

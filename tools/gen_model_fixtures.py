@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_models import MobileNetV1, ShuffleNetV1  # noqa: E402
+from reference_models import MobileNetV1, ShuffleNetV1, Table4Net  # noqa: E402
 from synthetic import W, enc, fill, synthetic_input  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
@@ -47,6 +47,18 @@ random_case('shufflenet_v1_g3_0.5x', {'smallInput': True, 'inputChannels': 1, 'n
             ShuffleNetV1(W['g3_0.5'], 3, n_class=10, in_channels=1, small_input=True), (2, 1, 28, 28))
 random_case('mobilenet_v1_0.25', {}, MobileNetV1(0.25), (1, 3, 64, 64))
 random_case('alexnet', {}, torchvision.models.alexnet(), (1, 3, 96, 96))
+
+# Table 4's presets: (stem, stage2, stage3, stage4) as src/models/registry.ts TABLE4 lists them. 10 classes and a
+# batch of 2 non-square images keep the fixture small.
+TABLE4 = {
+    'vgg_140m': [24, 24, 48, 104],
+    'resnet_140m': [24, 100, 196, 392], 'resnet_38m': [12, 52, 100, 200], 'resnet_13m': [12, 24, 52, 100],
+    'xception_140m': [24, 144, 288, 576], 'xception_38m': [12, 72, 144, 288], 'xception_13m': [12, 36, 72, 144],
+    'resnext_140m': [24, 96, 192, 352], 'resnext_38m': [12, 32, 96, 192], 'resnext_13m': [12, 32, 64, 96],
+}
+for name, widths in TABLE4.items():
+    random_case(f'table4_{name}', {'numClasses': 10}, Table4Net(name.split('_')[0], widths, n_class=10),
+                (2, 3, 64, 48))
 
 official = []
 for g, widths in ((3, W['g3_0.5']), (8, W['g8_0.5'])):

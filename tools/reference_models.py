@@ -5,6 +5,13 @@ MIT, Copyright (c) 2019 Megvii Technology), generalised to any stage widths, to 
 position, to no shuffle and to a small-input stem. One change: the final 7x7 AvgPool is AdaptiveAvgPool2d(1),
 which is identical at 224x224 and also runs at other sizes. AlexNet is torchvision's. MobileNetV1 has no
 canonical PyTorch module; this one uses the names documented in src/models/mobilenet.ts.
+
+Table4Net is the paper's Table 4 experiment (section 4.1.3): ShuffleNet's stem, stages and head with every unit of
+stages 2-4 replaced. VGG-like: two 3x3 convs, each with BN (the paper adds it) and ReLU. ResNet: torchvision's
+Bottleneck, ratio 1:4. ResNeXt: the same, ratio 1:2, cardinality 16. Xception-like: ShuffleV1Block with g = 1 (the
+paper: "equivalent to ShuffleNet with g = 1"). The paper does not say how ResNet / ResNeXt downsample; as
+documented in src/models/shufflenet.ts, they downsample like ShuffleNet (a stride-2 3x3 average pool of the input,
+concatenated before the ReLU'd branch, which then makes oup - inp channels), so only the unit differs.
 """
 import torch
 import torch.nn as nn
@@ -86,6 +93,87 @@ class ShuffleNetV1(nn.Module):
         if not self.small_input:
             x = self.maxpool(x)
         x = self.globalpool(self.features(x))
+        return self.classifier(x.flatten(1))
+
+
+class Bottleneck(nn.Module):
+    """torchvision.models.resnet.Bottleneck (names conv1..3 / bn1..3, the stride and the groups on the 3x3, no conv
+    biases, ReLU after the sum) with ShuffleNet's shortcut instead of a projection: identity at stride 1; at stride 2
+    AvgPool(3, 2, 1) of the input, concatenated first, and the branch makes only the missing oup - inp channels."""
+
+    def __init__(self, inp, oup, stride, width, groups):
+        super().__init__()
+        self.stride = stride
+        self.conv1 = nn.Conv2d(inp, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, oup - inp if stride == 2 else oup, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(self.conv3.out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.AvgPool2d(3, 2, 1) if stride == 2 else None
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.stride == 1:
+            return self.relu(out + x)
+        return torch.cat((self.pool(x), self.relu(out)), 1)
+
+
+class VGGBlock(nn.Module):
+    """Two 3x3 convs (the first carries the stride), each followed by BN and ReLU; no shortcut."""
+
+    def __init__(self, inp, oup, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inp, oup, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(oup)
+        self.conv2 = nn.Conv2d(oup, oup, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(oup)
+
+    def forward(self, x):
+        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+
+def table4_unit(kind, inp, oup, stride):
+    if kind == 'vgg':
+        return VGGBlock(inp, oup, stride)
+    if kind == 'resnet':
+        return Bottleneck(inp, oup, stride, width=oup // 4, groups=1)
+    if kind == 'resnext':
+        return Bottleneck(inp, oup, stride, width=oup // 2, groups=16)
+    if kind == 'xception':
+        return ShuffleV1Block(inp, oup, group=1, first_group=True, mid_channels=oup // 4, ksize=3, stride=stride,
+                              order='authors', position='after-dw', use_shuffle=False)
+    raise ValueError(kind)
+
+
+class Table4Net(nn.Module):
+    """ShuffleNetV1 (the same stem, max pool, 4 / 8 / 4 units of which the first has stride 2, pool and bias-free
+    FC, the same names) built from `kind` units: 'vgg', 'resnet', 'resnext' or 'xception'."""
+
+    def __init__(self, kind, widths, n_class=1000, in_channels=3):
+        super().__init__()
+        stem, *stages = widths
+        self.first_conv = nn.Sequential(
+            nn.Conv2d(in_channels, stem, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(stem),
+            nn.ReLU(inplace=True),
+        )
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        features = []
+        inp = stem
+        for repeat, oup in zip([4, 8, 4], stages):
+            for i in range(repeat):
+                features.append(table4_unit(kind, inp, oup, 2 if i == 0 else 1))
+                inp = oup
+        self.features = nn.Sequential(*features)
+        self.globalpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(inp, n_class, bias=False))
+
+    def forward(self, x):
+        x = self.globalpool(self.features(self.maxpool(self.first_conv(x))))
         return self.classifier(x.flatten(1))
 
 
