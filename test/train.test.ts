@@ -407,6 +407,61 @@ describe('shufflenet train / eval (CLI)', { skip: !haveData && 'no Fashion-MNIST
     );
   });
 
+  it('trains the ablations: --no-shuffle and the shuffle flags are saved with the model and kept on --resume', () => {
+    const run = join(out, 'no-shuffle');
+    const args = ['train', '--dataset', 'fashion-mnist', '--arch', ARCH, '--out', run, '--epochs', '1'];
+    const small = ['--batch-size', '16', '--limit', '32', '--test-limit', '50'];
+    const r = shufflenet(...args, ...small, '--no-shuffle');
+    assert.equal(r.code, 0, r.stderr);
+    const meta = readCheckpoint(readFileSync(join(run, 'model.safetensors'))).metadata;
+    const options = JSON.parse(meta.model_options!);
+    assert.equal(options.shuffle, false);
+    assert.ok(!buildPreset(ARCH, options).nodes.some((n) => n.op === 'channelshuffle'));
+    assert.ok(buildPreset(ARCH, { ...options, shuffle: true }).nodes.some((n) => n.op === 'channelshuffle'));
+    // --resume takes the run's own options: the shuffle stays off, and saying otherwise is reported.
+    const again = shufflenet(...args, '--resume', '--shuffle-order', 'paper');
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /ignoring --shuffleOrder/);
+    const e = shufflenet('eval', '--dataset', 'fashion-mnist', '--weights', join(run, 'model.safetensors'));
+    assert.equal(e.code, 0, e.stderr);
+    const placed = join(out, 'placed');
+    const paper = ['--shuffle-order', 'paper', '--shuffle-position', 'before-dw'];
+    const p = shufflenet(
+      'train',
+      '--dataset',
+      'fashion-mnist',
+      '--arch',
+      ARCH,
+      '--out',
+      placed,
+      ...small,
+      ...paper,
+    );
+    assert.equal(p.code, 0, p.stderr);
+    const placedMeta = readCheckpoint(readFileSync(join(placed, 'model.safetensors'))).metadata;
+    assert.deepEqual(
+      [
+        JSON.parse(placedMeta.model_options!).shuffleOrder,
+        JSON.parse(placedMeta.model_options!).shufflePosition,
+      ],
+      ['paper', 'before-dw'],
+    );
+    // Not for models without a shuffle: exit 2, nothing written.
+    const bad = shufflenet(
+      'train',
+      '--dataset',
+      'fashion-mnist',
+      '--arch',
+      'mobilenet_v1_0.25',
+      '--out',
+      join(out, 'mb'),
+      '--no-shuffle',
+    );
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /applies to ShuffleNet models only/);
+    assert.ok(!existsSync(join(out, 'mb')));
+  });
+
   it('explains bad options with exit code 2', () => {
     const r = shufflenet('train', '--dataset', 'mnist-ish', '--arch', ARCH, '--out', join(out, 'x'));
     assert.equal(r.code, 2);

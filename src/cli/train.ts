@@ -100,6 +100,9 @@ interface TrainFlags {
   resume?: boolean;
   threads: number;
   backend: 'wasm' | 'webgpu' | 'auto' | 'reference';
+  shuffle?: boolean;
+  shuffleOrder?: 'authors' | 'paper';
+  shufflePosition?: 'after-dw' | 'before-dw';
 }
 
 /** The options that define a run (saved in state.json; --resume takes them from there). */
@@ -120,6 +123,9 @@ const RUN_OPTIONS = [
   'limit',
   'augment',
   'cutout',
+  'shuffle',
+  'shuffleOrder',
+  'shufflePosition',
 ] as const;
 
 const fmtTime = (s: number) =>
@@ -211,7 +217,14 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
   const testData = loadTestSet(o.dataset, folder, data);
   const testSet =
     testData && o.testLimit ? sampleSet(testData, o.testLimit, streamSeed(o.seed, 5)) : testData;
-  const options = modelOptionsFor(o.arch, trainSet);
+  // The ablations' switches (Table 3: shuffle on/off; the shuffle's order and place). A run from before
+  // these flags has none saved: the defaults.
+  const options: ModelOptions = {
+    ...modelOptionsFor(o.arch, trainSet),
+    ...(o.shuffle === false ? { shuffle: false } : {}),
+    ...(o.shuffleOrder ? { shuffleOrder: o.shuffleOrder } : {}),
+    ...(o.shufflePosition ? { shufflePosition: o.shufflePosition } : {}),
+  };
   const graph = buildPreset(o.arch, options);
   const weights = initWeights(graph, o.seed);
   const stepsPerEpoch = Math.max(1, Math.floor(trainSet.count / o.batchSize));
@@ -424,6 +437,19 @@ export function addTrainCommands(program: Command): Command {
       '--test-limit <n>',
       'evaluate on only N test images (a random subset)',
       positiveInt('--test-limit'),
+    )
+    .option('--no-shuffle', 'ShuffleNet: remove the channel shuffle (the ablation of Table 3)')
+    .addOption(
+      new Option(
+        '--shuffle-order <order>',
+        "ShuffleNet: the shuffle's permutation (default: authors)",
+      ).choices(['authors', 'paper']),
+    )
+    .addOption(
+      new Option(
+        '--shuffle-position <pos>',
+        'ShuffleNet: the shuffle after the depthwise conv + BN (the authors) or before it (the paper)',
+      ).choices(['after-dw', 'before-dw']),
     )
     .option('--no-augment', 'no data augmentation')
     .option(
