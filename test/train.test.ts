@@ -426,17 +426,7 @@ describe('shufflenet train / eval (CLI)', { skip: !haveData && 'no Fashion-MNIST
     assert.equal(e.code, 0, e.stderr);
     const placed = join(out, 'placed');
     const paper = ['--shuffle-order', 'paper', '--shuffle-position', 'before-dw'];
-    const p = shufflenet(
-      'train',
-      '--dataset',
-      'fashion-mnist',
-      '--arch',
-      ARCH,
-      '--out',
-      placed,
-      ...small,
-      ...paper,
-    );
+    const p = shufflenet(...args.slice(0, -3), placed, ...small, ...paper);
     assert.equal(p.code, 0, p.stderr);
     const placedMeta = readCheckpoint(readFileSync(join(placed, 'model.safetensors'))).metadata;
     assert.deepEqual(
