@@ -76,6 +76,7 @@ export {
   readSafetensors,
   writeSafetensors,
   readPytorch,
+  writePytorch,
   weightsFromStateDict,
   stateDictFromWeights,
   exportSafetensors,

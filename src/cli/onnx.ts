@@ -6,6 +6,7 @@ import type { Graph } from '../graph/graph.js';
 import { readCheckpoint, stateDictFromWeights } from '../io/checkpoint.js';
 import { exportOnnx, type OnnxExportOptions } from '../io/onnx/export.js';
 import { importOnnx } from '../io/onnx/import.js';
+import { writePytorch } from '../io/pytorch-write.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { createModel, Model } from '../models/model.js';
 import { buildPreset, PRESET_NAMES } from '../models/registry.js';
@@ -95,7 +96,8 @@ export function addOnnxCommands(program: Command): Command {
   program
     .command('convert')
     .description(
-      'convert weights between .pth / .pth.tar / .pt, .safetensors and .onnx (chosen by extension)',
+      'convert weights between .pth / .pth.tar / .pt, .safetensors and .onnx (chosen by extension); ' +
+        '.pth / .pt is written as torch.save does (torch.load(f, weights_only=True) opens it)',
     )
     .argument('<in>', 'the file to read')
     .argument('<out>', 'the file to write')
@@ -106,23 +108,22 @@ export function addOnnxCommands(program: Command): Command {
     .action(async (input: string, output: string, o: ConvertFlags) => {
       const [from, to] = [formatOf(input), formatOf(output)];
       const options = onnxOptions(o);
-      if (to === 'pytorch') {
-        throw new ConfigError(
-          `'${output}': writing PyTorch files is not supported; write .safetensors ` +
-            '(PyTorch reads it with safetensors.torch.load_file) or .onnx',
-        );
-      }
       let bytes: Uint8Array;
-      if (from !== 'onnx' && to === 'safetensors') {
-        // A format change only: every tensor as stored, whatever model it belongs to.
+      if (from !== 'onnx' && to !== 'onnx') {
+        // A format change only: every tensor as stored, whatever model it belongs to. A .pth keeps the
+        // state_dict alone (safetensors metadata such as the arch has no place in it).
         const checkpoint = readCheckpoint(new Uint8Array(readFileSync(input)), input);
-        bytes = writeSafetensors(checkpoint.tensors, checkpoint.metadata);
+        bytes =
+          to === 'pytorch'
+            ? writePytorch(checkpoint.tensors)
+            : writeSafetensors(checkpoint.tensors, checkpoint.metadata);
       } else {
         const { graph, weights } =
           from === 'onnx'
             ? importOnnx(new Uint8Array(readFileSync(input)), input)
             : (await loadModel(input, { arch: o.arch })).model;
         if (to === 'onnx') bytes = exportOnnx(graph, weights, options);
+        else if (to === 'pytorch') bytes = writePytorch(stateDictFromWeights(graph, weights));
         else {
           const arch = presetOf(graph);
           bytes = writeSafetensors(stateDictFromWeights(graph, weights), arch ? { arch } : {});

@@ -2,6 +2,7 @@
 export { CheckpointError, toFloat32, type DType, type RawData, type RawTensor } from './raw.js';
 export { readSafetensors, writeSafetensors, type Safetensors } from './safetensors.js';
 export { readPytorch } from './pytorch.js';
+export { writePytorch, type PytorchWriteOptions } from './pytorch-write.js';
 export {
   readCheckpoint,
   weightsFromStateDict,
