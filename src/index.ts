@@ -101,6 +101,8 @@ export {
   requestWebGpuEngine,
   NoWebGpuAdapterError,
   type WebGpuEngineOptions,
+  type WebGpuPlanOptions,
+  type Precision,
 } from './backends/webgpu/index.js';
 
 // Training: reverse-mode autograd over the op table (reference), compiled training plans on the WASM kernels.

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { WebGpuEngine } from '../src/backends/webgpu/index.js';
+import type { Precision, WebGpuEngine } from '../src/backends/webgpu/index.js';
 import { MEGVII_PREPROCESS, preprocess } from '../src/data/image.js';
 import { IMAGENET_LABELS, topK } from '../src/data/labels.js';
 import {
@@ -46,14 +46,15 @@ function randomized(graph: Graph, seed: number): Model {
   return new Model(graph, weights);
 }
 
-/** max |actual - expected| <= 1e-4 max |expected|. */
-function assertClose(what: string, actual: Float32Array, expected: Tensor): void {
+/** max |actual - expected| <= tolerance * max |expected| (1e-4: f32; f16 activations round to 2^-11). */
+function assertClose(what: string, actual: Float32Array, expected: Tensor, tolerance = 1e-4): number {
   assert.equal(actual.length, expected.size, `${what}: size`);
   const scale = Math.max(...expected.data.map(Math.abs));
   let worst = 0;
   for (let i = 0; i < expected.size; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected.data[i]!));
   assert.ok(scale > 0, `${what}: the reference output is all zeros`);
-  assert.ok(worst <= 1e-4 * scale, `${what}: max |diff| ${worst} vs output scale ${scale}`);
+  assert.ok(worst <= tolerance * scale, `${what}: max |diff| ${worst} vs output scale ${scale}`);
+  return worst / scale;
 }
 
 /** Dawn's backend: OpenGL ES (Mesa's llvmpipe) here; vulkan on a GPU, or on SwiftShader (test/webgpu-vulkan.test.ts). */
@@ -71,7 +72,14 @@ describe(`WebGPU inference (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
   async function check(
     what: string,
     build: (b: GraphBuilder, x: Value) => Value,
-    o: { channels?: number; size?: [number, number]; batch?: number; expect: (ops: LOp[]) => boolean },
+    o: {
+      channels?: number;
+      size?: [number, number];
+      batch?: number;
+      expect: (ops: LOp[]) => boolean;
+      precision?: Precision;
+      tolerance?: number;
+    },
   ): Promise<void> {
     const [channels, [h, w], batch] = [o.channels ?? 6, o.size ?? [9, 11], o.batch ?? 2];
     const b = new GraphBuilder(what, channels, [h, w]);
@@ -80,8 +88,8 @@ describe(`WebGPU inference (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
     const ops = lower(graph, m.weights, [batch, channels, h, w]).ops;
     assert.ok(o.expect(ops), `${what}: lowered to ${ops.map((op) => op.k).join(', ')}`);
     const x = Tensor.random([batch, channels, h, w], seededRandom(3));
-    const plan = engine.compile(m, { batch, height: h, width: w });
-    assertClose(what, await plan.run(x.data), execute(graph, m.weights, x));
+    const plan = engine.compile(m, { batch, height: h, width: w, precision: o.precision });
+    assertClose(what, await plan.run(x.data), execute(graph, m.weights, x), o.tolerance);
     plan.dispose();
   }
   const has =
@@ -302,6 +310,111 @@ describe(`WebGPU inference (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
     });
   });
 
+  describe('f16 activations (shader-f16; f16-rounded: the same rounding on f32 storage, on any adapter)', () => {
+    // 'f16' runs where the adapter has shader-f16 (the GPU machine's check: scripts/device-gpu.sh); Mesa's
+    // llvmpipe and SwiftShader have none, so here 'f16-rounded' carries the numerics.
+    const precisions: Precision[] = ['f16-rounded', 'f16'];
+    const needs = (precision: Precision, t: { skip: (m: string) => void }) => {
+      if (precision !== 'f16' || engine.hasF16) return false;
+      t.skip(`this adapter (${engine.adapter}) has no shader-f16`);
+      return true;
+    };
+    // Activations rounded to 11 significant bits at every store, through 17 units: measured 4-7e-4 of the
+    // output scale for the presets below.
+    const F16 = 5e-3;
+
+    for (const precision of precisions) {
+      it(`${precision}: every kernel within ${F16} of the reference`, async (t) => {
+        if (needs(precision, t)) return;
+        const o = { precision, tolerance: F16 };
+        await check('pointwise', (b, x) => b.relu('r', b.bn('bn', b.conv('c', x, 9, 1, { groups: 3 }))), {
+          ...o,
+          expect: has('pointwise'),
+        });
+        await check(
+          'depthwise',
+          (b, x) => b.bn('bn', b.conv('c', x, 6, 3, { stride: 2, padding: 1, groups: 6 })),
+          {
+            ...o,
+            expect: has('depthwise'),
+          },
+        );
+        await check(
+          'conv + pools',
+          (b, x) =>
+            b.maxpool('m', b.avgpool('a', b.conv('c', x, 8, 3, { padding: 1 }), 3, 1, 1, true), 3, 2, 1),
+          {
+            ...o,
+            expect: (ops) => ['conv', 'avgpool', 'maxpool'].every((k) => has(k as LOp['k'])(ops)),
+          },
+        );
+        await check('head', (b, x) => b.linear('fc', b.flatten('f', b.globalAvgPool('g', x), 6), 10), {
+          ...o,
+          expect: (ops) => has('gap')(ops) && has('linear')(ops),
+        });
+        await check(
+          'affine add relu',
+          (b, x) => b.relu('r2', b.add('a', b.relu('r1', x), b.relu('r0', b.bn('bn', x)))),
+          {
+            ...o,
+            expect: (ops) => ['affine', 'add', 'relu'].every((k) => has(k as LOp['k'])(ops)),
+          },
+        );
+      });
+
+      it(`${precision}: ShuffleNets within ${F16} of the reference (f16: in half the arena)`, async (t) => {
+        if (needs(precision, t)) return;
+        for (const name of ['shufflenet_v1_g3_0.5x', 'shufflenet_v1_g8_0.25x']) {
+          const m = preset(name);
+          const x = Tensor.random([2, 3, 64, 64], seededRandom(5));
+          const plan = engine.compile(m, { batch: 2, height: 64, width: 64, precision });
+          const f32 = engine.compile(m, { batch: 2, height: 64, width: 64 });
+          const err = assertClose(
+            `${name} ${precision}`,
+            await plan.run(x.data),
+            execute(m.graph, m.weights, x),
+            F16,
+          );
+          t.diagnostic(`${name}: max |diff| / output scale ${err.toExponential(1)}`);
+          assert.ok(err > 0, `${precision} equals f32 exactly: nothing was rounded`);
+          assert.equal(plan.bytes.arena, precision === 'f16' ? f32.bytes.arena / 2 : f32.bytes.arena);
+          // The input left on the device, in its storage type.
+          assert.deepEqual(await plan.run(undefined), await plan.run(x.data));
+          plan.dispose();
+          f32.dispose();
+        }
+      });
+    }
+
+    it('f16 and f16-rounded give nearly the same logits (the same roundings)', async (t) => {
+      if (needs('f16', t)) return;
+      const m = preset('shufflenet_v1_g3_0.5x');
+      const x = Tensor.random([2, 3, 64, 64], seededRandom(6));
+      const [a, b] = await Promise.all(
+        (['f16', 'f16-rounded'] as const).map(async (precision) => {
+          const plan = engine.compile(m, { batch: 2, height: 64, width: 64, precision });
+          const y = await plan.run(x.data);
+          plan.dispose();
+          return y;
+        }),
+      );
+      assertClose('f16 vs f16-rounded', a!, new Tensor([2, 1000], b!), 2e-3);
+    });
+
+    it('refuses f16 without shader-f16 and unknown precisions, by name', () => {
+      const m = preset('shufflenet_v1_g3_0.25x');
+      if (!engine.hasF16)
+        assert.throws(
+          () => engine.compile(m, { precision: 'f16' }),
+          /precision f16 needs the adapter's 'shader-f16' feature/,
+        );
+      assert.throws(
+        () => engine.compile(m, { precision: 'f8' as Precision }),
+        /precision 'f8': expected f32, f16 or f16-rounded/,
+      );
+    });
+  });
+
   const skip =
     existsSync(join(shared, 'weights')) && existsSync(join(shared, 'images'))
       ? false
@@ -322,4 +435,34 @@ describe(`WebGPU inference (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
     }
     plan.dispose();
   });
+
+  it(
+    "the authors' weights in f16 activations: the same labels, logits within 5e-3 (BN folded first)",
+    { skip },
+    async (t) => {
+      // BN folds into the f32 weights before anything is stored in f16: the first BN's running_var (231,415) is
+      // above f16's range, its activations are not.
+      const { model } = await loadModel(join(shared, 'weights', 'shufflenet_v1_g3_0.5x.pth.tar'));
+      const images = await Promise.all(
+        ['chelsea.png', 'coffee.png', 'camera.png', 'grace_hopper.jpg'].map(async (f) =>
+          preprocess(await loadImage(join(shared, 'images', f)), MEGVII_PREPROCESS),
+        ),
+      );
+      for (const precision of ['f16-rounded', ...(engine.hasF16 ? ['f16' as const] : [])] as Precision[]) {
+        const plan = engine.compile(model, { precision });
+        for (const [i, x] of images.entries()) {
+          const logits = await plan.run(x.data);
+          const expected = model.forward(x);
+          assert.equal(
+            topK(logits, 1, IMAGENET_LABELS)[0]!.index,
+            [285, 967, 872, 457][i],
+            `${precision} image ${i}`,
+          );
+          const err = assertClose(`${precision} image ${i}`, logits, expected, 5e-3);
+          t.diagnostic(`${precision} image ${i}: max |diff| / output scale ${err.toExponential(1)}`);
+        }
+        plan.dispose();
+      }
+    },
+  );
 });

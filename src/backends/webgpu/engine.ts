@@ -1,8 +1,7 @@
 import type { Graph } from '../../graph/graph.js';
-import type { PlanOptions } from '../../runtime/plan.js';
 import type { Shape, Tensor } from '../../tensor/tensor.js';
 import { KERNELS, type Kernel } from './kernels.js';
-import { WebGpuPlan, type GpuContext } from './plan.js';
+import { WebGpuPlan, type GpuContext, type WebGpuPlanOptions } from './plan.js';
 import { WebGpuTrainPlan, type TrainPlanOptions } from './train-plan.js';
 import { TRAIN_KERNELS } from './train-kernels.js';
 
@@ -117,9 +116,14 @@ export class WebGpuEngine implements GpuContext {
     if (failed.length) throw new Error(failed.join('\n'));
   }
 
+  /** Whether plans can store activations in f16 (the adapter's shader-f16 feature, enabled on the device). */
+  get hasF16(): boolean {
+    return this.device.features.has('shader-f16');
+  }
+
   compile(
     model: { graph: Graph; weights: ReadonlyMap<string, Tensor> },
-    options: PlanOptions = {},
+    options: WebGpuPlanOptions = {},
   ): WebGpuPlan {
     if (this.lostReason) throw new Error(`the WebGPU device was lost: ${this.lostReason}`);
     return new WebGpuPlan(this, model.graph, model.weights, options);
@@ -167,6 +171,8 @@ export async function requestWebGpuEngine(
   const { maxStorageBufferBindingSize, maxBufferSize, maxStorageBuffersPerShaderStage } = adapter.limits;
   const device = await adapter.requestDevice({
     label: 'shufflenet',
+    // f16 activations where the adapter has them (WebGpuPlanOptions.precision).
+    requiredFeatures: adapter.features.has('shader-f16') ? ['shader-f16'] : [],
     // Large buffers, and up to 8 arena segments plus the weights for training plans.
     requiredLimits: { maxStorageBufferBindingSize, maxBufferSize, maxStorageBuffersPerShaderStage },
   });

@@ -1,7 +1,8 @@
 /**
  * The WGSL kernels: one compute shader per lowered op kind (src/runtime/lower.ts), the same fused maths as
  * the WASM kernels (assembly/). Every shader sees three bindings:
- * - `arena`: the plan's one activation buffer (f32 NCHW values at float offsets, read and written);
+ * - `arena`: the plan's one activation buffer (NCHW values at element offsets, read with ld() and written with
+ *   st(), which convert from and to the storage type: Precision);
  * - `weights`: this op's slice of the plan's weight buffer (weights, bias, channel maps stored as floats);
  * - `p`: this op's parameters (u32 fields, in the order of `fields`).
  * A value is `C` channels at channel offset `off` of a buffer with `bufC` channels, so a kernel can read a
@@ -24,14 +25,61 @@ export interface Kernel {
 /** Invocations per workgroup of the 1-D kernels (compatibility mode allows at most 128). */
 export const WORKGROUP = 64;
 
-/** A kernel with its uniform fields (u32) over the arena and weights buffers. */
-export function kernel(name: string, fields: readonly string[], body: string): Kernel {
-  const code = `struct Params { ${fields.map((f) => `${f}: u32,`).join(' ')} }
-@group(0) @binding(0) var<storage, read_write> arena: array<f32>;
+/**
+ * How an inference plan stores activations in its arena (the weights stay f32, the arithmetic is f32):
+ * - 'f32';
+ * - 'f16': half the bytes, for adapters with the `shader-f16` feature;
+ * - 'f16-rounded': f32 storage, every store rounded to f16 (pack2x16float): f16's numerics on any adapter,
+ *   which is how the f16 path is tested where no adapter has the feature.
+ */
+export type Precision = 'f32' | 'f16' | 'f16-rounded';
+
+const STORAGE: Record<Precision, { enable: string; type: string; ld: string; st: string }> = {
+  f32: { enable: '', type: 'f32', ld: 'arena[i]', st: 'v' },
+  f16: { enable: 'enable f16;\n', type: 'f16', ld: 'f32(arena[i])', st: 'f16(v)' },
+  'f16-rounded': {
+    enable: '',
+    type: 'f32',
+    ld: 'arena[i]',
+    st: 'unpack2x16float(pack2x16float(vec2f(v, 0.0))).x',
+  },
+};
+
+const bodies = new WeakMap<Kernel, string>();
+const variants = new WeakMap<Kernel, Map<Precision, Kernel>>();
+
+function source(fields: readonly string[], body: string, precision: Precision): string {
+  const s = STORAGE[precision];
+  return `${s.enable}struct Params { ${fields.map((f) => `${f}: u32,`).join(' ')} }
+@group(0) @binding(0) var<storage, read_write> arena: array<${s.type}>;
 @group(0) @binding(1) var<storage, read> weights: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
+fn ld(i: u32) -> f32 { return ${s.ld}; }
+fn st(i: u32, v: f32) { arena[i] = ${s.st}; }
 ${body}`;
-  return { name, fields, code };
+}
+
+/** An inference kernel with its uniform fields (u32) over the arena and weights buffers (f32 storage). */
+export function kernel(name: string, fields: readonly string[], body: string): Kernel {
+  const k = { name, fields, code: source(fields, body, 'f32') };
+  bodies.set(k, body);
+  return k;
+}
+
+/** The kernel with its activations stored in `precision` (see Precision); the f32 kernel is itself. */
+export function withPrecision(k: Kernel, precision: Precision): Kernel {
+  const body = bodies.get(k);
+  if (precision === 'f32') return k;
+  if (body === undefined) throw new Error(`kernel '${k.name}' has no ${precision} variant`);
+  let m = variants.get(k);
+  if (!m) variants.set(k, (m = new Map()));
+  let v = m.get(precision);
+  if (!v)
+    m.set(
+      precision,
+      (v = { name: `${k.name} (${precision})`, fields: k.fields, code: source(k.fields, body, precision) }),
+    );
+  return v;
 }
 
 /** The 1-D kernels: invocation i < p.total (their last field), on a grid of (x, y) workgroups. */
@@ -136,7 +184,6 @@ export const POINTWISE = kernel(
   'pointwise',
   [...io, 'res', 'resC', 'resOff', 'hasRes', 'N', 'HW', 'cin', 'cout', 'hasMap', 'relu', 'bOff', 'mapOff'],
   `
-fn ld(i: u32) -> f32 { return arena[i]; }
 fn xrow(c: u32) -> u32 {
   if (p.hasMap != 0u) { return u32(weights[p.mapOff + c]); }
   return c;
@@ -150,9 +197,9 @@ ${gemm(
   `
       let o = g * p.cout + r;
       var v = s + weights[p.bOff + o];
-      if (p.hasRes != 0u) { v += arena[p.res + (n * p.resC + p.resOff + o) * p.HW + px]; }
+      if (p.hasRes != 0u) { v += ld(p.res + (n * p.resC + p.resOff + o) * p.HW + px); }
       if (p.relu != 0u) { v = max(v, 0.0); }
-      arena[p.y + (n * p.yC + p.yOff + o) * p.HW + px] = v;`,
+      st(p.y + (n * p.yC + p.yOff + o) * p.HW + px, v);`,
 )}`,
 );
 
@@ -174,13 +221,13 @@ export const DEPTHWISE = kernel(
     for (var kx = 0; kx < 3; kx++) {
       let ix = ix0 + kx;
       if (ix < 0 || ix >= i32(p.W)) { continue; }
-      s += weights[c * 9u + u32(ky * 3 + kx)] * arena[xb + u32(iy) * p.W + u32(ix)];
+      s += weights[c * 9u + u32(ky * 3 + kx)] * ld(xb + u32(iy) * p.W + u32(ix));
     }
   }
   if (p.relu != 0u) { s = max(s, 0.0); }
   var row = c;
   if (p.hasMap != 0u) { row = u32(weights[p.mapOff + c]); }
-  arena[p.y + ((n * p.yC + p.yOff + row) * p.OH + oy) * p.OW + ox] = s;`),
+  st(p.y + ((n * p.yC + p.yOff + row) * p.OH + oy) * p.OW + ox, s);`),
 );
 
 /**
@@ -208,12 +255,12 @@ export const CONV = kernel(
       for (var kx = 0u; kx < p.KW; kx++) {
         let ix = ix0 + i32(kx * p.DW);
         if (ix < 0 || ix >= i32(p.W)) { continue; }
-        s += weights[wb + ky * p.KW + kx] * arena[xb + u32(iy) * p.W + u32(ix)];
+        s += weights[wb + ky * p.KW + kx] * ld(xb + u32(iy) * p.W + u32(ix));
       }
     }
   }
   if (p.relu != 0u) { s = max(s, 0.0); }
-  arena[p.y + ((n * p.yC + p.yOff + c) * p.OH + oy) * p.OW + ox] = s;`),
+  st(p.y + ((n * p.yC + p.yOff + c) * p.OH + oy) * p.OW + ox, s);`),
 );
 
 /**
@@ -234,11 +281,11 @@ export const POOL = kernel(
   let x0 = max(px0, 0);
   let x1 = min(px1, i32(p.W));
   let xb = p.x + (n * p.xC + p.xOff + c) * p.H * p.W;
-  var m = arena[xb + u32(y0) * p.W + u32(x0)]; // every window holds a real element (padding <= kernel / 2)
+  var m = ld(xb + u32(y0) * p.W + u32(x0)); // every window holds a real element (padding <= kernel / 2)
   var s = 0.0;
   for (var yy = y0; yy < y1; yy++) {
     for (var xx = x0; xx < x1; xx++) {
-      let v = arena[xb + u32(yy) * p.W + u32(xx)];
+      let v = ld(xb + u32(yy) * p.W + u32(xx));
       m = max(m, v);
       s += v;
     }
@@ -246,7 +293,7 @@ export const POOL = kernel(
   var r = m;
   if (p.mode == 1u) { r = s / f32(padded); }
   if (p.mode == 2u) { r = s / f32((y1 - y0) * (x1 - x0)); }
-  arena[p.y + ((n * p.yC + p.yOff + c) * p.OH + oy) * p.OW + ox] = r;`),
+  st(p.y + ((n * p.yC + p.yOff + c) * p.OH + oy) * p.OW + ox, r);`),
 );
 
 /** Global average pool: one invocation per (image, channel) plane. */
@@ -258,8 +305,8 @@ export const GAP = kernel(
   let n = i / p.C;
   let xb = p.x + (n * p.xC + p.xOff + c) * p.HW;
   var s = 0.0;
-  for (var k = 0u; k < p.HW; k++) { s += arena[xb + k]; }
-  arena[p.y + n * p.yC + p.yOff + c] = s / f32(p.HW);`),
+  for (var k = 0u; k < p.HW; k++) { s += ld(xb + k); }
+  st(p.y + n * p.yC + p.yOff + c, s / f32(p.HW));`),
 );
 
 /** Fully connected: y[n][m] = sum_k x[n][k] w[m][k] + bias[m]; weights slice: w [M][K], bias [M] at bOff. */
@@ -272,10 +319,10 @@ export const LINEAR = kernel(
   let xb = p.x + n * p.K;
   let wb = m * p.K;
   var s = 0.0;
-  for (var k = 0u; k < p.K; k++) { s += weights[wb + k] * arena[xb + k]; }
+  for (var k = 0u; k < p.K; k++) { s += weights[wb + k] * ld(xb + k); }
   s += weights[p.bOff + m];
   if (p.relu != 0u) { s = max(s, 0.0); }
-  arena[p.y + n * p.yC + p.yOff + m] = s;`),
+  st(p.y + n * p.yC + p.yOff + m, s);`),
 );
 
 /** Inference batch norm: y = x * scale[c] + shift[c]; weights slice: scale [C], shift [C] at shOff. */
@@ -283,9 +330,9 @@ export const AFFINE = kernel(
   'affine',
   [...io, 'C', 'HW', 'relu', 'shOff', 'total'],
   oneD(`${nchw}
-  var s = arena[p.x + (n * p.xC + p.xOff + c) * p.HW + px] * weights[c] + weights[p.shOff + c];
+  var s = ld(p.x + (n * p.xC + p.xOff + c) * p.HW + px) * weights[c] + weights[p.shOff + c];
   if (p.relu != 0u) { s = max(s, 0.0); }
-  arena[p.y + (n * p.yC + p.yOff + c) * p.HW + px] = s;`),
+  st(p.y + (n * p.yC + p.yOff + c) * p.HW + px, s);`),
 );
 
 /** y = x + b, optional ReLU. */
@@ -293,16 +340,16 @@ export const ADD = kernel(
   'add',
   [...io, 'b', 'bC', 'bOff', 'C', 'HW', 'relu', 'total'],
   oneD(`${nchw}
-  var s = arena[p.x + (n * p.xC + p.xOff + c) * p.HW + px] + arena[p.b + (n * p.bC + p.bOff + c) * p.HW + px];
+  var s = ld(p.x + (n * p.xC + p.xOff + c) * p.HW + px) + ld(p.b + (n * p.bC + p.bOff + c) * p.HW + px);
   if (p.relu != 0u) { s = max(s, 0.0); }
-  arena[p.y + (n * p.yC + p.yOff + c) * p.HW + px] = s;`),
+  st(p.y + (n * p.yC + p.yOff + c) * p.HW + px, s);`),
 );
 
 export const RELU = kernel(
   'relu',
   [...io, 'C', 'HW', 'total'],
   oneD(`${nchw}
-  arena[p.y + (n * p.yC + p.yOff + c) * p.HW + px] = max(arena[p.x + (n * p.xC + p.xOff + c) * p.HW + px], 0.0);`),
+  st(p.y + (n * p.yC + p.yOff + c) * p.HW + px, max(ld(p.x + (n * p.xC + p.xOff + c) * p.HW + px), 0.0));`),
 );
 
 export const KERNELS = [POINTWISE, DEPTHWISE, CONV, POOL, GAP, LINEAR, AFFINE, ADD, RELU] as const;

@@ -2,6 +2,7 @@ import type { Graph, Node } from '../../graph/graph.js';
 import { OPS } from '../../ops/index.js';
 import { lower, type LOp, type Program, type Ref } from '../../runtime/lower.js';
 import { arenaLayout, type PlanOptions } from '../../runtime/plan.js';
+import { fromHalf, roundToHalf, toHalf } from '../../tensor/half.js';
 import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.js';
 import { timeDispatches, type DispatchTime } from './profile.js';
 import {
@@ -16,8 +17,16 @@ import {
   RELU,
   GEMM,
   WORKGROUP,
+  withPrecision,
   type Kernel,
+  type Precision,
 } from './kernels.js';
+
+/** A WebGPU plan's options: the WASM plan's, and how activations are stored (Precision). */
+export interface WebGpuPlanOptions extends PlanOptions {
+  /** 'f16' needs the adapter's shader-f16 feature; 'f16-rounded' gives f16's numerics on f32 storage. */
+  precision?: Precision;
+}
 
 /** GPUBufferUsage bits as numbers: Node's `webgpu` defines no globals (GPU* types: @webgpu/types). */
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 } as const;
@@ -106,13 +115,25 @@ export class WebGpuPlan {
   /** An input is on the device (run() without one reuses it), and the run leaves it there. */
   private hasInput = false;
   private readonly inputKept: boolean;
+  /** How activations are stored, and the bytes of one in the arena (2 for f16). */
+  readonly precision: Precision;
+  private readonly elementBytes: number;
 
   constructor(
     private readonly gpu: GpuContext,
     private readonly graph: Graph,
     weights: ReadonlyMap<string, Tensor>,
-    o: PlanOptions = {},
+    o: WebGpuPlanOptions = {},
   ) {
+    this.precision = o.precision ?? 'f32';
+    if (!['f32', 'f16', 'f16-rounded'].includes(this.precision))
+      throw new RangeError(`precision '${this.precision}': expected f32, f16 or f16-rounded`);
+    if (this.precision === 'f16' && !gpu.device.features.has('shader-f16'))
+      throw new RangeError(
+        `precision f16 needs the adapter's 'shader-f16' feature, which this device lacks: use f32 ` +
+          `(or f16-rounded, f16's rounding on f32 storage)`,
+      );
+    this.elementBytes = this.precision === 'f16' ? 2 : 4;
     const batch = o.batch ?? 1;
     const [h, w] = [o.height ?? graph.inputSize[0], o.width ?? graph.inputSize[1]];
     this.inputShape = [batch, graph.inputChannels, h, w];
@@ -130,8 +151,14 @@ export class WebGpuPlan {
     this.at = layout.at;
     const steps = p.ops.map((op) => this.encode(op, batch));
     this.cpuNodes = steps.filter((s): s is CpuStep => 'graphNode' in s).map((s) => s.node);
+    if (this.cpuNodes.length && this.precision !== 'f32')
+      throw new RangeError(
+        `${graph.name}: ops without a WebGPU kernel (${this.cpuNodes.join(', ')}) run on the CPU in f32 only: ` +
+          `use precision f32`,
+      );
 
-    const arenaBytes = Math.max(layout.bytes, 4);
+    // The layout is in f32 bytes (every buffer 4-byte aligned); an f16 arena is half of it.
+    const arenaBytes = Math.max((layout.bytes / 4) * this.elementBytes, 4);
     if (arenaBytes > limits.maxStorageBufferBindingSize || arenaBytes > limits.maxBufferSize) {
       throw new RangeError(
         `${graph.name} ${formatShape(this.inputShape)}: the activation arena needs ${arenaBytes} bytes, ` +
@@ -201,7 +228,7 @@ export class WebGpuPlan {
       return b;
     };
     this.arena = buffer(arenaBytes, USAGE.STORAGE | USAGE.COPY_DST | USAGE.COPY_SRC, `${graph.name} arena`);
-    this.readback = buffer(shapeSize(this.outputShape) * 4, USAGE.MAP_READ | USAGE.COPY_DST, 'output');
+    this.readback = buffer(this.outputBytes, USAGE.MAP_READ | USAGE.COPY_DST, 'output');
     const cpuBytes = steps.map((s) =>
       'graphNode' in s ? s.inputs.reduce((n, r) => n + shapeSize(r.shape) * 4, 0) : 0,
     );
@@ -222,7 +249,7 @@ export class WebGpuPlan {
       return {
         node: s.node,
         kernel: s.kernel.name,
-        pipeline: gpu.pipeline(s.kernel),
+        pipeline: gpu.pipeline(withPrecision(s.kernel, this.precision)),
         bindGroup,
         grid: s.grid,
       };
@@ -230,21 +257,43 @@ export class WebGpuPlan {
     let d = 0;
     this.schedule = steps.map((s) => ('kernel' in s ? dispatches[d++]! : s));
     const errors = [device.popErrorScope(), device.popErrorScope()].map((e) => e.then((x) => x?.message));
-    const kernels = new Set(gpuSteps.map((s) => s.kernel));
+    const kernels = new Set(gpuSteps.map((s) => withPrecision(s.kernel, this.precision)));
     this.created = Promise.all([...[...kernels].map((k) => gpu.pipelineError(k)), ...errors]).then(
       (e) => e.find((x) => x),
       (e: Error) => e.message,
     );
     this.bytes = {
       weights: wBytes,
-      arena: layout.bytes,
+      arena: (layout.bytes / 4) * this.elementBytes,
       unplanned: p.buffers.reduce((s, b) => s + b.C * b.hw * batch * 4, 0),
     };
   }
 
-  /** Float offset of a value's buffer in the arena. */
+  /** Element offset of a value's buffer in the arena. */
   private base(r: Ref): number {
     return this.at[r.buf]! / 4;
+  }
+
+  /** Byte offset of a value's buffer in the arena. */
+  private byteAt(buf: number): number {
+    return (this.at[buf]! / 4) * this.elementBytes;
+  }
+
+  /** The output's bytes in the arena, rounded up to the 4 that copies need (an f16 arena has room). */
+  private get outputBytes(): number {
+    return alignUp(shapeSize(this.outputShape) * this.elementBytes, 4);
+  }
+
+  /** Writes an input into the arena in its storage type. */
+  private writeInput(input: Float32Array): void {
+    const { queue } = this.gpu.device;
+    // Node's webgpu crashes on views of a SharedArrayBuffer (threaded WASM memory): copy those first.
+    const shared = typeof SharedArrayBuffer !== 'undefined' && input.buffer instanceof SharedArrayBuffer;
+    let data: Float32Array | Uint16Array = shared ? input.slice() : input;
+    if (this.precision === 'f16') data = toHalf(input);
+    if (this.precision === 'f16-rounded') data = roundToHalf(input.slice());
+    queue.writeBuffer(this.arena, this.byteAt(0), data as Float32Array<ArrayBuffer>);
+    this.hasInput = true;
   }
 
   /** Turns one lowered op into a dispatch (its parameters, weights and grid) or a CPU step. */
@@ -444,8 +493,7 @@ export class WebGpuPlan {
         throw new Error(`${this.graph.name}: a plan with CPU steps cannot be profiled`);
       const failed = await this.created;
       if (failed) throw new Error(`WebGPU: compiling ${this.graph.name} failed: ${failed}`);
-      this.gpu.device.queue.writeBuffer(this.arena, this.at[0]!, input.slice());
-      this.hasInput = true;
+      this.writeInput(input);
       return timeDispatches(this.gpu.device, this.schedule as Dispatch[]);
     });
     this.queue = run.catch(() => undefined);
@@ -475,10 +523,12 @@ export class WebGpuPlan {
       error = await device.popErrorScope();
     }
     if (error) throw new Error(`WebGPU: running ${this.graph.name}: ${error.message}`);
-    const bytes = shapeSize(this.outputShape) * 4;
+    const m = shapeSize(this.outputShape);
     await this.readback.mapAsync(MAP_MODE_READ);
-    const result = out ?? new Float32Array(bytes / 4);
-    result.set(new Float32Array(this.readback.getMappedRange(), 0, bytes / 4));
+    const result: Float32Array = out ?? new Float32Array(m);
+    const mapped = this.readback.getMappedRange();
+    if (this.precision === 'f16') fromHalf(new Uint16Array(mapped, 0, m), result);
+    else result.set(new Float32Array(mapped, 0, m));
     this.readback.unmap();
     return result;
   }
@@ -486,16 +536,7 @@ export class WebGpuPlan {
   /** Writes the input (if given), records every step and submits (once, unless CPU steps split the run). */
   private async submit(input: Float32Array | undefined): Promise<void> {
     const { device } = this.gpu;
-    if (input) {
-      // Node's webgpu crashes on views of a SharedArrayBuffer (threaded WASM memory): copy those first.
-      const shared = typeof SharedArrayBuffer !== 'undefined' && input.buffer instanceof SharedArrayBuffer;
-      device.queue.writeBuffer(
-        this.arena,
-        this.at[0]!,
-        (shared ? input.slice() : input) as Float32Array<ArrayBuffer>,
-      );
-      this.hasInput = true;
-    }
+    if (input) this.writeInput(input);
     let encoder = device.createCommandEncoder();
     let pass = encoder.beginComputePass();
     for (const s of this.schedule) {
@@ -511,8 +552,8 @@ export class WebGpuPlan {
       pass = encoder.beginComputePass();
     }
     pass.end();
-    const bytes = shapeSize(this.outputShape) * 4;
-    encoder.copyBufferToBuffer(this.arena, this.at[this.program.output.buf]!, this.readback, 0, bytes);
+    const from = this.byteAt(this.program.output.buf);
+    encoder.copyBufferToBuffer(this.arena, from, this.readback, 0, this.outputBytes);
     device.queue.submit([encoder.finish()]);
   }
 
