@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { WebGpuEngine } from '../src/backends/webgpu/engine.js';
+import type { Precision } from '../src/backends/webgpu/kernels.js';
 import { execute } from '../src/graph/execute.js';
 import { shufflenetWidths } from '../src/models/shufflenet.js';
 import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
@@ -29,6 +30,9 @@ const USAGE = `node dist/device/bench-gpu.js [options]     (here: npx tsx bench/
   --classes N            classes (default 1000)
   --small-input          the small-input stem (3x3 stride 1, no max pool), as training on CIFAR-10 uses
   --infer-batches A,B    inference batches (default 1,256; empty: none)
+  --f16-batches A,B      inference batches again with f16 activations (default 256; where the adapter has
+                         shader-f16, else a note; empty: none)
+  --f16-rounded          those rows in f16-rounded instead (f16's rounding on f32 storage: any adapter)
   --train-batches A,B    training batches (default 256; empty: none)
   --warmup N             untimed runs first (default 3)
   --iterations N         timed runs at most (default 30), fewer when --budget-ms runs out (at least 5)
@@ -45,6 +49,8 @@ The WebGPU backend: $SHUFFLENET_WEBGPU_BACKEND (vulkan on the GPU machine; openg
 the native one, then opengles.`;
 
 const TOLERANCE = 1e-3;
+/** f16 activations round every stored value to 11 bits (test/webgpu.test.ts: 1-2e-3 on the photos). */
+const F16_TOLERANCE = 1e-2;
 const LR = 0.01;
 const LABEL_SMOOTHING = 0.1;
 
@@ -55,6 +61,8 @@ const { values: args } = parseArgs({
     classes: { type: 'string', default: '1000' },
     'small-input': { type: 'boolean', default: false },
     'infer-batches': { type: 'string', default: '1,256' },
+    'f16-batches': { type: 'string', default: '256' },
+    'f16-rounded': { type: 'boolean', default: false },
     'train-batches': { type: 'string', default: '256' },
     warmup: { type: 'string', default: '3' },
     iterations: { type: 'string', default: '30' },
@@ -95,6 +103,8 @@ const size = positive('--size', args.size);
 const classes = positive('--classes', args.classes);
 const smallInput = args['small-input'];
 const inferBatches = list('--infer-batches', args['infer-batches']);
+const f16Batches = list('--f16-batches', args['f16-batches']);
+const f16Precision = args['f16-rounded'] ? 'f16-rounded' : 'f16';
 const trainBatches = list('--train-batches', args['train-batches']);
 const warmup = Number(args.warmup);
 const iterations = positive('--iterations', args.iterations);
@@ -111,6 +121,8 @@ const widths = shufflenetWidths(groups, Number(archMatch[2]));
 interface Row {
   kind: 'infer' | 'train';
   batch: number;
+  /** How our plan stores activations (inference; f32 when absent). PyTorch stays fp32. */
+  precision?: Precision;
   /** Ours with the input uploaded each run (as from the CPU), and with it left on the GPU. */
   ours?: Stats & { memory?: string };
   oursResident?: Stats;
@@ -142,9 +154,9 @@ const saveJson = () => {
   if (args.json)
     writeFileAtomic(args.json, JSON.stringify({ arch, size, adapter, torchInfo, rows, notes }, null, 1));
 };
-const row = (kind: Row['kind'], batch: number): Row => {
-  let r = rows.find((x) => x.kind === kind && x.batch === batch);
-  if (!r) rows.push((r = { kind, batch, torch: [] }));
+const row = (kind: Row['kind'], batch: number, precision?: Precision): Row => {
+  let r = rows.find((x) => x.kind === kind && x.batch === batch && x.precision === precision);
+  if (!r) rows.push((r = { kind, batch, torch: [], ...(precision ? { precision } : {}) }));
   return r;
 };
 const message = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e)).split('\n')[0]!;
@@ -249,23 +261,42 @@ function runTorch(dataDir: string | undefined): Float32Array | undefined {
   return logits;
 }
 
-/** Our inference rows. */
+/** Our inference rows, in f32 activations and then in f16 (`--f16-batches`) where the adapter has them. */
 async function inference(engine: WebGpuEngine, reference?: Float32Array, torchLogits?: Float32Array) {
-  for (const batch of inferBatches) {
-    const r = row('infer', batch);
+  const f16 = f16Precision === 'f16-rounded' || engine.hasF16;
+  if (f16Batches.length && !f16) notes.push(`f16 rows: the adapter has no shader-f16 (${engine.adapter})`);
+  if (f16Batches.length && f16)
+    notes.push(
+      `${f16Precision} rows: the same plan with its activations stored in ${f16Precision === 'f16' ? 'f16 (shader-f16)' : 'f32 rounded to f16'}; ` +
+        'weights and arithmetic f32 (BN folded first); the ratio is against PyTorch fp32',
+    );
+  const runs: [number, Precision | undefined][] = [
+    ...inferBatches.map((b): [number, undefined] => [b, undefined]),
+    ...(f16 ? f16Batches.map((b): [number, Precision] => [b, f16Precision]) : []),
+  ];
+  for (const [batch, precision] of runs) {
+    const r = row('infer', batch, precision);
     try {
-      const plan = engine.compile({ graph, weights }, { batch, height: size, width: size });
+      const plan = engine.compile({ graph, weights }, { batch, height: size, width: size, precision });
       try {
         const x = batch === 1 ? input1 : Tensor.random([batch, 3, size, size], seededRandom(2024));
         const out = new Float32Array(plan.outputShape.reduce((a, b) => a * b, 1));
-        if (batch === 1 && (reference || torchLogits)) {
-          const y = await plan.run(x.data, new Float32Array(out.length));
+        if ((batch === 1 || precision) && (reference || torchLogits)) {
+          // The first image's logits (batch-1 input; a batch's first row for the f16 rows).
+          const x1 = new Float32Array(x.data.length);
+          x1.set(input1.data);
+          const y = (await plan.run(batch === 1 ? x.data : x1, new Float32Array(out.length))).subarray(
+            0,
+            classes,
+          );
           const check = (what: string, ref?: Float32Array) => {
             if (!ref) return;
             const e = relativeDiff(y, ref);
+            const tolerance = precision ? F16_TOLERANCE : TOLERANCE;
             notes.push(
-              `batch 1 logits, ours vs ${what}: max abs difference / max abs logit ${e.toExponential(1)}` +
-                (e <= TOLERANCE ? '' : ' **WRONG**'),
+              `batch ${batch}${precision ? ` ${precision}` : ''} logits, ours vs ${what}: max abs difference / ` +
+                `max abs logit ${e.toExponential(1)}` +
+                (e <= tolerance ? '' : ' **WRONG**'),
             );
             console.log(`  check: ${notes.at(-1)}`);
           };
@@ -273,11 +304,14 @@ async function inference(engine: WebGpuEngine, reference?: Float32Array, torchLo
           check('PyTorch', torchLogits);
         }
         const s = await time('ours', batch, () => plan.run(x.data, out));
-        r.ours = { ...s, memory: `arena ${(plan.bytes.arena / 2 ** 20).toFixed(1)} MiB` };
+        r.ours = {
+          ...s,
+          memory: `arena ${(plan.bytes.arena / 2 ** 20).toFixed(1)} MiB${precision ? ` (${precision})` : ''}`,
+        };
         const d = await time('ours', batch, () => plan.run(undefined, out));
         r.oursResident = d;
         console.log(
-          `  ours infer batch ${batch}: median ${fmt(s.median)} ms, ${fmt(s.imagesPerSecond)} images/s; ` +
+          `  ours infer${precision ? ` ${precision}` : ''} batch ${batch}: median ${fmt(s.median)} ms, ${fmt(s.imagesPerSecond)} images/s; ` +
             `input on the GPU: ${fmt(d.median)} ms, ${fmt(d.imagesPerSecond)} images/s`,
         );
       } finally {
@@ -285,7 +319,7 @@ async function inference(engine: WebGpuEngine, reference?: Float32Array, torchLo
       }
     } catch (e) {
       r.oursError = message(e);
-      console.log(`  ours infer batch ${batch}: ${r.oursError}`);
+      console.log(`  ours infer${precision ? ` ${precision}` : ''} batch ${batch}: ${r.oursError}`);
     }
     saveJson();
   }
@@ -365,22 +399,28 @@ function section(): string {
     ...(hostIo ? ['ours / PyTorch, host I/O'] : []),
   ];
   const lines = rows.map((r) => {
-    const b = best(r.torch);
-    const host = r.torch
+    // An f16 row has no PyTorch run of its own: PyTorch fp32 at the same batch.
+    const torch = r.precision
+      ? (rows.find((x) => x.kind === r.kind && x.batch === r.batch && !x.precision)?.torch ?? [])
+      : r.torch;
+    const b = best(torch);
+    const host = torch
       .filter((t) => t.io === 'host' && t.images_per_s !== undefined)
       .sort((x, y) => y.images_per_s! - x.images_per_s!)[0];
     const ours = r.ours;
     const dev = r.oursResident;
     const ms = (s: Stats) => `${fmt(s.median)} (${fmt(s.min)}-${fmt(s.max)})`;
     return [
-      r.kind === 'infer' ? 'inference' : 'training step',
+      r.kind === 'infer'
+        ? `inference${r.precision ? `, ${r.precision} activations (PyTorch: fp32)` : ''}`
+        : 'training step',
       String(r.batch),
       `${size}x${size}`,
       ours ? ms(ours) : `failed: ${r.oursError ?? 'not run'}`,
       ours ? fmt(ours.imagesPerSecond) : '',
       dev ? ms(dev) : '',
       dev ? fmt(dev.imagesPerSecond) : '',
-      ...formats.map((f) => torchCell(r, f)),
+      ...formats.map((f) => (r.precision ? '' : torchCell(r, f))),
       ...(hostIo ? [host ? fmt(host.images_per_s!) : ''] : []),
       b ? fmt(b.images_per_s!) : '',
       dev && b ? `**${(dev.imagesPerSecond / b.images_per_s!).toFixed(2)}x**` : '',

@@ -107,8 +107,21 @@ describe('shufflenet eval --backend', () => {
       assert.ok(w.top1 >= 0.8, `top-1 ${w.top1}`);
       assert.deepEqual({ ...g, loss: 0 }, { ...w, loss: 0 });
       assert.ok(Math.abs(g.loss - w.loss) <= 1e-4 * w.loss, `loss: webgpu ${g.loss}, wasm ${w.loss}`);
+      // f16's rounding (f16 storage itself needs shader-f16: test/webgpu.test.ts on the GPU machine).
+      const half = shufflenetWith(env, ...args, '--backend', 'webgpu', '--precision', 'f16-rounded');
+      assert.equal(half.code, 0, half.stderr);
+      const h = JSON.parse(half.stdout) as Metrics;
+      assert.ok(Math.abs(h.top1 - w.top1) <= 0.02, `top-1: f16-rounded ${h.top1}, f32 ${w.top1}`);
+      assert.ok(Math.abs(h.loss - w.loss) <= 1e-2 * w.loss, `loss: f16-rounded ${h.loss}, f32 ${w.loss}`);
+      assert.notEqual(h.loss, g.loss, 'f16-rounded rounded nothing');
     },
   );
+
+  it('refuses --precision f16 off WebGPU, naming the fix', { skip: noData }, () => {
+    const r = shufflenet('eval', '--dataset', 'fashion-mnist', '--precision', 'f16');
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--precision f16 runs on WebGPU only: use --backend webgpu/);
+  });
 
   it('refuses an unknown backend with the choices', () => {
     const r = shufflenet('eval', '--dataset', 'fashion-mnist', '--backend', 'cuda');

@@ -1,5 +1,7 @@
 import { Option } from 'commander';
 import type { WebGpuEngine } from '../backends/webgpu/engine.js';
+import type { Precision } from '../backends/webgpu/kernels.js';
+import { ConfigError } from '../errors.js';
 import type { Model } from '../models/model.js';
 import { createNodeEngine } from '../node/engine.js';
 import { createNodeWebGpuEngine } from '../node/webgpu.js';
@@ -15,6 +17,20 @@ export const backendOption = (extra: string[] = []) =>
   new Option('--backend <name>', 'inference engine (auto: webgpu when there is an adapter, else wasm)')
     .choices(['wasm', 'webgpu', 'auto', ...extra])
     .default('wasm');
+
+export const precisionOption = () =>
+  new Option(
+    '--precision <p>',
+    "WebGPU: activations in f32, f16 (the adapter's shader-f16: half the memory) or f16-rounded (f16's rounding on f32)",
+  )
+    .choices(['f32', 'f16', 'f16-rounded'])
+    .default('f32');
+
+/** --precision other than f32 needs the WebGPU engine (`gpu`: the one openWebGpu gave, if any). */
+export function checkPrecision(precision: Precision, gpu: WebGpuEngine | undefined): void {
+  if (precision !== 'f32' && !gpu)
+    throw new ConfigError(`--precision ${precision} runs on WebGPU only: use --backend webgpu`);
+}
 
 /**
  * The WebGPU engine for --backend webgpu (its errors are the command's), or for auto when there is an
@@ -37,16 +53,23 @@ export async function openWebGpu(choice: string): Promise<WebGpuEngine | undefin
 export async function openInference(
   model: Model,
   choice: BackendChoice,
+  precision: Precision = 'f32',
 ): Promise<{ run(x: Tensor): Promise<Float32Array>; close(): void }> {
   const gpu = await openWebGpu(choice);
-  const engine = gpu ?? (await createNodeEngine());
+  try {
+    checkPrecision(precision, gpu);
+  } catch (e) {
+    gpu?.destroy();
+    throw e;
+  }
+  const engine: PlanCompiler = gpu ?? (await createNodeEngine());
   const plans = new Map<string, ReturnType<PlanCompiler['compile']>>();
   return {
     async run(x) {
       const [batch, , height, width] = x.shape as [number, number, number, number];
       const key = x.shape.join('x');
       let plan = plans.get(key);
-      if (!plan) plans.set(key, (plan = engine.compile(model, { batch, height, width })));
+      if (!plan) plans.set(key, (plan = engine.compile(model, { batch, height, width, precision })));
       // A WASM plan's output is a view into its arena, overwritten by the next run.
       return (await plan.run(x.data)).slice();
     },
@@ -61,7 +84,7 @@ export async function openInference(
 export interface PlanCompiler {
   compile(
     model: { graph: Graph; weights: ReadonlyMap<string, Tensor> },
-    options: PlanOptions,
+    options: PlanOptions & { precision?: Precision },
   ): { run(input: Float32Array): Float32Array | Promise<Float32Array>; dispose(): void };
 }
 
@@ -69,10 +92,10 @@ export interface PlanCompiler {
  * Evaluation on an engine's fused plan: one plan per evaluation for `batch` images, the last batch padded
  * with zeros to that size (its padding rows are dropped from the logits).
  */
-export function planInfer(engine: PlanCompiler): AsyncInfer {
+export function planInfer(engine: PlanCompiler, precision: Precision = 'f32'): AsyncInfer {
   return (graph, weights, batch) => {
     const [c, h, w] = [graph.inputChannels, ...graph.inputSize] as [number, number, number];
-    const plan = engine.compile({ graph, weights }, { batch, height: h, width: w });
+    const plan = engine.compile({ graph, weights }, { batch, height: h, width: w, precision });
     const full = new Float32Array(batch * c * h * w);
     const logits = (n: number, out: Float32Array) => {
       const k = out.length / batch;

@@ -1,7 +1,8 @@
 import { Option, type Command } from 'commander';
 import { ConfigError } from '../errors.js';
 import { parseSize, positiveInt } from './args.js';
-import { backendOption, openWebGpu } from './backend.js';
+import type { Precision } from '../backends/webgpu/kernels.js';
+import { backendOption, checkPrecision, openWebGpu, precisionOption } from './backend.js';
 import { execute } from '../graph/execute.js';
 import { createNodeEngine } from '../node/engine.js';
 import { ThreadPool } from '../node/threads.js';
@@ -19,6 +20,7 @@ interface BenchFlags {
   iterations: number;
   warmup: number;
   backend: 'wasm' | 'webgpu' | 'auto' | 'reference';
+  precision: Precision;
   relaxed: 'auto' | 'on' | 'off';
   json?: boolean;
 }
@@ -37,6 +39,7 @@ export function addBenchCommand(program: Command): void {
     .option('--iterations <n>', 'timed runs', positiveInt('--iterations'), 50)
     .option('--warmup <n>', 'untimed runs first', positiveInt('--warmup'), 5)
     .addOption(backendOption(['reference']))
+    .addOption(precisionOption())
     .addOption(new Option('--relaxed <mode>', 'relaxed SIMD').choices(['auto', 'on', 'off']).default('auto'))
     .option('--json', 'one JSON object: median_ms, min_ms, max_ms, p90_ms, backend, threads, batch, ...')
     .action(async (o: BenchFlags) => {
@@ -48,11 +51,12 @@ export function addBenchCommand(program: Command): void {
       let close = async () => {};
       let memory: { arena?: number; weights?: number } = {};
       const gpu = await openWebGpu(o.backend);
+      checkPrecision(o.precision, gpu);
       if (gpu) {
-        const plan = gpu.compile(model, { batch: o.batch, height: h, width: w });
+        const plan = gpu.compile(model, { batch: o.batch, height: h, width: w, precision: o.precision });
         const out = new Float32Array(plan.outputShape.reduce((a, b) => a * b, 1));
         run = async () => void (await plan.run(x.data, out));
-        backend = `webgpu (${gpu.adapter})`;
+        backend = `webgpu (${gpu.adapter}${o.precision === 'f32' ? '' : `, ${o.precision} activations`})`;
         memory = { arena: plan.bytes.arena, weights: plan.bytes.weights };
         close = async () => gpu.destroy();
       } else if (o.backend !== 'reference') {

@@ -10,7 +10,16 @@ import { hasTestSplit, loadDataset } from '../node/datasets.js';
 import { defaultModelPath } from '../node/weights.js';
 import { evaluateAsync, type EvalResult } from '../train/trainer.js';
 import { positiveInt } from './args.js';
-import { backendOption, openWebGpu, planInfer, wasmInfer, type BackendChoice } from './backend.js';
+import type { Precision } from '../backends/webgpu/kernels.js';
+import {
+  backendOption,
+  checkPrecision,
+  openWebGpu,
+  planInfer,
+  precisionOption,
+  wasmInfer,
+  type BackendChoice,
+} from './backend.js';
 import { datasetHelp, folderOptions, modelOptionsFor } from './train.js';
 
 export function printEval(r: EvalResult, classes: readonly string[]): void {
@@ -36,6 +45,7 @@ interface EvalFlags {
   cacheDir?: string;
   cache: boolean;
   backend: BackendChoice;
+  precision: Precision;
 }
 
 async function runEval(o: EvalFlags): Promise<void> {
@@ -58,7 +68,8 @@ async function runEval(o: EvalFlags): Promise<void> {
   const gpu = await openWebGpu(o.backend);
   let r: EvalResult;
   try {
-    const infer = gpu ? planInfer(gpu) : await wasmInfer(1);
+    checkPrecision(o.precision, gpu);
+    const infer = gpu ? planInfer(gpu, o.precision) : await wasmInfer(1);
     r = await evaluateAsync(graph, weights, set, pre, { infer, batchSize: o.batchSize });
   } finally {
     gpu?.destroy();
@@ -87,6 +98,7 @@ export function addEvalCommand(program: Command): Command {
     .option('--no-cache', 'do not cache decoded image folders')
     .option('--json', 'one JSON object: top1, top5, loss, count, confusion, classes')
     .addOption(backendOption())
+    .addOption(precisionOption())
     .action((o: EvalFlags) => runEval(o));
   return program;
 }

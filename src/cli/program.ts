@@ -7,7 +7,8 @@ import { preprocess } from '../data/image.js';
 import { topK } from '../data/labels.js';
 import { loadImage } from '../node/image.js';
 import { integer, parseSize, positiveInt } from './args.js';
-import { backendOption, openInference, type BackendChoice } from './backend.js';
+import type { Precision } from '../backends/webgpu/kernels.js';
+import { backendOption, openInference, precisionOption, type BackendChoice } from './backend.js';
 import { addBenchCommand } from './bench.js';
 import { addEvalCommand } from './eval.js';
 import { loadCliModel } from './load.js';
@@ -137,6 +138,7 @@ export function cli(): Command {
     .option('--json', 'one JSON array on stdout: {file, top: [{index, label, prob}], logits?} per image')
     .option('--logits', 'with --json: include the raw logits')
     .addOption(backendOption())
+    .addOption(precisionOption())
     .action(async (images: string[], o: ClassifyFlags) => {
       const { model, io } = await loadCliModel(o, false, true);
       const { labels, preprocess: pre } = io;
@@ -144,7 +146,7 @@ export function cli(): Command {
       if (o.crop !== undefined) pre.crop = o.crop;
       const results: object[] = [];
       let failed = 0;
-      const inference = await openInference(model, o.backend);
+      const inference = await openInference(model, o.backend, o.precision);
       for (const file of images) {
         try {
           const logits = await inference.run(preprocess(await loadImage(file), pre));
@@ -181,6 +183,7 @@ interface ClassifyFlags {
   json?: boolean;
   logits?: boolean;
   backend: BackendChoice;
+  precision: Precision;
 }
 
 /** Some inputs of a batch command failed (each was reported); exit 1. */
