@@ -9,7 +9,8 @@
 #   check    the WebGPU conformance tests (test/webgpu.test.ts, test/webgpu-train.test.ts) on the GPU, from their
 #            bundles (no tsx there): every kernel and whole ShuffleNets against the reference kernels / tape.
 #   bench    bench/gpu.ts (dist/device/bench-gpu.js): ShuffleNet v1 1.0x g=3 at 224, inference batch 1 and 256,
-#            a training step at batch 256, ours on WebGPU next to PyTorch (python3, CUDA fp32) in the same run:
+#            a training step at batch 256, ours on WebGPU next to PyTorch (python3, CUDA fp32) in the same run,
+#            and inference at batch 256 again with f16 activations (shader-f16) against the same PyTorch fp32:
 #            $OUT/bench.md (the markdown for BENCHMARKS.md), bench.json, bench.log; then the CIFAR-10 model
 #            (small-input stem, 10 classes) at 32x32, batch 256: bench-cifar.md, bench-cifar.json, and the
 #            seconds an epoch takes at that speed (what `cifar` sizes its epochs by).
@@ -110,7 +111,7 @@ phase_bench() {
   echo "== bench: the CIFAR-10 model (small-input stem), 32x32"
   # shellcheck disable=SC2086
   run_for "$(limit "${BENCH_CIFAR_TIMEOUT:-60}")" node "$BUNDLE/bench-gpu.js" --small-input --classes 10 \
-    ${BENCH_CIFAR_ARGS---size 32 --infer-batches 256 --train-batches 256 --iterations 20 --budget-ms 3000 --no-torch} \
+    ${BENCH_CIFAR_ARGS---size 32 --infer-batches 256 --f16-batches= --train-batches 256 --iterations 20 --budget-ms 3000 --no-torch} \
     --out "$OUT/bench-cifar.md" --json "$OUT/bench-cifar.json" 2>&1 | tee -a "$OUT/bench.log"
   [ -f "$OUT/bench-cifar.json" ] && node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
