@@ -314,8 +314,21 @@ export class WebGpuTrainPlan {
    */
   gradPtr(token: number): number {
     if (token <= SCRATCH) return this.scratchAt + SCRATCH - token;
-    return token < 0 ? this.gradAt[-token - 1]! : token;
+    return token < 0 ? this.gradAt[-this.rootOf(token) - 1]! : token;
   }
+
+  /**
+   * Gradient `token` shares the buffer of `of` from now on (the caller knows `of` is read no more, or only
+   * before the buffer changes). Both must have the same size.
+   */
+  aliasGradient(token: number, of: number): void {
+    this.aliasOf.set(token, this.rootOf(of));
+  }
+  /** The gradient token whose buffer `token` uses (itself unless aliased). */
+  rootOf(token: number): number {
+    return this.aliasOf.get(token) ?? token;
+  }
+  private readonly aliasOf = new Map<number, number>();
 
   /** The buffer and byte offset of a global float index. */
   private locate(at: number): [GPUBuffer, number] {
@@ -331,9 +344,16 @@ export class WebGpuTrainPlan {
     uses: ReadonlyMap<number, { first: number; last: number }>,
     alloc: (floats: number) => number,
   ): number {
-    const tokens = [...uses.keys()];
+    // An alias lives in its root's buffer: the root's lifetime covers both.
+    const merged = new Map<number, { first: number; last: number }>();
+    for (const [t, u] of uses) {
+      const r = this.rootOf(t);
+      const m = merged.get(r);
+      merged.set(r, m ? { first: Math.min(m.first, u.first), last: Math.max(m.last, u.last) } : { ...u });
+    }
+    const tokens = [...merged.keys()];
     const { at, total } = firstFit(
-      tokens.map((t) => ({ size: alignUp(this.gradSizes[-t - 1]!, 16), ...uses.get(t)! })),
+      tokens.map((t) => ({ size: alignUp(this.gradSizes[-t - 1]!, 16), ...merged.get(t)! })),
     );
     const base = alloc(total);
     tokens.forEach((t, i) => (this.gradAt[-t - 1] = base + at[i]!));
@@ -1113,10 +1133,28 @@ class Emitter {
         const b = this.v(node.inputs[1]!);
         if (mapped) break;
         this.fwd(node, K.ADD, [x.ptr, b.ptr, y.ptr, 0, n], { out: y.ptr, relu: 3 });
+        // Backward: dL/dx = dL/db = dL/dy, with no copy where it can be (as the WASM plan). The first input
+        // whose gradient starts here takes dy's buffer (dy is read no more). The second may share it too when
+        // its producer is the node just before this one (so the next backward step), a conv or BN that reads
+        // it and writes none of this buffer: nothing adds to the first input's gradient in between.
+        const { nodes } = this.plan.graph;
+        const prev = nodes[nodes.indexOf(node) - 1];
         this.backs.push(() => {
+          let shared = false;
           for (const v of [x, b]) {
             const f = this.acc(v.name);
-            if (f !== undefined) this.bwd(node, K.COPY, [y.grad, O, 0, v.grad, O, 0, O, H * W, f, n]);
+            if (f === undefined) continue;
+            const readNext =
+              prev !== undefined &&
+              v.base === v.name &&
+              v.name === prev.name &&
+              (prev.op === 'batchnorm' || prev.op === 'conv2d') &&
+              prev.inputs.every((i) => this.plan.rootOf(this.v(i).grad) !== this.plan.rootOf(y.grad));
+            if (f === 0 && (!shared || readNext)) {
+              this.plan.aliasGradient(v.grad, y.grad);
+              [v.grad, y.grad].forEach((g) => this.use(g));
+              shared = true;
+            } else this.bwd(node, K.COPY, [y.grad, O, 0, v.grad, O, 0, O, H * W, f, n]);
           }
         });
         return;
