@@ -37,9 +37,14 @@
 #   npm run build:device                                              # dist/device/: 2.3 MiB of bundles
 #   npx tsx tools/pack-images.ts ../shared/datasets/cifar10 dist/cifar10-pack
 #                                                                     # train.imgpack 15.5 MB, test 3.1 MB (gzipped)
+#   mkdir -p shared/weights shared/images && echo /shared/ >> .git/info/exclude
+#   cp ../shared/weights/shufflenet_v1_g3_0.5x.pth.tar shared/weights/
+#   cp ../shared/images/{chelsea,coffee,camera}.png ../shared/images/grace_hopper.jpg shared/images/
+#        # 3.8 MB: the authors' weights and photos for `check` (a checkout's shared/ travels with every call;
+#        # ../shared does not), so their tests (f32 and f16) run on the GPU too
 # The `run` tool's call (the tracked tree travels too: ~4.2 MB; a call carries at most 64 MiB in all; a cold
 # start takes 1-2 of the session's 15 minutes, so one call of 600 s is what fits, with ~3 minutes to spare):
-#   carry: [".device", "dist/device", "dist/cifar10-pack"]     (~56 MB)
+#   carry: [".device", "dist/device", "dist/cifar10-pack"]     (~56 MB, with shared/ ~60 MB)
 #   command: bash .device/on-device.sh bash scripts/device-gpu.sh all
 #   timeout_s: 600
 # A later session with a GPU can give CIFAR-10 the whole call (`cifar` alone, CIFAR_CAP_S=500, CIFAR_RESUME to
