@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { buildPreset, complexity } from '../src/index.js';
 import { FASHION_MNIST_DIR } from '../src/node/datasets.js';
-import { ablationTables, formatTables } from '../tools/ablations.js';
+import { ablationTables, formatTables, runKey } from '../tools/ablations.js';
 
 describe("tools/ablations.ts: the paper's Tables 2-5 as training runs", () => {
   it("lists the tables in the paper's order, with its numbers, on presets that exist", () => {
@@ -58,6 +58,31 @@ describe("tools/ablations.ts: the paper's Tables 2-5 as training runs", () => {
     assert.match(md, /\| 1.0x g = 3, shuffle \| 137 \| 32\.6 \| 15\.00 \| 97\.00 \| 1\.5 min \|/);
     assert.match(md, /error -5\.00 points here, -1\.9 in the paper/);
     assert.match(md, /1.0x g = 8, no shuffle .* not run/);
+    assert.match(
+      md,
+      /\| model \| MFLOPs \(224\) \| paper: ImageNet error \| ours: error \| ours: top-5 \| training time \| run \|/,
+    );
+    for (const line of md.split('\n').filter((l) => l.startsWith('|')))
+      assert.equal(line.split('|').length, 9, `7 cells: ${line}`);
+  });
+
+  it('over seeds: the mean and standard deviation, and how many seeds finished', () => {
+    const tables = ablationTables(['3'], ['1.0']);
+    const md = formatTables(
+      tables,
+      new Map([
+        ['shufflenet_v1_g3_1.0x', { top1: 0.8, top5: 0.9, seconds: 60 }],
+        [runKey('shufflenet_v1_g3_1.0x', 1), { top1: 0.85, top5: 1, seconds: 60 }],
+        ['shufflenet_v1_g3_1.0x_noshuffle', { top1: 0.7, top5: 0.9, seconds: 60 }],
+        [runKey('shufflenet_v1_g3_1.0x_noshuffle', 1), { top1: 0.75, error: 'train exited 1' }],
+      ]),
+      { dataset: 'cifar10:x', flags: [], seeds: [0, 1] },
+    );
+    assert.equal(runKey('a', 0), 'a');
+    assert.equal(runKey('a', 2), 'a_seed2');
+    assert.match(md, /\| 1.0x g = 3, shuffle \| 137 \| 32\.6 \| 17\.50 ± 3\.54 \| 95\.00 \| 2\.0 min \|/);
+    assert.match(md, /\| 1.0x g = 3, no shuffle \| 137 \| 34\.5 \| 30\.00 \(1 of 2 seeds\) \|/);
+    assert.match(md, /error -12\.50 points here, -1\.9 in the paper/);
   });
 
   const haveData = existsSync(join(FASHION_MNIST_DIR, 'train-images-idx3-ubyte.gz'));

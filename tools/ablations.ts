@@ -7,7 +7,7 @@
  * the comparisons (g, shuffle, unit) can be read the same way.
  *
  *   npx tsx tools/ablations.ts --dataset SPEC --out DIR [--tables 2,3,4,5] [--scales 1.0,0.5,0.25]
- *                              [--only REGEX] [--dry-run] [-- more train flags]
+ *                              [--only REGEX] [--seeds 0,1,2] [--dry-run] [-- more train flags]
  *
  * Everything after `--` goes to every `train` (e.g. `-- --epochs 30 --batch-size 256 --lr 0.2 --schedule
  * cosine --nesterov --weight-decay 5e-4 --backend auto`). A run that finished is not run again; one that was
@@ -29,6 +29,7 @@ const USAGE = `npx tsx tools/ablations.ts --dataset SPEC --out DIR [options] [--
   --tables LIST      which of the paper's tables: 2 (g), 3 (shuffle), 4 (units), 5 (MobileNet) (default 2,3,4,5)
   --scales LIST      the ShuffleNet widths of tables 2 and 3 (default 1.0,0.5,0.25)
   --only REGEX       only the runs whose name matches
+  --seeds LIST       train each model once per seed (default 0): the table gives mean ± standard deviation
   --dry-run          list the runs and their commands, train nothing
   -- FLAGS           passed to every \`shufflenet train\` (epochs, batch size, lr, backend, ...)`;
 
@@ -190,15 +191,24 @@ function readRun(dir: string): Result & { finished: boolean; started: boolean } 
   };
 }
 
-const pct = (v: number | undefined) => (v === undefined ? '' : (v * 100).toFixed(2));
-const err = (r: Result | undefined) => (r?.top1 === undefined ? undefined : 1 - r.top1);
 
-/** The markdown of every table: ours (error on the dataset) beside the paper's (ImageNet). */
+/** A run's folder and results key for one seed (seed 0: the run's own name). */
+export const runKey = (name: string, seed: number) => (seed === 0 ? name : `${name}_seed${seed}`);
+
+/** Mean and (n > 1) sample standard deviation. */
+function meanStd(v: number[]): { mean: number; std?: number } {
+  const mean = v.reduce((a, b) => a + b, 0) / v.length;
+  if (v.length < 2) return { mean };
+  return { mean, std: Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1)) };
+}
+
+/** The markdown of every table: ours (error on the dataset, over the seeds) beside the paper's (ImageNet). */
 export function formatTables(
   tables: Table[],
   results: ReadonlyMap<string, Result>,
-  about: { dataset: string; flags: string[] },
+  about: { dataset: string; flags: string[]; seeds?: number[] },
 ): string {
+  const seeds = about.seeds ?? [0];
   const mflops = new Map<string, string>();
   const cost = (r: Run) => {
     let m = mflops.get(r.name);
@@ -208,34 +218,53 @@ export function formatTables(
     }
     return m;
   };
+  /** A run over the seeds: its errors' mean (and spread), top-5, training time, the first failure. */
+  const summary = (run: Run) => {
+    const rs = seeds.map((s) => results.get(runKey(run.name, s)));
+    const done = rs.filter((r): r is Result & { top1: number } => r?.top1 !== undefined && !r.error);
+    return {
+      error: done.length ? meanStd(done.map((r) => 1 - r.top1)) : undefined,
+      top5: done.length ? meanStd(done.map((r) => r.top5 ?? 0)).mean : undefined,
+      n: done.length,
+      seconds: rs.reduce((a, r) => a + (r?.seconds ?? 0), 0),
+      failure: rs.find((r) => r?.error)?.error,
+    };
+  };
+  const pct = (v: number) => (v * 100).toFixed(2);
   const out = [
-    `Dataset: ${about.dataset}; train flags: \`${about.flags.join(' ') || '(defaults)'}\`. Error = 100 - top-1 (%) on`,
-    "the dataset's test set after the last epoch; the paper's column is ImageNet top-1 error (%), for reference.",
-    'MFLOPs: conv + FC multiply-adds at 224x224, as the paper counts them.',
+    `Dataset: ${about.dataset}; train flags: \`${about.flags.join(' ') || '(defaults)'}\`; seeds ${seeds.join(', ')}.`,
+    "Error = 100 - top-1 (%) on the dataset's test set after the last epoch (mean ± standard deviation over the",
+    "seeds); the paper's column is ImageNet top-1 error (%), for reference. MFLOPs: conv + FC multiply-adds at",
+    '224x224, as the paper counts them.',
     '',
   ];
   for (const t of tables) {
     out.push(
       `### ${t.title}`,
       '',
-      '| model | MFLOPs (224) | paper: ImageNet error | ours: error | ours: top-5 | run |',
+      '| model | MFLOPs (224) | paper: ImageNet error | ours: error | ours: top-5 | training time | run |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
     );
-    out.push('| --- | --- | --- | --- | --- | --- |');
     for (const row of t.rows) {
-      const r = results.get(row.run.name);
-      const e = err(r);
+      const r = summary(row.run);
+      const e = r.error;
+      const ours = e
+        ? `${pct(e.mean)}${e.std !== undefined ? ` ± ${pct(e.std)}` : ''}${r.n < seeds.length ? ` (${r.n} of ${seeds.length} seeds)` : ''}`
+        : r.failure
+          ? `failed (${r.failure})`
+          : 'not run';
       out.push(
-        `| ${row.label} | ${cost(row.run)} | ${row.paper?.toFixed(1) ?? '-'} | ` +
-          `${e === undefined ? (r?.error ? `failed (${r.error})` : 'not run') : (e * 100).toFixed(2)} | ` +
-          `${pct(r?.top5)} | ${r?.seconds ? `${(r.seconds / 60).toFixed(1)} min` : ''} | ${row.run.name} |`,
+        `| ${row.label} | ${cost(row.run)} | ${row.paper?.toFixed(1) ?? '-'} | ${ours} | ` +
+          `${r.top5 === undefined ? '' : pct(r.top5)} | ${r.seconds ? `${(r.seconds / 60).toFixed(1)} min` : ''} | ` +
+          `${row.run.name} |`,
       );
     }
     if (t.pairs) out.push('');
     for (const [a, b] of t.pairs ?? []) {
       const [ra, rb] = [t.rows[a]!, t.rows[b]!];
-      const [ea, eb] = [err(results.get(ra.run.name)), err(results.get(rb.run.name))];
+      const [ea, eb] = [summary(ra.run).error, summary(rb.run).error];
       const paper = ra.paper !== undefined && rb.paper !== undefined ? (rb.paper - ra.paper).toFixed(1) : '-';
-      const ours = ea !== undefined && eb !== undefined ? ((eb - ea) * 100).toFixed(2) : '-';
+      const ours = ea && eb ? ((eb.mean - ea.mean) * 100).toFixed(2) : '-';
       out.push(`- ${rb.label} vs ${ra.label}: error ${ours} points here, ${paper} in the paper`);
     }
     out.push('');
@@ -257,6 +286,7 @@ function main(): number {
         tables: { type: 'string', default: '2,3,4,5' },
         scales: { type: 'string', default: '1.0,0.5,0.25' },
         only: { type: 'string' },
+        seeds: { type: 'string', default: '0' },
         'dry-run': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -273,27 +303,34 @@ function main(): number {
     console.error(`--dataset and --out are required\n${USAGE}`);
     return 2;
   }
-  for (const f of ['--arch', '--out', '--dataset', '--resume', '--no-shuffle'])
+  for (const f of ['--arch', '--out', '--dataset', '--resume', '--no-shuffle', '--seed'])
     if (trainFlags.includes(f)) {
       console.error(`${f} is the tool's to set, not a train flag to pass after --`);
       return 2;
     }
   let tables: Table[];
   let only: RegExp | undefined;
+  const seeds = a.seeds.split(',').map(Number);
   try {
+    if (!seeds.every((s) => Number.isInteger(s) && s >= 0) || new Set(seeds).size !== seeds.length)
+      throw new Error(`--seeds '${a.seeds}': expected distinct non-negative integers, e.g. 0,1,2`);
     tables = ablationTables(a.tables.split(','), a.scales.split(','));
     only = a.only ? new RegExp(a.only) : undefined;
   } catch (e) {
     console.error((e as Error).message);
     return 2;
   }
-  const runs = new Map<string, Run>();
+  // Each model once (tables share some), each seed in turn.
+  const models = new Map<string, Run>();
   for (const t of tables)
-    for (const r of t.rows) if (!only || only.test(r.run.name)) runs.set(r.run.name, r.run);
+    for (const r of t.rows) if (!only || only.test(r.run.name)) models.set(r.run.name, r.run);
+  const runs = seeds.flatMap((seed) =>
+    [...models.values()].map((run) => ({ run, seed, key: runKey(run.name, seed) })),
+  );
   const root = fileURLToPath(new URL('..', import.meta.url));
   const cli = [process.execPath, '--import', 'tsx', join(root, 'src/cli/main.ts')];
   const results = new Map<string, Result>();
-  const about = { dataset: a.dataset, flags: trainFlags };
+  const about = { dataset: a.dataset, flags: trainFlags, seeds };
   const save = () => {
     writeFileAtomic(join(a.out!, 'results.md'), formatTables(tables, results, about));
     writeFileAtomic(
@@ -304,20 +341,32 @@ function main(): number {
   if (!a['dry-run']) mkdirSync(a.out, { recursive: true });
   let failed = 0;
   let i = 0;
-  for (const r of runs.values()) {
+  for (const { run: r, seed, key } of runs) {
     i++;
-    const dir = join(a.out, r.name);
+    const dir = join(a.out, key);
     const before = readRun(dir);
-    const args = ['train', '--dataset', a.dataset, '--arch', r.arch, '--out', dir, ...r.flags, ...trainFlags];
+    const args = [
+      'train',
+      '--dataset',
+      a.dataset,
+      '--arch',
+      r.arch,
+      '--out',
+      dir,
+      ...r.flags,
+      '--seed',
+      String(seed),
+    ];
+    args.push(...trainFlags);
     if (before.started) args.push('--resume');
-    const what = `[${i}/${runs.size}] ${r.name}`;
+    const what = `[${i}/${runs.length}] ${key}`;
     if (a['dry-run']) {
       console.log(`${what}: ${before.finished ? 'done' : `shufflenet ${args.join(' ')}`}`);
       continue;
     }
     if (before.finished) {
       console.error(`${what}: done already (${dir})`);
-      results.set(r.name, before);
+      results.set(key, before);
     } else {
       console.error(`${what}: ${before.started ? 'resuming' : 'training'} in ${dir}`);
       const p = spawnSync(cli[0]!, [...cli.slice(1), ...args], {
@@ -328,13 +377,13 @@ function main(): number {
       if (p.status !== 0 || !after.finished) {
         failed++;
         const error = p.signal ? `stopped by ${p.signal}` : `train exited ${p.status}`;
-        results.set(r.name, { ...after, error });
+        results.set(key, { ...after, error });
         console.error(`${what}: ${error}`);
         if (p.signal === 'SIGINT') {
           save();
           return 130;
         }
-      } else results.set(r.name, after);
+      } else results.set(key, after);
     }
     save();
   }
