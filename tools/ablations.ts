@@ -191,7 +191,6 @@ function readRun(dir: string): Result & { finished: boolean; started: boolean } 
   };
 }
 
-
 /** A run's folder and results key for one seed (seed 0: the run's own name). */
 export const runKey = (name: string, seed: number) => (seed === 0 ? name : `${name}_seed${seed}`);
 
