@@ -115,6 +115,8 @@ export class WebGpuPlan {
   /** An input is on the device (run() without one reuses it), and the run leaves it there. */
   private hasInput = false;
   private readonly inputKept: boolean;
+  /** The next run's command buffer, encoded while the last run ran (plans without CPU steps). */
+  private nextRun: GPUCommandBuffer | undefined;
   /** How activations are stored, and the bytes of one in the arena (2 for f16). */
   readonly precision: Precision;
   private readonly elementBytes: number;
@@ -537,6 +539,14 @@ export class WebGpuPlan {
   private async submit(input: Float32Array | undefined): Promise<void> {
     const { device } = this.gpu;
     if (input) this.writeInput(input);
+    if (!this.cpuNodes.length) {
+      // Every run records the same commands: the next run's are encoded while the GPU runs this one.
+      const commands = this.nextRun ?? this.encodeRun();
+      this.nextRun = undefined;
+      device.queue.submit([commands]);
+      this.nextRun = this.encodeRun();
+      return;
+    }
     let encoder = device.createCommandEncoder();
     let pass = encoder.beginComputePass();
     for (const s of this.schedule) {
@@ -555,6 +565,21 @@ export class WebGpuPlan {
     const from = this.byteAt(this.program.output.buf);
     encoder.copyBufferToBuffer(this.arena, from, this.readback, 0, this.outputBytes);
     device.queue.submit([encoder.finish()]);
+  }
+
+  /** A whole run's commands (a plan without CPU steps): every dispatch, then the output's copy. */
+  private encodeRun(): GPUCommandBuffer {
+    const encoder = this.gpu.device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    for (const s of this.schedule as Dispatch[]) {
+      pass.setPipeline(s.pipeline);
+      pass.setBindGroup(0, s.bindGroup);
+      pass.dispatchWorkgroups(...s.grid);
+    }
+    pass.end();
+    const from = this.byteAt(this.program.output.buf);
+    encoder.copyBufferToBuffer(this.arena, from, this.readback, 0, this.outputBytes);
+    return encoder.finish();
   }
 
   /** Ends the work recorded so far with a readback of the op's inputs; runs it; writes its output back. */
