@@ -2,7 +2,7 @@ import { inferShapes, INPUT, type Graph, type Node } from '../graph/graph.js';
 import { OPS, type BackwardArgs, type KernelArgs } from '../ops/index.js';
 import { formatShape, Tensor, type Shape } from '../tensor/tensor.js';
 import { firstFit } from './first-fit.js';
-import { GradientBook, trainingViews } from './train-views.js';
+import { GradientBook, rootLifetimes, trainingViews } from './train-views.js';
 import {
   avgIsDepthwise,
   newPlanId,
@@ -191,13 +191,7 @@ export class TrainPlan {
    * block: greedy first-fit by size, as the inference arena does.
    */
   private layoutGradients(uses: ReadonlyMap<number, { first: number; last: number }>): void {
-    // An alias lives in its root's buffer: the root's lifetime covers both.
-    const merged = new Map<number, { first: number; last: number }>();
-    for (const [t, u] of uses) {
-      const r = this.rootOf(t);
-      const m = merged.get(r);
-      merged.set(r, m ? { first: Math.min(m.first, u.first), last: Math.max(m.last, u.last) } : { ...u });
-    }
+    const merged = rootLifetimes(uses, (t) => this.rootOf(t));
     const tokens = [...merged.keys()];
     const { at, total } = firstFit(
       tokens.map((t) => ({ size: Math.ceil((this.gradSizes[-t - 1]! * 4) / 64) * 64, ...merged.get(t)! })),

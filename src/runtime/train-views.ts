@@ -97,3 +97,17 @@ export class GradientBook {
     return first ? 0 : 1;
   }
 }
+
+/** Gradient lifetimes by buffer: an alias lives in its root's buffer, so the root's lifetime covers both. */
+export function rootLifetimes(
+  uses: ReadonlyMap<number, { first: number; last: number }>,
+  rootOf: (token: number) => number,
+): Map<number, { first: number; last: number }> {
+  const merged = new Map<number, { first: number; last: number }>();
+  for (const [t, u] of uses) {
+    const r = rootOf(t);
+    const m = merged.get(r);
+    merged.set(r, m ? { first: Math.min(m.first, u.first), last: Math.max(m.last, u.last) } : { ...u });
+  }
+  return merged;
+}

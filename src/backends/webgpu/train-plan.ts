@@ -2,7 +2,7 @@ import { graphParams, inferShapes, INPUT, type Graph, type Node } from '../../gr
 import { OPS, type BackwardArgs, type KernelArgs } from '../../ops/index.js';
 import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.js';
 import { firstFit } from '../../runtime/first-fit.js';
-import { GradientBook, trainingViews } from '../../runtime/train-views.js';
+import { GradientBook, rootLifetimes, trainingViews } from '../../runtime/train-views.js';
 import type { Optimizer } from '../../train/optim.js';
 import type { TrainBackend } from '../../train/trainer.js';
 import { GEMM, WORKGROUP } from './kernels.js';
@@ -346,13 +346,7 @@ export class WebGpuTrainPlan {
     uses: ReadonlyMap<number, { first: number; last: number }>,
     alloc: (floats: number) => number,
   ): number {
-    // An alias lives in its root's buffer: the root's lifetime covers both.
-    const merged = new Map<number, { first: number; last: number }>();
-    for (const [t, u] of uses) {
-      const r = this.rootOf(t);
-      const m = merged.get(r);
-      merged.set(r, m ? { first: Math.min(m.first, u.first), last: Math.max(m.last, u.last) } : { ...u });
-    }
+    const merged = rootLifetimes(uses, (t) => this.rootOf(t));
     const tokens = [...merged.keys()];
     const { at, total } = firstFit(
       tokens.map((t) => ({ size: alignUp(this.gradSizes[-t - 1]!, 16), ...merged.get(t)! })),
