@@ -216,6 +216,7 @@ function runTorch(dataDir: string | undefined): Float32Array | undefined {
     inferBatches.join(','),
     '--train-batches',
     trainBatches.join(','),
+    ...(f16Batches.length ? ['--half-batches', f16Batches.join(',')] : []),
     '--warmup',
     String(Math.max(warmup, 1)),
     '--iterations',
@@ -249,10 +250,11 @@ function runTorch(dataDir: string | undefined): Float32Array | undefined {
     if (m.kind === 'info') torchInfo = m;
     else if (m.kind === 'logits') logits = Float32Array.from(m.logits as number[]);
     else if (m.kind === 'infer' || m.kind === 'train') {
-      const t = m as unknown as TorchRow;
-      row(m.kind, t.batch).torch.push(t);
+      const t = m as unknown as TorchRow & { precision?: string };
+      // PyTorch's fp16 inference belongs with our f16 rows.
+      row(m.kind, t.batch, t.precision === 'fp16' ? f16Precision : undefined).torch.push(t);
       console.log(
-        `  PyTorch ${t.kind} batch ${t.batch} ${t.format} ${t.io}: ` +
+        `  PyTorch ${t.kind}${t.precision ? ` ${t.precision}` : ''} batch ${t.batch} ${t.format} ${t.io}: ` +
           (t.error ?? `median ${fmt(t.median_ms!)} ms, ${fmt(t.images_per_s!)} images/s`),
       );
     } else if (m.kind === 'error') notes.push(`PyTorch: ${String(m.error)}`);
@@ -268,7 +270,8 @@ async function inference(engine: WebGpuEngine, reference?: Float32Array, torchLo
   if (f16Batches.length && f16)
     notes.push(
       `${f16Precision} rows: the same plan with its activations stored in ${f16Precision === 'f16' ? 'f16 (shader-f16)' : 'f32 rounded to f16'}; ` +
-        'weights and arithmetic f32 (BN folded first); the ratio is against PyTorch fp32',
+        'weights and arithmetic f32 (BN folded first); the ratio is against PyTorch with model and input in ' +
+        'fp16 (model.half()) where that ran, else PyTorch fp32',
     );
   const runs: [number, Precision | undefined][] = [
     ...inferBatches.map((b): [number, undefined] => [b, undefined]),
@@ -399,10 +402,12 @@ function section(): string {
     ...(hostIo ? ['ours / PyTorch, host I/O'] : []),
   ];
   const lines = rows.map((r) => {
-    // An f16 row has no PyTorch run of its own: PyTorch fp32 at the same batch.
-    const torch = r.precision
-      ? (rows.find((x) => x.kind === r.kind && x.batch === r.batch && !x.precision)?.torch ?? [])
-      : r.torch;
+    // An f16 row's peer is PyTorch in fp16 (--half-batches) where it ran, else PyTorch fp32 at that batch.
+    const half = r.precision !== undefined && best(r.torch) !== undefined;
+    const torch =
+      r.precision && !half
+        ? (rows.find((x) => x.kind === r.kind && x.batch === r.batch && !x.precision)?.torch ?? [])
+        : r.torch;
     const b = best(torch);
     const host = torch
       .filter((t) => t.io === 'host' && t.images_per_s !== undefined)
@@ -412,7 +417,7 @@ function section(): string {
     const ms = (s: Stats) => `${fmt(s.median)} (${fmt(s.min)}-${fmt(s.max)})`;
     return [
       r.kind === 'infer'
-        ? `inference${r.precision ? `, ${r.precision} activations (PyTorch: fp32)` : ''}`
+        ? `inference${r.precision ? `, ${r.precision} activations (PyTorch: ${half ? 'fp16' : 'fp32'})` : ''}`
         : 'training step',
       String(r.batch),
       `${size}x${size}`,
@@ -420,7 +425,7 @@ function section(): string {
       ours ? fmt(ours.imagesPerSecond) : '',
       dev ? ms(dev) : '',
       dev ? fmt(dev.imagesPerSecond) : '',
-      ...formats.map((f) => (r.precision ? '' : torchCell(r, f))),
+      ...formats.map((f) => (r.precision && !half ? '' : torchCell(r, f))),
       ...(hostIo ? [host ? fmt(host.images_per_s!) : ''] : []),
       b ? fmt(b.images_per_s!) : '',
       dev && b ? `**${(dev.imagesPerSecond / b.images_per_s!).toFixed(2)}x**` : '',

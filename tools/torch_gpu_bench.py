@@ -8,6 +8,8 @@ the CPU when there is no CUDA or --device cpu), one JSON line per measurement on
   {"kind": "infer" | "train", "format": "nchw" | "channels_last", "io": "device" | "host", "batch": B,
    "size": S, "median_ms", "min_ms", "max_ms", "p90_ms", "iterations", "images_per_s"}
   {"kind": ..., "batch": B, "error": "..."}    a measurement that failed (e.g. out of memory); the others go on
+  --half-batches: inference rows again with the model and input in fp16 ("precision": "fp16"), the peer of
+  our f16 activations
 
 infer: eval mode, torch.no_grad(), one forward. train: train mode, one step of zero_grad(set_to_none=True),
 forward, cross entropy (label smoothing 0.1), backward, SGD (lr 0.01, momentum 0.9, Nesterov, weight decay 5e-4
@@ -55,6 +57,7 @@ def parse_args(argv):
     p.add_argument('--size', type=int, default=224, help='input height and width')
     p.add_argument('--infer-batches', type=ints, default=[1, 256], help='comma-separated; empty: none')
     p.add_argument('--train-batches', type=ints, default=None, help='comma-separated; empty: none')
+    p.add_argument('--half-batches', type=ints, default=[], help='inference in fp16 (model.half()) at these batches')
     p.add_argument('--train-batch', type=int, default=256, help='one training batch (--train-batches: several)')
     p.add_argument('--formats', default='nchw,channels_last', help='memory formats: nchw, channels_last')
     p.add_argument('--warmup', type=int, default=10)
@@ -117,15 +120,21 @@ def timed(step, sync, a):
             'p90_ms': s[min(len(s) - 1, int(0.9 * len(s)))], 'iterations': len(s)}
 
 
-def measure(kind, a, device, fmt, io, batch):
+def measure(kind, a, device, fmt, io, batch, half=False):
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     row = {'kind': kind, 'format': fmt, 'io': io, 'batch': batch, 'size': a.size}
+    if half:
+        row['precision'] = 'fp16'
     try:
         model = build(a, device, fmt)
+        if half:
+            model = model.half()
         gen = torch.Generator().manual_seed(2024)
         x_host = torch.rand(batch, 3, a.size, a.size, generator=gen) * 2 - 1
         y_host = torch.randint(0, a.classes, (batch,), generator=gen)
         mf = torch.channels_last if fmt == 'channels_last' else torch.contiguous_format
+        if half:
+            x_host = x_host.half()
         x_dev = x_host.to(device).contiguous(memory_format=mf)
         y_dev = y_host.to(device)
         if io == 'host' and device.type == 'cuda':
@@ -204,6 +213,9 @@ def main(argv):
             for fmt in a.formats:
                 for io in ios:
                     measure(kind, a, device, fmt, io, batch)
+    for batch in a.half_batches:
+        for fmt in a.formats:
+            measure('infer', a, device, fmt, 'device', batch, half=True)
     return 0
 
 
