@@ -15,7 +15,6 @@ import {
   execute,
   graphParams,
   inferShapes,
-  OpError,
   PRESET_NAMES,
   seededRandom,
   shapeSize,
@@ -130,15 +129,50 @@ describe('exportOnnx: every preset runs in onnxruntime as it runs here', () => {
     );
   });
 
-  it('refuses an adaptive pool that does not divide evenly at the export size, naming the node', () => {
+  it('an adaptive pool of uneven cells becomes two averaging MatMuls: onnxruntime and the import agree', async () => {
     const graph = buildPreset('alexnet');
     const weights = quickWeights(graph);
-    assert.throws(
-      () => exportOnnx(graph, weights, { inputSize: [96, 96] }),
-      (e: Error) =>
-        e instanceof OpError && /adaptiveavgpool2d 'avgpool': a 2x2 input does not divide/.test(e.message),
+    // 96x96: a 2x2 map into 6x6 cells (overlapping); 100x130: 2x3 into 6x6 (the Table 8 sizes, e.g. 480x640's
+    // 14x19 map, take the same path; too slow for the reference kernels here).
+    for (const [h, w] of [
+      [96, 96],
+      [100, 130],
+    ] as const) {
+      const bytes = exportOnnx(graph, weights, { inputSize: [h, w] });
+      const ops = decodeModel(bytes)
+        .graph!.node.filter((n) => n.name?.startsWith('avgpool'))
+        .map((n) => n.op_type);
+      assert.deepEqual(ops, ['MatMul', 'MatMul'], `${h}x${w}`);
+      const x = Tensor.random([2, 3, h, w], seededRandom(h));
+      const ref = execute(graph, weights, x);
+      const diff = relDiff(await runOrt(bytes, x), ref);
+      assert.ok(diff <= 1e-4, `${h}x${w}: onnxruntime relative max |diff| ${diff}`);
+      const back = importOnnx(bytes);
+      assert.deepEqual(
+        back.graph.nodes.filter((n) => n.op === 'adaptiveavgpool2d').map((n) => n.attrs),
+        [{ output: [6, 6] }],
+      );
+      assert.ok(relDiff(execute(back.graph, back.weights, x), ref) <= 1e-5, `${h}x${w}: reimported`);
+    }
+    // Where the cells are even it stays one AveragePool (224x224: a 6x6 map).
+    const even = decodeModel(exportOnnx(graph, weights)).graph!.node.filter((n) => n.name === 'avgpool');
+    assert.deepEqual(
+      even.map((n) => n.op_type),
+      ['AveragePool'],
     );
     assert.throws(() => exportOnnx(graph, weights, { opset: 9 }), ConfigError);
+  });
+
+  it('refuses a MatMul of a 4-D tensor that is not an adaptive pool, by name', () => {
+    const graph = buildPreset('alexnet');
+    const m = decodeModel(exportOnnx(graph, quickWeights(graph), { inputSize: [100, 130] }));
+    const cols = m.graph!.initializer!.find((t) => t.name === 'avgpool/cols')!;
+    // Not an averaging matrix: each column weighs every input by 0.5.
+    cols.raw_data = new Uint8Array(new Float32Array(cols.raw_data!.length / 4).fill(0.5).buffer);
+    assert.throws(
+      () => importOnnx(encodeModel(m)),
+      /only supported as the column-averaging half of an adaptive average pool/,
+    );
   });
 });
 

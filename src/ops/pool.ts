@@ -138,7 +138,25 @@ export const globalavgpool: OpSpec<NoAttrs> = {
   },
 };
 
-/** PyTorch's AdaptiveAvgPool2d: cell i covers [floor(i*H/oh), ceil((i+1)*H/oh)). */
+/** PyTorch's adaptive pooling cells: output i of `out` covers inputs [floor(i*n/out), ceil((i+1)*n/out)). */
+export function adaptiveCell(i: number, n: number, out: number): [number, number] {
+  return [Math.floor((i * n) / out), Math.ceil(((i + 1) * n) / out)];
+}
+
+/**
+ * Adaptive average pooling along one axis of `n` into `out` cells as a matrix of 1 / cell size: [out, n], or
+ * [n, out] transposed (what ONNX export writes for cells AveragePool cannot express, and import recognises).
+ */
+export function adaptiveAveraging(n: number, out: number, transposed: boolean): Float32Array {
+  const m = new Float32Array(n * out);
+  for (let i = 0; i < out; i++) {
+    const [a, b] = adaptiveCell(i, n, out);
+    for (let k = a; k < b; k++) m[transposed ? k * out + i : i * n + k] = 1 / (b - a);
+  }
+  return m;
+}
+
+/** PyTorch's AdaptiveAvgPool2d: cell i covers [floor(i*H/oh), ceil((i+1)*H/oh)) (adaptiveCell). */
 export const adaptiveavgpool2d: OpSpec<AdaptiveAvgPool2dAttrs> = {
   arity: 1,
   params: () => [],
@@ -153,11 +171,9 @@ export const adaptiveavgpool2d: OpSpec<AdaptiveAvgPool2dAttrs> = {
     const xd = x!.data;
     for (let p = 0; p < n * c; p++) {
       for (let i = 0; i < oh; i++) {
-        const y0 = Math.floor((i * h) / oh);
-        const y1 = Math.ceil(((i + 1) * h) / oh);
+        const [y0, y1] = adaptiveCell(i, h, oh);
         for (let j = 0; j < ow; j++) {
-          const x0 = Math.floor((j * w) / ow);
-          const x1 = Math.ceil(((j + 1) * w) / ow);
+          const [x0, x1] = adaptiveCell(j, w, ow);
           let s = 0;
           for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) s += xd[(p * h + y) * w + x]!;
           out.data[(p * oh + i) * ow + j] = s / ((y1 - y0) * (x1 - x0));
@@ -173,11 +189,9 @@ export const adaptiveavgpool2d: OpSpec<AdaptiveAvgPool2dAttrs> = {
     const acc = new Float64Array(x!.size);
     for (let p = 0; p < n * c; p++) {
       for (let i = 0; i < oh; i++) {
-        const y0 = Math.floor((i * h) / oh);
-        const y1 = Math.ceil(((i + 1) * h) / oh);
+        const [y0, y1] = adaptiveCell(i, h, oh);
         for (let j = 0; j < ow; j++) {
-          const x0 = Math.floor((j * w) / ow);
-          const x1 = Math.ceil(((j + 1) * w) / ow);
+          const [x0, x1] = adaptiveCell(j, w, ow);
           const g = gradOut.data[(p * oh + i) * ow + j]! / ((y1 - y0) * (x1 - x0));
           for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) acc[(p * h + y) * w + x]! += g;
         }

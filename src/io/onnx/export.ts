@@ -1,7 +1,8 @@
-import { ConfigError, OpError } from '../../errors.js';
+import { ConfigError } from '../../errors.js';
 import { checkWeights } from '../../graph/execute.js';
 import { inferShapes, INPUT, type Graph, type Node } from '../../graph/graph.js';
 import type { Tensor } from '../../tensor/tensor.js';
+import { adaptiveAveraging } from '../../ops/pool.js';
 import { AttrType, DataType, encodeModel, type NodeProto } from './proto.js';
 
 export interface OnnxExportOptions {
@@ -166,18 +167,19 @@ export function exportOnnx(
         emit('GlobalAveragePool', name, x, out);
         break;
       case 'adaptiveavgpool2d': {
-        const [, , ih, iw] = shapes.get(node.inputs[0]!)!;
+        const [, , ih, iw] = shapes.get(node.inputs[0]!)! as [number, number, number, number];
         const [oh, ow] = node.attrs.output;
-        if (ih! % oh || iw! % ow) {
-          throw new OpError(
-            node.op,
-            name,
-            `a ${ih}x${iw} input does not divide into ${oh}x${ow} cells, so ONNX AveragePool cannot express it; ` +
-              `export at an input size where it does (e.g. the design size ${graph.inputSize.join('x')})`,
-          );
+        if (ih % oh === 0 && iw % ow === 0) {
+          const k = [ih / oh, iw / ow];
+          emit('AveragePool', name, x, out, [ints('kernel_shape', k), ints('strides', k)]);
+          break;
         }
-        const k = [ih! / oh, iw! / ow];
-        emit('AveragePool', name, x, out, [ints('kernel_shape', k), ints('strides', k)]);
+        // Cells of unequal size (or overlapping), which AveragePool cannot express: two averaging matrices,
+        // Y = R X C with R [oh, ih] and C [iw, ow] (MatMul broadcasts over N and C). The export size is fixed.
+        const rows = initializer(`${name}/rows`, [oh, ih], adaptiveAveraging(ih, oh, false));
+        const cols = initializer(`${name}/cols`, [iw, ow], adaptiveAveraging(iw, ow, true));
+        emit('MatMul', define(`${name}/columns`), [x[0]!, cols], define(`${name}/pooled_columns`));
+        emit('MatMul', name, [rows, `${name}/pooled_columns`], out);
         break;
       }
       case 'flatten':

@@ -1,6 +1,7 @@
 import { OpError } from '../../errors.js';
 import { INPUT, nodeShape, type Graph, type Node } from '../../graph/graph.js';
 import type { OpAttrs, OpName } from '../../ops/index.js';
+import { adaptiveAveraging } from '../../ops/pool.js';
 import { formatShape, shapeSize, Tensor } from '../../tensor/tensor.js';
 import { DTYPES, toFloat32, typedFromBytes, type DType } from '../raw.js';
 import {
@@ -33,6 +34,9 @@ type Val =
   | TensorVal
   /** Reshape [N, C, H, W] -> [N, a, b, H, W] (then transposed: [N, b, a, H, W]), awaiting the rest of a shuffle. */
   | { kind: 'view'; src: TensorVal; shape: number[]; split: [number, number]; transposedBy?: string }
+  /** [N, C, H, W] times a column-averaging [W, ow] constant, awaiting the row-averaging MatMul of an adaptive
+   * average pool that exportOnnx wrote as two matrices. */
+  | { kind: 'pooledColumns'; src: TensorVal; shape: number[]; ow: number }
   /** Zero padding of H and W, awaiting the Conv or AveragePool that absorbs it. */
   | { kind: 'padded'; src: TensorVal; shape: number[]; pads: [number, number] }
   /** A float constant; `key` is its initializer (or Constant) name, absent when derived by the import. */
@@ -297,6 +301,10 @@ class Importer {
     }
     if (v.kind === 'padded')
       this.fail(`reads '${name}', a Pad output; Pad is only supported before Conv or AveragePool`);
+    if (v.kind === 'pooledColumns')
+      this.fail(
+        `reads '${name}', a MatMul by an averaging matrix that only an adaptive average pool's second MatMul may read`,
+      );
     this.fail(`input '${name}' is a constant; expected a tensor computed from the graph input`);
   }
 
@@ -586,6 +594,34 @@ class Importer {
   }
 
   private matmul(): void {
+    // An adaptive average pool that AveragePool cannot express, as exportOnnx writes it: (X C) then R (X C),
+    // with C and R the averaging matrices of the columns and rows.
+    const [first, second] = [this.val(0), this.val(1)];
+    const averages = (m: Val, n: number, out: number | undefined, transposed: boolean): m is FloatVal => {
+      if (m.kind !== 'float' || m.dims.length !== 2 || out === undefined) return false;
+      const want = adaptiveAveraging(n, out, transposed);
+      return m.data.length === want.length && m.data.every((v, i) => Math.abs(v - want[i]!) <= 1e-6);
+    };
+    const dims = (m: Val) => (m.kind === 'float' ? m.dims : []);
+    if (first.kind === 'tensor' && first.shape.length === 4) {
+      const ow = dims(second)[1];
+      if (!averages(second, first.shape[3]!, ow, true) || second.dims[0] !== first.shape[3])
+        this.fail(
+          'a MatMul of a 4-D tensor is only supported as the column-averaging half of an adaptive average pool',
+        );
+      return this.set({
+        kind: 'pooledColumns',
+        src: first,
+        shape: [...first.shape.slice(0, 3), ow!],
+        ow: ow!,
+      });
+    }
+    if (second.kind === 'pooledColumns') {
+      const oh = dims(first)[0];
+      if (!averages(first, second.src.shape[2]!, oh, false) || first.dims[1] !== second.src.shape[2])
+        this.fail('the second MatMul of an adaptive average pool needs the row-averaging matrix first');
+      return void this.emit('adaptiveavgpool2d', [second.src], { output: [oh!, second.ow] });
+    }
     const x = this.tensor(0);
     const b = this.float(1, 'B');
     if (x.shape.length !== 2 || b.dims.length !== 2) {
