@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, mock } from 'node:test';
@@ -27,6 +28,7 @@ import { exportOnnx, type OnnxExportOptions } from '../src/io/onnx/export.js';
 import { importOnnx } from '../src/io/onnx/import.js';
 import { decodeModel, encodeModel, OnnxError, type ModelProto } from '../src/io/onnx/proto.js';
 import { loadImage } from '../src/node/image.js';
+import { importOnnxFile } from '../src/node/onnx.js';
 import { loadModel } from '../src/node/weights.js';
 import { decode, maxAbsDiff, readFixture, type Blob } from './helpers/fixtures.js';
 import { syntheticInput, syntheticWeights } from './helpers/synthetic.js';
@@ -323,6 +325,80 @@ describe("PyTorch's ONNX export of the authors' ShuffleNet (official weights)", 
       assert.equal(topK(execute(graph, weights, x), 1)[0], 285);
     });
   }
+});
+
+describe('ONNX external data (tensors in files beside the model)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onnx-external-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const { graph, weights } = model('shufflenet_v1_g3_0.25x');
+  /** Our export with its weights moved to `data` (ONNX's layout: location, offset, length). */
+  const externalize = (location: string, name = 'model.onnx') => {
+    const m = decodeModel(exportOnnx(graph, weights, { inputSize: [64, 64] }));
+    const parts: Uint8Array[] = [];
+    let offset = 0;
+    // The float weights; shape constants stay inline (as onnx.save_model's size threshold keeps them).
+    for (const t of m.graph!.initializer.filter((i) => i.data_type === 1)) {
+      const raw = t.raw_data!;
+      t.external_data = [
+        { key: 'location', value: location },
+        { key: 'offset', value: String(offset) },
+        { key: 'length', value: String(raw.length) },
+      ];
+      t.data_location = 1;
+      t.raw_data = undefined;
+      parts.push(raw);
+      offset += raw.length;
+    }
+    const data = new Uint8Array(offset);
+    parts.reduce((at, p) => (data.set(p, at), at + p.length), 0);
+    const path = join(dir, name);
+    writeFileSync(path, encodeModel(m));
+    return { path, data };
+  };
+
+  it('reads them relative to the model, as onnxruntime does, to the same model', async () => {
+    const { path, data } = externalize('weights.bin');
+    writeFileSync(join(dir, 'weights.bin'), data);
+    const back = importOnnxFile(path);
+    const inline = importOnnx(exportOnnx(graph, weights, { inputSize: [64, 64] }));
+    assert.deepEqual([...back.weights.keys()], [...inline.weights.keys()]);
+    for (const [k, t] of inline.weights) assert.deepEqual(back.weights.get(k)!.data, t.data, k);
+    // onnxruntime reads the same files (the ONNX layout is right) and agrees.
+    const x = input(1, 64);
+    const session = await ort.InferenceSession.create(path);
+    try {
+      const out = await session.run({ input: new ort.Tensor('float32', x.data, [...x.shape]) });
+      const y = new Tensor(out.logits!.dims as number[], out.logits!.data as Float32Array);
+      assert.ok(relDiff(y, execute(back.graph, back.weights, x)) <= 1e-4);
+    } finally {
+      await session.release();
+    }
+    // convert reads them too.
+    const r = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/main.ts', 'convert', path, join(dir, 'm.safetensors')],
+      {
+        cwd: root,
+        encoding: 'utf8',
+      },
+    );
+    assert.equal(r.status, 0, r.stderr);
+  });
+
+  it('refuses what it cannot read safely, naming the file', () => {
+    const { path, data } = externalize('w2.bin', 'm2.onnx');
+    assert.throws(
+      () => importOnnx(readFileSync(path), path),
+      /its data is in the external file 'w2.bin', which is read only when the model is loaded from its file/,
+    );
+    assert.throws(() => importOnnxFile(path), /external data file '.*w2\.bin' is missing/);
+    writeFileSync(join(dir, 'w2.bin'), data.subarray(0, data.length - 8));
+    assert.throws(() => importOnnxFile(path), /external data 'w2.bin': bytes \d+\.\.\d+ are past its end/);
+    for (const location of ['../w2.bin', '/etc/passwd', 'sub/../../w2.bin']) {
+      const { path: p } = externalize(location, 'm3.onnx');
+      assert.throws(() => importOnnxFile(p), /not a path inside the model's folder/, location);
+    }
+  });
 });
 
 describe('importOnnx refuses malformed files with errors that name the problem', () => {

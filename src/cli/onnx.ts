@@ -5,7 +5,7 @@ import { integer, parseSize } from './args.js';
 import type { Graph } from '../graph/graph.js';
 import { readCheckpoint, stateDictFromWeights } from '../io/checkpoint.js';
 import { exportOnnx, type OnnxExportOptions } from '../io/onnx/export.js';
-import { importOnnx } from '../io/onnx/import.js';
+import { importOnnxFile } from '../node/onnx.js';
 import { writePytorch } from '../io/pytorch-write.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { createModel, Model } from '../models/model.js';
@@ -24,7 +24,7 @@ function formatOf(path: string): Format {
 
 /** A model read from an ONNX file (for `classify --model`). */
 export function loadOnnxModel(path: string): { model: Model } {
-  const { graph, weights } = importOnnx(new Uint8Array(readFileSync(path)), path);
+  const { graph, weights } = importOnnxFile(path);
   return { model: new Model(graph, weights) };
 }
 
@@ -119,9 +119,7 @@ export function addOnnxCommands(program: Command): Command {
             : writeSafetensors(checkpoint.tensors, checkpoint.metadata);
       } else {
         const { graph, weights } =
-          from === 'onnx'
-            ? importOnnx(new Uint8Array(readFileSync(input)), input)
-            : (await loadModel(input, { arch: o.arch })).model;
+          from === 'onnx' ? importOnnxFile(input) : (await loadModel(input, { arch: o.arch })).model;
         if (to === 'onnx') bytes = exportOnnx(graph, weights, options);
         else if (to === 'pytorch') bytes = writePytorch(stateDictFromWeights(graph, weights));
         else {

@@ -61,9 +61,36 @@ const INT_TYPES: Partial<Record<number, [DType, keyof TensorProto]>> = {
   [DataType.INT32]: ['I32', 'int32_data'],
 };
 
+/**
+ * Reads a model's external data (tensors stored beside the .onnx file): `length` bytes at `offset` of the file
+ * `location`, a path relative to the model's folder (the rest of the file when `length` is undefined).
+ */
+export type ExternalDataReader = (location: string, offset: number, length: number | undefined) => Uint8Array;
+
+/** A tensor's bytes in an external file, through `external` (absent: the model came without its files). */
+function externalBytes(t: TensorProto, where: string, external: ExternalDataReader | undefined): Uint8Array {
+  const e = new Map((t.external_data ?? []).map((kv) => [kv.key ?? '', kv.value ?? '']));
+  const location = e.get('location');
+  if (!location) throw new OnnxError(`${where}: external data without a location`);
+  if (!external) {
+    throw new OnnxError(
+      `${where}: its data is in the external file '${location}', which is read only when the model is loaded ` +
+        'from its file (shufflenet classify --model FILE.onnx, convert)',
+    );
+  }
+  const number = (key: string) => {
+    const v = e.get(key);
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n))
+      throw new OnnxError(`${where}: external data ${key} '${v}' is not a byte count`);
+    return n;
+  };
+  return external(location, number('offset') ?? 0, number('length'));
+}
+
 /** An initializer or Constant tensor as a float or integer constant, with its size checked against its dims. */
-function tensorValue(t: TensorProto, where: string): FloatVal | IntsVal {
-  if (t.data_location === 1) throw new OnnxError(`${where}: data in an external file is not supported`);
+function tensorValue(t: TensorProto, where: string, external?: ExternalDataReader): FloatVal | IntsVal {
   const dims = t.dims;
   if (dims.some((d) => !Number.isInteger(d) || d < 0))
     throw new OnnxError(`${where}: invalid dims ${formatShape(dims)}`);
@@ -76,7 +103,7 @@ function tensorValue(t: TensorProto, where: string): FloatVal | IntsVal {
   }
   const [dtype, field] = spec;
   const count = shapeSize(dims);
-  const raw = t.raw_data;
+  const raw = t.data_location === 1 ? externalBytes(t, where, external) : t.raw_data;
   if (raw?.length && raw.length !== count * DTYPES[dtype].size) {
     throw new OnnxError(
       `${where}: raw_data has ${raw.length} bytes, but dims ${formatShape(dims)} need ${count * DTYPES[dtype].size}`,
@@ -127,14 +154,18 @@ const SUPPORTED = [
  * [N, features] a `flatten`, MatMul (+ Add) a `linear`, and PyTorch's Shape/Gather/... arithmetic is folded.
  * `name` (e.g. the file name) prefixes every error.
  */
-export function importOnnx(bytes: Uint8Array, name?: string): OnnxModel {
+export function importOnnx(
+  bytes: Uint8Array,
+  name?: string,
+  o: { external?: ExternalDataReader } = {},
+): OnnxModel {
   try {
     const model = decodeModel(bytes);
     if (!model.graph)
       throw new OnnxError('not an ONNX model: it has no graph (truncated or another format?)');
     const opset = model.opset_import.find((o) => !o.domain || o.domain === 'ai.onnx')?.version;
     if (!opset) throw new OnnxError('not an ONNX model: no opset for the default domain (truncated file?)');
-    return new Importer(model.graph, opset, name).run();
+    return new Importer(model.graph, opset, name, o.external).run();
   } catch (e) {
     const label = name ?? 'ONNX model';
     if (e instanceof OnnxError || e instanceof OpError)
@@ -161,6 +192,7 @@ class Importer {
     private readonly g: GraphProto,
     private readonly opset: number,
     private readonly fileName?: string,
+    private readonly external?: ExternalDataReader,
   ) {}
 
   run(): OnnxModel {
@@ -280,7 +312,7 @@ class Importer {
     if (v) return v;
     const t = this.initializers.get(name);
     if (!t) this.fail(`input '${name}' is produced by a node that is not supported here`);
-    const c = tensorValue(t, `initializer '${name}'`);
+    const c = tensorValue(t, `initializer '${name}'`, this.external);
     this.values.set(name, c);
     return c;
   }
@@ -693,7 +725,7 @@ class Importer {
     const a = this.current.attribute[0];
     const out = this.current.output[0]!;
     if (a?.name === 'value' && a.t) {
-      const v = tensorValue(a.t, this.label);
+      const v = tensorValue(a.t, this.label, this.external);
       return this.set(v.kind === 'float' ? { ...v, key: out } : v);
     }
     if (a?.name === 'value_float')

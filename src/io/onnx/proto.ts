@@ -137,6 +137,8 @@ export interface TensorProto {
   int64_data: number[];
   double_data: number[];
   data_location?: number;
+  /** With data_location EXTERNAL: location (a path relative to the model's folder), offset, length. */
+  external_data?: { key?: string; value?: string }[];
 }
 export interface AttributeProto {
   name?: string;
