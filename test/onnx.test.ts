@@ -14,6 +14,7 @@ import {
   buildPreset,
   ConfigError,
   execute,
+  GraphBuilder,
   graphParams,
   inferShapes,
   PRESET_NAMES,
@@ -26,7 +27,7 @@ import {
 import { readCheckpoint } from '../src/io/checkpoint.js';
 import { exportOnnx, type OnnxExportOptions } from '../src/io/onnx/export.js';
 import { importOnnx } from '../src/io/onnx/import.js';
-import { decodeModel, encodeModel, OnnxError, type ModelProto } from '../src/io/onnx/proto.js';
+import { AttrType, decodeModel, encodeModel, OnnxError, type ModelProto } from '../src/io/onnx/proto.js';
 import { loadImage } from '../src/node/image.js';
 import { importOnnxFile } from '../src/node/onnx.js';
 import { loadModel } from '../src/node/weights.js';
@@ -325,6 +326,58 @@ describe("PyTorch's ONNX export of the authors' ShuffleNet (official weights)", 
       assert.equal(topK(execute(graph, weights, x), 1)[0], 285);
     });
   }
+});
+
+describe('ONNX auto_pad SAME_UPPER / SAME_LOWER (TensorFlow-style padding)', () => {
+  /** A conv stack exported with explicit pads, then rewritten to `auto_pad` as a TF converter writes it. */
+  const sameModel = (auto: string, [h, w]: [number, number]) => {
+    const b = new GraphBuilder('same', 3, [h, w]);
+    let x = b.conv('c1', b.input(), 8, 3, { padding: 1, bias: true });
+    x = b.conv('c2', x, 8, 3, { stride: 2, padding: 1, bias: true });
+    x = b.conv('c3', x, 8, 5, { stride: 2, padding: 2, dilation: 1, bias: true });
+    const graph = b.build(b.maxpool('m', x, 3, 2, 1));
+    const weights = quickWeights(graph);
+    const m = decodeModel(exportOnnx(graph, weights, { inputSize: [h, w] }));
+    for (const n of m.graph!.node) {
+      if (n.op_type !== 'Conv' && n.op_type !== 'MaxPool') continue;
+      n.attribute = n.attribute.filter((a) => a.name !== 'pads');
+      n.attribute.push({
+        name: 'auto_pad',
+        type: AttrType.STRING,
+        s: new TextEncoder().encode(auto),
+      } as never);
+    }
+    return { graph, weights, bytes: encodeModel(m) };
+  };
+
+  it('imports the pads it means where they are symmetric (odd sizes at stride 2), as onnxruntime runs it', async () => {
+    for (const auto of ['SAME_UPPER', 'SAME_LOWER']) {
+      const { graph, weights, bytes } = sameModel(auto, [17, 25]);
+      const back = importOnnx(bytes);
+      const x = Tensor.random([1, 3, 17, 25], seededRandom(5));
+      const y = execute(back.graph, back.weights, x);
+      assert.ok(relDiff(y, execute(graph, weights, x)) <= 1e-6, auto);
+      assert.ok(relDiff(await runOrt(bytes, x), y) <= 1e-4, `${auto}: onnxruntime`);
+      assert.deepEqual(
+        back.graph.nodes.filter((n) => n.op === 'conv2d').map((n) => n.attrs.padding),
+        [
+          [1, 1],
+          [1, 1],
+          [2, 2],
+        ],
+      );
+    }
+  });
+
+  it('refuses SAME padding that comes out asymmetric (even sizes at stride 2), naming the node', () => {
+    const { bytes } = sameModel('SAME_UPPER', [16, 16]);
+    assert.throws(() => importOnnx(bytes), /c2.*asymmetric pads \[0, 0, 1, 1\] are not supported/);
+    const { bytes: other } = sameModel('SAME_MIDDLE', [17, 25]);
+    assert.throws(
+      () => importOnnx(other),
+      /auto_pad=SAME_MIDDLE is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER/,
+    );
+  });
 });
 
 describe('ONNX external data (tensors in files beside the model)', () => {

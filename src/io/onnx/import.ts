@@ -384,12 +384,32 @@ class Importer {
     return s ? new TextDecoder().decode(s) : fallback;
   }
 
-  /** ONNX pads [h0, w0, h1, w1] as our symmetric [h, w]; auto_pad SAME_* is refused (it depends on the size). */
-  private pads(): [number, number] {
+  /**
+   * ONNX pads [h0, w0, h1, w1] as our symmetric [h, w]. auto_pad SAME_UPPER / SAME_LOWER are worked out from the
+   * input size (known at import), the kernel, stride and dilation: out = ceil(in / stride), the extra row or
+   * column of an odd total at the end (UPPER) or the start (LOWER), which only symmetric totals allow.
+   */
+  private pads(
+    x: TensorVal,
+    kernel: [number, number],
+    stride: [number, number],
+    dilation: [number, number],
+  ): [number, number] {
     const auto = this.text('auto_pad', 'NOTSET');
-    if (auto !== 'NOTSET' && auto !== 'VALID')
-      this.fail(`auto_pad=${auto} is not supported; use explicit pads`);
-    const [h0 = 0, w0 = 0, h1 = 0, w1 = 0] = auto === 'VALID' ? [] : this.intList('pads', []);
+    if (!['NOTSET', 'VALID', 'SAME_UPPER', 'SAME_LOWER'].includes(auto))
+      this.fail(`auto_pad=${auto} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER`);
+    let list = auto === 'VALID' ? [] : this.intList('pads', []);
+    if (auto.startsWith('SAME')) {
+      const total = [0, 1].map((a) => {
+        const n = x.shape[2 + a]!;
+        const out = Math.ceil(n / stride[a]!);
+        return Math.max(0, (out - 1) * stride[a]! + (kernel[a]! - 1) * dilation[a]! + 1 - n);
+      });
+      const small = total.map((t) => Math.floor(t / 2));
+      const big = total.map((t, a) => t - small[a]!);
+      list = auto === 'SAME_UPPER' ? [...small, ...big] : [...big, ...small];
+    }
+    const [h0 = 0, w0 = 0, h1 = 0, w1 = 0] = list;
     if (h0 !== h1 || w0 !== w1) this.fail(`asymmetric pads [${h0}, ${w0}, ${h1}, ${w1}] are not supported`);
     return [h0, w0];
   }
@@ -536,7 +556,8 @@ class Importer {
     if (b && b.dims.join() !== String(o)) {
       this.fail(`bias '${b.key}' has shape ${formatShape(b.dims)}, expected [${o}]`);
     }
-    const [ph, pw] = this.pads();
+    const [stride, dilation] = [this.pair('strides', 1), this.pair('dilations', 1)];
+    const [ph, pw] = this.pads(x, [kh!, kw!], stride, dilation);
     const name = this.current.name || `Conv_${this.nodes.length}`;
     this.emit(
       'conv2d',
@@ -545,9 +566,9 @@ class Importer {
         inChannels: c,
         outChannels: o!,
         kernel: [kh!, kw!],
-        stride: this.pair('strides', 1),
+        stride,
         padding: [ph + extra[0]!, pw + extra[1]!],
-        dilation: this.pair('dilations', 1),
+        dilation,
         groups: group,
         bias: !!b,
       },
@@ -595,7 +616,7 @@ class Importer {
     if (!this.attr('kernel_shape')) this.fail('kernel_shape is missing');
     const kernel = this.pair('kernel_shape', 0);
     const stride = this.pair('strides', 1);
-    let padding = this.pads();
+    let padding = this.pads(x, kernel, stride, [1, 1]);
     const ceilMode = this.int('ceil_mode', 0) === 1;
     if (op === 'MaxPool') return void this.emit('maxpool2d', [x], { kernel, stride, padding, ceilMode });
     let countIncludePad = this.int('count_include_pad', 0) === 1;
