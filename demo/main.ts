@@ -451,7 +451,12 @@ async function toggleWebcam(): Promise<void> {
   const frame = (): void => {
     if (!stream) return;
     const { videoWidth: w, videoHeight: h } = video;
-    if (w && h) void enqueue(() => classify(imageFromSource(video, w, h), 'webcam')).then(frame);
+    // The next frame after the page had its turn: chaining classifications straight from the promise would
+    // keep the event loop from ever running anything else (the Stop button included).
+    if (w && h)
+      void enqueue(() => classify(imageFromSource(video, w, h), 'webcam')).then(() =>
+        requestAnimationFrame(frame),
+      );
     else requestAnimationFrame(frame);
   };
   frame();

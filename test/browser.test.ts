@@ -294,6 +294,49 @@ describe('the browser demo in headless Chromium', { skip: chromiumMissing }, () 
     });
   });
 
+  it("classifies webcam frames (Chromium's fake camera) as the Node engine does, and stops", async () => {
+    const cam = await launchChromium([
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+    ]);
+    try {
+      const p = await cam.newPage();
+      const errors: string[] = [];
+      p.on('pageerror', (e) => errors.push(e.message));
+      await p.goto(`${server.url}?threads=2`);
+      await p.waitForFunction(() => window.demo?.done >= 1, null, { timeout: 60_000 });
+      assert.equal(await p.isHidden('#webcam'), false);
+      const before = await p.evaluate(() => window.demo.done);
+      await p.click('#webcam');
+      // Frame after frame by itself, and the page still answers (this evaluate is a task of its own).
+      await p.waitForFunction(
+        (d) => window.demo.done >= d + 3 && window.demo.result?.image === 'webcam',
+        before,
+        { timeout: 60_000 },
+      );
+      assert.equal(await p.textContent('#webcam'), 'Stop webcam');
+      const s = await snapshot(p);
+      assert.equal(s.error, undefined);
+      const r = s.result!;
+      assert.equal(r.image, 'webcam');
+      assert.ok(new Set(r.input).size > 1, 'the frame is not blank');
+      const { model } = await loadModel(join(fashion, 'model.safetensors'));
+      const diff = maxAbsDiff(r.logits, await nodeLogits(engine, model, r));
+      assert.ok(diff <= 1e-5, `webcam frame, page vs Node logits: max |diff| ${diff}`);
+      await p.click('#webcam', { timeout: 10_000 });
+      await p.waitForFunction(() => document.querySelector('#webcam')?.textContent === 'Webcam', null, {
+        timeout: 10_000,
+      });
+      // Stopped: at most the frame in flight finishes.
+      const stopped = await p.evaluate(() => window.demo.done);
+      await p.waitForTimeout(500);
+      assert.ok((await p.evaluate(() => window.demo.done)) <= stopped + 1, 'frames after Stop');
+      assert.deepEqual(errors, []);
+    } finally {
+      await cam.close();
+    }
+  });
+
   it('takes a screenshot, with no page errors', async (t) => {
     const file = join(tmpdir(), 'shufflenet-demo.png');
     await page.screenshot({ path: file, fullPage: true });
