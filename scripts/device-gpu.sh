@@ -4,8 +4,9 @@
 #
 #   bash .device/on-device.sh bash scripts/device-gpu.sh PHASE...   PHASE: all | check | bench | profile | cifar
 #
-#   all      check, bench, profile and cifar in one call, inside DEVICE_BUDGET_S seconds (default 540): a
-#            session's device time (15 min, a cold start included) holds one full call, not two.
+#   all      check, bench, cifar and profile in one call, inside DEVICE_BUDGET_S seconds (default 540): a
+#            session's device time (15 min, a cold start included) holds one full call, not two. cifar leaves
+#            RESERVE_S (80 s) to the profiles after it.
 #   check    the WebGPU conformance tests (test/webgpu.test.ts, test/webgpu-train.test.ts) on the GPU, from their
 #            bundles (no tsx there): every kernel and whole ShuffleNets against the reference kernels / tape.
 #   bench    bench/gpu.ts (dist/device/bench-gpu.js): ShuffleNet v1 1.0x g=3 at 224, inference batch 1 and 256,
@@ -20,7 +21,7 @@
 #            after its cap (it finishes the step and checkpoints), then `eval` of the model: $OUT/cifar/:
 #            train.log, metrics.jsonl, training.svg, model.safetensors, eval.json, summary.md, resume.tar (the
 #            checkpoint, to go on in another call: CIFAR_RESUME=path/to/resume.tar). The cap: CIFAR_CAP_S, else
-#            what the budget leaves (less 45 s for the eval), else 420 s. The epochs: CIFAR_EPOCHS, else as many
+#            what the budget leaves (less 45 s for the eval and RESERVE_S), else 420 s. The epochs: CIFAR_EPOCHS, else as many
 #            as fit in the cap at the speed that `bench` measured in this call (bench-cifar.json; the cosine
 #            schedule must end inside the cap: a run cut short never anneals), at most CIFAR_MAX_EPOCHS (60),
 #            else 30.
@@ -172,7 +173,8 @@ phase_cifar() {
   fi
   local cap=${CIFAR_CAP_S:-}
   if [ -z "$cap" ]; then
-    if [ -n "$BUDGET" ]; then cap=$(($(limit 100000) - 45)); else cap=420; fi
+    # The rest of the budget, less the eval (45 s) and what the phases after this one keep (RESERVE_S).
+    if [ -n "$BUDGET" ]; then cap=$(($(limit 100000) - 45 - ${RESERVE_S:-0})); else cap=420; fi
   fi
   if [ "$cap" -lt 30 ]; then
     echo "device-gpu.sh: ${cap} s left for cifar: too little" >&2
@@ -232,7 +234,9 @@ for phase in "$@"; do
   case "$phase" in
     all)
       BUDGET=${BUDGET:-540}
-      phases+=(check bench profile cifar)
+      # The acceptance runs first; the profiles (diagnostics) last, in the 80 s that cifar leaves them.
+      phases+=(check bench cifar profile)
+      RESERVE_S=${RESERVE_S:-80}
       ;;
     check | bench | profile | cifar) phases+=("$phase") ;;
     *)
