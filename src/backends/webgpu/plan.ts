@@ -117,6 +117,9 @@ export class WebGpuPlan {
   private readonly inputKept: boolean;
   /** The next run's command buffer, encoded while the last run ran (plans without CPU steps). */
   private nextRun: GPUCommandBuffer | undefined;
+  /** The input converted for an f16 or f16-rounded arena (writeInput). */
+  private halfInput: Uint16Array | undefined;
+  private roundedInput: Float32Array | undefined;
   /** How activations are stored, and the bytes of one in the arena (2 for f16). */
   readonly precision: Precision;
   private readonly elementBytes: number;
@@ -292,8 +295,12 @@ export class WebGpuPlan {
     // Node's webgpu crashes on views of a SharedArrayBuffer (threaded WASM memory): copy those first.
     const shared = typeof SharedArrayBuffer !== 'undefined' && input.buffer instanceof SharedArrayBuffer;
     let data: Float32Array | Uint16Array = shared ? input.slice() : input;
-    if (this.precision === 'f16') data = toHalf(input);
-    if (this.precision === 'f16-rounded') data = roundToHalf(input.slice());
+    // One staging array per plan: a run allocates nothing for the conversion.
+    if (this.precision === 'f16') data = toHalf(input, (this.halfInput ??= new Uint16Array(input.length)));
+    if (this.precision === 'f16-rounded') {
+      (this.roundedInput ??= new Float32Array(input.length)).set(input);
+      data = roundToHalf(this.roundedInput);
+    }
     queue.writeBuffer(this.arena, this.byteAt(0), data as Float32Array<ArrayBuffer>);
     this.hasInput = true;
   }
