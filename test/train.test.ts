@@ -227,6 +227,67 @@ describe('training on Fashion-MNIST (reference kernels)', { skip: !haveData && '
     );
   });
 
+  it("fits a time budget: the epochs are cut to the first epoch's pace and the schedule ends with them", async () => {
+    const set = limitSet(all!, 64); // 4 steps of 16 an epoch
+    // A clock that advances 1 s a reading: each step reads it twice (1 s), so the pace is known exactly.
+    const budgetFor = (deadline: number) => {
+      let t = 0;
+      return {
+        deadline,
+        clock: () => ++t,
+        reschedule: (n: number) => lrSchedule({ kind: 'cosine', lr: 0.05, totalSteps: n, warmupSteps: 1 }),
+      };
+    };
+    const run = (deadline: number, o: Partial<TrainConfig> = {}) => {
+      const lrs: number[] = [];
+      const fits: unknown[] = [];
+      const cfg = config(set, {
+        epochs: 10,
+        schedule: lrSchedule({ kind: 'cosine', lr: 0.05, totalSteps: 40, warmupSteps: 1 }),
+        timeBudget: budgetFor(deadline),
+        onStep: (m) => void lrs.push(m.lr),
+        onFit: (f) => void fits.push(f),
+        ...o,
+      });
+      return { cfg, lrs, fits, result: train(cfg) };
+    };
+    // Epoch 1 began at t=1, its 4 steps took 4 s and ended at t=9, the fit reads t=10: 5 s besides the steps,
+    // 9 s an epoch. 32 s left: 0.97 * 32 / 9 = 3.4, so 3 more epochs.
+    const straight = run(42);
+    const r = await straight.result;
+    assert.deepEqual(straight.fits, [{ epochs: 4, secondsPerEpoch: 9, secondsLeft: 32, step: 4 }]);
+    assert.deepEqual([r.step, r.totalSteps, r.stopped], [16, 16, false]);
+    const fitted = lrSchedule({ kind: 'cosine', lr: 0.05, totalSteps: 16, warmupSteps: 1 });
+    assert.equal(straight.lrs.length, 16);
+    // Epoch 1 ran on the 40-step schedule; from the fit on, the 16-step one, down to its last value.
+    close(
+      straight.lrs.slice(4),
+      [...Array(12).keys()].map((i) => fitted(i + 4)),
+      1e-12,
+    );
+    assert.ok(straight.lrs[15]! < 0.001 && straight.lrs[3]! > 0.04, `${straight.lrs}`);
+
+    // The fit is saved: a stopped run resumes to the same end, bit for bit, whatever its new clock says.
+    const store = memoryStore();
+    const stopped = await run(42, { store, stopAtStep: 6 }).result;
+    assert.deepEqual([stopped.step, stopped.stopped], [6, true]);
+    assert.deepEqual(readState(store)!.fit, { epochs: 4, secondsPerEpoch: 9, secondsLeft: 32, step: 4 });
+    assert.equal(readState(store)!.totalSteps, 16);
+    const resumed = run(1e9, { store, resume: true });
+    assert.deepEqual([(await resumed.result).step, resumed.fits.length], [16, 0]);
+    for (const [k, t] of straight.cfg.weights) assert.deepEqual(resumed.cfg.weights.get(k)!.data, t.data, k);
+    await assert.rejects(
+      train(config(set, { store, resume: true, epochs: 10 })),
+      /fitted to a time budget; resume it with one/,
+    );
+
+    // No time for a second epoch: the run ends after the first.
+    const short = run(12);
+    assert.deepEqual([(await short.result).step, (short.fits[0] as { epochs: number }).epochs], [4, 1]);
+    // Time to spare: --epochs stays the limit.
+    assert.equal((await run(1e6).result).step, 40);
+  });
+
   it('stops cleanly when asked between steps, with a checkpoint', async () => {
     const set = limitSet(all!, 32);
     const store = memoryStore();

@@ -103,6 +103,7 @@ interface TrainFlags {
   shuffle?: boolean;
   shuffleOrder?: 'authors' | 'paper';
   shufflePosition?: 'after-dw' | 'before-dw';
+  timeBudget?: number;
 }
 
 /** The options that define a run (saved in state.json; --resume takes them from there). */
@@ -126,6 +127,7 @@ const RUN_OPTIONS = [
   'shuffle',
   'shuffleOrder',
   'shufflePosition',
+  'timeBudget',
 ] as const;
 
 const fmtTime = (s: number) =>
@@ -296,6 +298,25 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
       epochs: o.epochs,
       optimizer,
       schedule: lrSchedule({ kind: o.schedule, lr, totalSteps, warmupSteps: warmup }),
+      // From the process's start (performance.now()'s origin): loading the data counts too.
+      ...(o.timeBudget
+        ? {
+            timeBudget: {
+              deadline: o.timeBudget,
+              reschedule: (n: number) =>
+                lrSchedule({ kind: o.schedule, lr, totalSteps: n, warmupSteps: Math.min(warmup, n - 1) }),
+              // The second epoch's pace: the first compiles the plans (warmup covers it at batch 256 on CIFAR-10).
+              fitAfterEpochs: o.epochs >= 6 ? 2 : 1,
+            },
+          }
+        : {}),
+      onFit(f) {
+        console.error(
+          `time budget ${o.timeBudget} s: ${f.epochs} epochs (of at most ${o.epochs}) at ${f.secondsPerEpoch.toFixed(1)} s ` +
+            `an epoch, ${f.secondsLeft.toFixed(0)} s left`,
+        );
+        appendFileSync(log, JSON.stringify({ type: 'fit', ...f }) + '\n');
+      },
       labelSmoothing: o.labelSmoothing,
       seed: o.seed,
       store,
@@ -313,7 +334,7 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
         const elapsed = (performance.now() - began) / 1000;
         const eta = (elapsed / (m.step - firstStep)) * (m.totalSteps - m.step);
         const line =
-          `step ${m.step}/${m.totalSteps} epoch ${m.epoch + 1}/${o.epochs}  loss ${m.loss.toFixed(4)}  ` +
+          `step ${m.step}/${m.totalSteps} epoch ${m.epoch + 1}/${m.totalSteps / stepsPerEpoch}  loss ${m.loss.toFixed(4)}  ` +
           `acc ${(m.accuracy * 100).toFixed(1)}%  ${m.imagesPerSecond.toFixed(1)} img/s  lr ${m.lr.toPrecision(3)}  ETA ${fmtTime(eta)}`;
         if (tty) process.stderr.write(`\r${line}\x1b[K`);
         else if (m.step % Math.max(1, Math.round(m.totalSteps / 50)) === 0 || m.step === m.totalSteps)
@@ -463,6 +484,12 @@ export function addTrainCommands(program: Command): Command {
       'after training, re-estimate BN statistics on N batches (the authors)',
       integer('--bn-recalibrate', 0),
       0,
+    )
+    .option(
+      '--time-budget <seconds>',
+      'fit the run into this wall time (from the start, data loading included): after an epoch or two, ' +
+        '--epochs is cut to what fits at their pace, and the schedule ends with them',
+      number('--time-budget', 1),
     )
     .option(
       '--checkpoint-every <n>',

@@ -160,6 +160,40 @@ export interface LoopState {
   rng: { seed: number; shuffle: 'streamSeed(seed, 1, epoch)'; augment: 'streamSeed(seed, 2, step)' };
   /** Whatever the caller keeps with the run (the CLI: its options, for --resume). */
   options?: unknown;
+  /** The run was cut to fit a time budget (TimeBudget): totalSteps is the fitted length, kept on resume. */
+  fit?: FitResult;
+}
+
+/**
+ * A wall-time budget for the whole run. At the end of the first epoch this process runs (its evaluation and
+ * checkpoint included; or the second, fitAfterEpochs), the run is cut to the epochs that fit before `deadline` at that epoch's pace, and the
+ * schedule is rebuilt for the new length: a run that must end by a deadline still finishes its schedule (one
+ * cut off near its peak learning rate never anneals). With a warmup at least an epoch long, the steps before
+ * the fit do not depend on the length. The fit is saved in state.json; a resumed run keeps it.
+ */
+export interface TimeBudget {
+  /** Seconds on `clock` by which the last epoch must be done. */
+  deadline: number;
+  /** Seconds (default: performance.now() / 1000). */
+  clock?: () => number;
+  /** The schedule of a run of `totalSteps` steps. */
+  reschedule: (totalSteps: number) => (step: number) => number;
+  /**
+   * Fit at the end of this epoch of the process (default 1). 2 measures a pace without the one-off work of the
+   * first (plans compiled for training and evaluation); the warmup should then cover both.
+   */
+  fitAfterEpochs?: number;
+}
+
+export interface FitResult {
+  /** Epochs of the fitted run (at most TrainConfig.epochs). */
+  epochs: number;
+  /** The pace it was fitted at: the median step times the steps of an epoch, plus the epoch's other work. */
+  secondsPerEpoch: number;
+  /** Seconds left before the deadline at the fit. */
+  secondsLeft: number;
+  /** The step it was made after. */
+  step: number;
 }
 
 export const STATE_FILE = 'state.json';
@@ -192,6 +226,9 @@ export interface TrainConfig {
   metadata?: Record<string, string>;
   /** Kept in state.json. */
   options?: unknown;
+  /** Cut the epochs to fit a wall-time budget (see TimeBudget). */
+  timeBudget?: TimeBudget;
+  onFit?(fit: FitResult): void;
   backend?: TrainBackend;
   /** The inference the evaluations run on (it may be asynchronous: WebGPU); default: the reference. */
   infer?: AsyncInfer;
@@ -233,29 +270,66 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
   if (set.count < 2) throw new ConfigError(`training needs at least 2 images, got ${set.count}`);
   // Whole batches only (drop_last): a last batch of one image would break batch norm.
   const stepsPerEpoch = Math.max(1, Math.floor(set.count / B));
-  const totalSteps = cfg.epochs * stepsPerEpoch;
+  let totalSteps = cfg.epochs * stepsPerEpoch;
   if (!(totalSteps >= 1)) throw new ConfigError(`epochs ${cfg.epochs} gives no training steps`);
   const params = learnable(graph, weights);
+  const budget = cfg.timeBudget;
+  const clock = budget?.clock ?? (() => performance.now() / 1000);
+  let schedule = cfg.schedule;
+  let fit: FitResult | undefined;
 
   let step = 0;
   if (cfg.resume && cfg.store?.read(STATE_FILE)) {
     const s = restoreCheckpoint(cfg.store, graph, weights, optimizer);
     const mismatch = [
       s.batchSize !== B ? `batch size ${s.batchSize} -> ${B}` : '',
-      s.totalSteps !== totalSteps ? `total steps ${s.totalSteps} -> ${totalSteps}` : '',
+      s.fit
+        ? s.totalSteps > totalSteps
+          ? `epochs ${cfg.epochs} < the ${s.fit.epochs} fitted`
+          : ''
+        : s.totalSteps !== totalSteps
+          ? `total steps ${s.totalSteps} -> ${totalSteps}`
+          : '',
       s.rng.seed !== seed ? `seed ${s.rng.seed} -> ${seed}` : '',
     ].filter(Boolean);
     if (mismatch.length) throw new ConfigError(`cannot resume: the run differs (${mismatch.join(', ')})`);
+    if (s.fit) {
+      if (!budget)
+        throw new ConfigError(`cannot resume: the run was fitted to a time budget; resume it with one`);
+      [fit, totalSteps, schedule] = [s.fit, s.totalSteps, budget.reschedule(s.totalSteps)];
+    }
     step = s.step;
   }
   const resumedFrom = step;
-  const end = Math.min(totalSteps, cfg.stopAtStep ?? Infinity);
+  let end = Math.min(totalSteps, cfg.stopAtStep ?? Infinity);
   let savedAt = -1;
   const save = () => {
     savedAt = step;
     if (!cfg.store) return;
-    const s = saveCheckpoint(cfg.store, cfg, { step, stepsPerEpoch, totalSteps, seed });
+    const s = saveCheckpoint(cfg.store, cfg, { step, stepsPerEpoch, totalSteps, seed, fit });
     cfg.onCheckpoint?.(s);
+  };
+  // The pace of the epoch the fit measures: its steps' times and its wall time.
+  const stepTimes: number[] = [];
+  let epochBegan = clock();
+  let epochsSeen = 0;
+  const fitToBudget = () => {
+    const now = clock();
+    const sorted = [...stepTimes].sort((a, b) => a - b);
+    const median = sorted[sorted.length >> 1]!;
+    // The steps at their median (the first ones compile plans), the rest (evaluation, checkpoint) as measured.
+    const other = Math.max(0, now - epochBegan - stepTimes.reduce((a, b) => a + b, 0));
+    const secondsPerEpoch = median * stepsPerEpoch + other;
+    const done = step / stepsPerEpoch;
+    const secondsLeft = budget!.deadline - now;
+    // 3% of the time left for the pace's noise (a run that overruns its deadline is cut off unannealed).
+    const more = Math.max(0, Math.floor((0.97 * secondsLeft) / secondsPerEpoch));
+    const epochs = Math.min(cfg.epochs, done + more);
+    fit = { epochs, secondsPerEpoch, secondsLeft, step };
+    totalSteps = epochs * stepsPerEpoch;
+    schedule = budget!.reschedule(totalSteps);
+    end = Math.min(totalSteps, cfg.stopAtStep ?? Infinity);
+    cfg.onFit?.(fit);
   };
   let perm: Int32Array = new Int32Array(0);
   let permEpoch = -1;
@@ -273,9 +347,10 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
   while (step < end) {
     const epoch = Math.floor(step / stepsPerEpoch);
     const t0 = performance.now();
+    const began = budget && !fit ? clock() : 0;
     const { input, labels } = next ?? batchAt(step);
     next = undefined;
-    const lr = cfg.schedule(step);
+    const lr = schedule(step);
     const smoothing = cfg.labelSmoothing ?? 0;
     const pending = backend.step?.(graph, weights, input, labels, { lr, smoothing, optimizer });
     if (pending && step + 1 < end) {
@@ -293,6 +368,7 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
     }
     step++;
     const seconds = (performance.now() - t0) / 1000;
+    if (budget && !fit) stepTimes.push(clock() - began);
     const n = labels.length;
     cfg.onStep?.({
       step,
@@ -317,6 +393,15 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
       cfg.onEval?.(lastEval, { epoch, step });
     }
     if (saving) save();
+    if (budget && !fit && epochEnd && step < end) {
+      if (++epochsSeen >= (budget.fitAfterEpochs ?? 1)) {
+        fitToBudget();
+        if (cfg.store) save(); // state.json with the fit
+      } else {
+        stepTimes.length = 0;
+        epochBegan = clock();
+      }
+    }
     // After the yield, so that a signal that came during the step is seen before the next one starts.
     await yieldToEventLoop();
     if (step < end && cfg.stopRequested?.()) {
@@ -359,7 +444,7 @@ const tag = (step: number) => String(step).padStart(8, '0');
 export function saveCheckpoint(
   store: CheckpointStore,
   cfg: Pick<TrainConfig, 'graph' | 'weights' | 'optimizer' | 'metadata' | 'options' | 'batchSize'>,
-  at: { step: number; stepsPerEpoch: number; totalSteps: number; seed: number },
+  at: { step: number; stepsPerEpoch: number; totalSteps: number; seed: number; fit?: FitResult },
 ): LoopState {
   const state: LoopState = {
     version: 1,
@@ -373,6 +458,7 @@ export function saveCheckpoint(
     optimizerKind: cfg.optimizer.kind,
     rng: { seed: at.seed, shuffle: 'streamSeed(seed, 1, epoch)', augment: 'streamSeed(seed, 2, step)' },
     options: cfg.options,
+    ...(at.fit ? { fit: at.fit } : {}),
   };
   const previous = readState(store);
   const model = exportSafetensors(cfg.graph, cfg.weights, {
