@@ -2,34 +2,32 @@
 # The GPU machine's checks (issue 8), run there from the project root through .device/on-device.sh (Node 20 and
 # the `webgpu` package on Vulkan; see ../shared/device/README.md and README.md, "GPU machine"):
 #
-#   bash .device/on-device.sh bash scripts/device-gpu.sh PHASE...   PHASE: all | check | bench | profile | cifar
+#   bash .device/on-device.sh bash scripts/device-gpu.sh PHASE...   PHASE: all | check | bench | bench-cifar | profile | cifar
 #
-#   all      check, bench, cifar and profile in one call, inside DEVICE_BUDGET_S seconds (default 540): a
-#            session's device time (15 min, a cold start included) holds one full call, not two. cifar leaves
-#            RESERVE_S (80 s) to the profiles after it.
+#   all      check, bench, cifar and profile in one call, inside DEVICE_BUDGET_S seconds (default 540). cifar
+#            leaves RESERVE_S (80 s) to the profiles after it.
 #   check    the WebGPU conformance tests (test/webgpu.test.ts, test/webgpu-train.test.ts) on the GPU, from their
 #            bundles (no tsx there): every kernel and whole ShuffleNets against the reference kernels / tape.
 #   bench    bench/gpu.ts (dist/device/bench-gpu.js): ShuffleNet v1 1.0x g=3 at 224, inference batch 1 and 256,
 #            a training step at batch 256, ours on WebGPU next to PyTorch (python3, CUDA fp32) in the same run,
 #            and inference at batch 256 again with f16 activations (shader-f16) against the same PyTorch fp32:
-#            $OUT/bench.md (the markdown for BENCHMARKS.md), bench.json, bench.log; then the CIFAR-10 model
-#            (small-input stem, 10 classes) at 32x32, batch 256: bench-cifar.md, bench-cifar.json, and the
-#            seconds an epoch takes at that speed (what `cifar` sizes its epochs by).
+#            $OUT/bench.md (the markdown for BENCHMARKS.md), bench.json, bench.log.
+#   bench-cifar  the CIFAR-10 model (small-input stem, 10 classes) at 32x32, batch 256, ours alone:
+#            bench-cifar.md, bench-cifar.json.
 #   profile  per-kernel profiles of a training step and an inference run at batch 256 (bench/profile-webgpu.ts):
-#            $OUT/profile-train.md, profile-infer.md.
-#   cifar    `shufflenet train --backend webgpu` on the packed CIFAR-10 (dist/cifar10-pack), stopped by SIGINT
-#            after its cap (it finishes the step and checkpoints), then `eval` of the model: $OUT/cifar/:
-#            train.log, metrics.jsonl, training.svg, model.safetensors, eval.json, summary.md, resume.tar (the
-#            checkpoint, to go on in another call: CIFAR_RESUME=path/to/resume.tar). The cap: CIFAR_CAP_S, else
-#            what the budget leaves (less 45 s for the eval and RESERVE_S), else 420 s. The epochs: CIFAR_EPOCHS, else as many
-#            as fit in the cap at the speed that `bench` measured in this call (bench-cifar.json; the cosine
-#            schedule must end inside the cap: a run cut short never anneals), at most CIFAR_MAX_EPOCHS (60),
-#            else 30.
+#            $OUT/profile-train.md, profile-infer.md (PROFILE_KINDS="train infer").
+#   cifar    `shufflenet train --backend webgpu --time-budget CAP` on the packed CIFAR-10 (dist/cifar10-pack),
+#            then `eval` of the model: $OUT/cifar/: train.log, metrics.jsonl, training.svg, model.safetensors,
+#            eval.json, summary.md, resume.tar (the checkpoint, to go on in another call:
+#            CIFAR_RESUME=path/to/resume.tar). CAP: CIFAR_CAP_S, else what the budget leaves (less 30 s for the
+#            eval and RESERVE_S), else 420 s. The trainer measures its second epoch and cuts the epochs (at most
+#            CIFAR_EPOCHS, else CIFAR_MAX_EPOCHS, 100) to what fits in CAP, so that the cosine schedule ends
+#            inside it (a run cut short never anneals); SIGINT 20 s after CAP is the backstop.
 # Each phase runs under `timeout`, cut to what DEVICE_BUDGET_S leaves when it is set. Settings (environment):
 # SHUFFLENET_WEBGPU_BACKEND (default vulkan; opengles runs it here on llvmpipe), BENCH_ARGS and BENCH_CIFAR_ARGS
 # (replace bench-gpu's arguments of the two runs: sizes, batches, iterations; BENCH_ARGS defaults to --host-io
 # --iterations 20 --budget-ms 6000), CHECK_TIMEOUT (120 s), BENCH_TIMEOUT (200 s), BENCH_CIFAR_TIMEOUT (60 s),
-# PROFILE_TIMEOUT (60 s each), PROFILE_ARGS, CIFAR_CAP_S, CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_MAX_EPOCHS, CIFAR_BATCH,
+# PROFILE_TIMEOUT (60 s each), PROFILE_ARGS, PROFILE_KINDS, CIFAR_CAP_S, CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_MAX_EPOCHS, CIFAR_BATCH,
 # CIFAR_LR, CIFAR_ARGS (more train flags), CIFAR_DATA, CIFAR_RESUME, CIFAR_THREADS (8: WASM threads, unused on
 # WebGPU, where the evaluation after each epoch runs too). OUT defaults to /tmp/device-gpu-out off the device.
 #
@@ -43,11 +41,16 @@
 #   cp ../shared/images/{chelsea,coffee,camera}.png ../shared/images/grace_hopper.jpg shared/images/
 #        # 3.8 MB: the authors' weights and photos for `check` (a checkout's shared/ travels with every call;
 #        # ../shared does not), so their tests (f32 and f16) run on the GPU too
-# The `run` tool's call (the tracked tree travels too: ~4.2 MB; a call carries at most 64 MiB in all; a cold
-# start takes 1-2 of the session's 15 minutes, so one call of 600 s is what fits, with ~3 minutes to spare):
+# The `run` tool's calls (the tracked tree travels too: ~4.2 MB; a call carries at most 64 MiB in all). A
+# session has 15 minutes of device time, a cold start included, and one command runs 10 at most. Two calls on
+# one warm machine (it waits ~30 s for the next) give CIFAR-10 the most: the second issued as soon as the
+# first returns, its timeout_s from the first's lease.budget_left_s:
 #   carry: [".device", "dist/device", "dist/cifar10-pack"]     (~56 MB, with shared/ ~60 MB)
-#   command: bash .device/on-device.sh bash scripts/device-gpu.sh all
-#   timeout_s: 600
+#   A (timeout_s 300): DEVICE_BUDGET_S=270 PROFILE_KINDS=train PROFILE_TIMEOUT=45 CHECK_TIMEOUT=90 \
+#                        bash .device/on-device.sh bash scripts/device-gpu.sh bench check profile
+#   B (timeout_s T = min(600, budget_left_s - 30)): DEVICE_BUDGET_S=T-20 \
+#                        bash .device/on-device.sh bash scripts/device-gpu.sh cifar
+# or one call of 600 s: bash .device/on-device.sh bash scripts/device-gpu.sh all
 # A later session with a GPU can give CIFAR-10 the whole call (`cifar` alone, CIFAR_CAP_S=500, CIFAR_RESUME to
 # go on from a resume.tar carried back), or rerun `bench` alone after a kernel change.
 # If a pack outgrew a call (another dataset, --no-gzip), cut it with `tools/pack-images.ts --part-mib N` and
@@ -107,56 +110,33 @@ phase_check() {
 phase_bench() {
   need "$BUNDLE/bench-gpu.js" tools/torch_gpu_bench.py || return 1
   echo "== bench: ours (WebGPU) and PyTorch"
-  local rc
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
   run_for "$(limit "${BENCH_TIMEOUT:-200}")" node "$BUNDLE/bench-gpu.js" \
     ${BENCH_ARGS---host-io --iterations 20 --budget-ms 6000} \
     --out "$OUT/bench.md" --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
-  rc=${PIPESTATUS[0]}
-  # The CIFAR-10 model's training speed (small-input stem, 10 classes, 32x32): what `cifar` can do in its cap.
-  echo "== bench: the CIFAR-10 model (small-input stem), 32x32"
+}
+
+# The CIFAR-10 model's training speed (small-input stem, 10 classes, 32x32), ours alone.
+phase_bench-cifar() {
+  need "$BUNDLE/bench-gpu.js" || return 1
+  echo "== bench-cifar: the CIFAR-10 model (small-input stem), 32x32"
   # shellcheck disable=SC2086
   run_for "$(limit "${BENCH_CIFAR_TIMEOUT:-60}")" node "$BUNDLE/bench-gpu.js" --small-input --classes 10 \
     ${BENCH_CIFAR_ARGS---size 32 --infer-batches 256 --f16-batches= --train-batches 256 --iterations 20 --budget-ms 3000 --no-torch} \
-    --out "$OUT/bench-cifar.md" --json "$OUT/bench-cifar.json" 2>&1 | tee -a "$OUT/bench.log"
-  [ -f "$OUT/bench-cifar.json" ] && node -e '
-    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    for (const row of r.rows.filter((x) => x.kind === "train" && x.ours))
-      console.log(`CIFAR-10 training on WebGPU, batch ${row.batch}: ${row.ours.imagesPerSecond.toFixed(0)} images/s, ` +
-        `an epoch of 50,000 images in ~${(50000 / row.ours.imagesPerSecond).toFixed(0)} s (plus the evaluation)`);
-  ' "$OUT/bench-cifar.json" | tee -a "$OUT/bench.log"
-  [ "$rc" = 0 ]
+    --out "$OUT/bench-cifar.md" --json "$OUT/bench-cifar.json" 2>&1 | tee "$OUT/bench-cifar.log"
 }
 
 # Where the time goes: each dispatch of a training step and of an inference run at batch 256, timed alone.
 phase_profile() {
   need "$BUNDLE/profile-webgpu.js" || return 1
   echo "== profile: per-kernel times (1.0x g=3, 224x224, batch 256)"
-  local rc=0
-  # shellcheck disable=SC2086 # PROFILE_ARGS is a list of arguments
-  run_for "$(limit "${PROFILE_TIMEOUT:-60}")" node "$BUNDLE/profile-webgpu.js" --train ${PROFILE_ARGS---runs 1} \
-    2>&1 | tee "$OUT/profile-train.md" || rc=1
-  # shellcheck disable=SC2086
-  run_for "$(limit "${PROFILE_TIMEOUT:-60}")" node "$BUNDLE/profile-webgpu.js" ${PROFILE_ARGS---runs 1} \
-    2>&1 | tee "$OUT/profile-infer.md" || rc=1
+  local rc=0 kind
+  for kind in ${PROFILE_KINDS:-train infer}; do
+    # shellcheck disable=SC2046,SC2086 # PROFILE_ARGS is a list of arguments
+    run_for "$(limit "${PROFILE_TIMEOUT:-60}")" node "$BUNDLE/profile-webgpu.js" \
+      $([ "$kind" = train ] && echo --train) ${PROFILE_ARGS---runs 1} 2>&1 | tee "$OUT/profile-$kind.md" || rc=1
+  done
   return $rc
-}
-
-# cifar_epochs CAP: CIFAR_EPOCHS, else the epochs that fit in CAP seconds at bench-cifar.json's speed.
-cifar_epochs() {
-  if [ -n "${CIFAR_EPOCHS:-}" ]; then echo "$CIFAR_EPOCHS"; return; fi
-  if [ ! -f "$OUT/bench-cifar.json" ]; then echo 30; return; fi
-  node -e '
-    const [file, cap, max, batch] = process.argv.slice(1).map((v, i) => (i ? Number(v) : v));
-    const rows = JSON.parse(require("fs").readFileSync(file, "utf8")).rows;
-    const speed = (kind) => rows.find((r) => r.kind === kind && r.ours && r.batch === batch)?.ours.imagesPerSecond;
-    const train = speed("train"), infer = speed("infer") ?? train * 3;
-    if (!train) { console.log(30); process.exit(0); }
-    // A step in the trainer costs more than in the benchmark (batches assembled and augmented, one readback
-    // each): 1.5x, plus the test set each epoch and ~30 s to decode the packs and compile the plans.
-    const epoch = (1.5 * 50000) / train + (1.5 * 10000) / infer;
-    console.log(Math.max(1, Math.min(max, Math.floor((cap - 30) / epoch))));
-  ' "$OUT/bench-cifar.json" "$1" "${CIFAR_MAX_EPOCHS:-60}" "${CIFAR_BATCH:-256}"
 }
 
 phase_cifar() {
@@ -173,22 +153,24 @@ phase_cifar() {
   fi
   local cap=${CIFAR_CAP_S:-}
   if [ -z "$cap" ]; then
-    # The rest of the budget, less the eval (45 s) and what the phases after this one keep (RESERVE_S).
-    if [ -n "$BUDGET" ]; then cap=$(($(limit 100000) - 45 - ${RESERVE_S:-0})); else cap=420; fi
+    # The rest of the budget, less the eval (30 s) and what the phases after this one keep (RESERVE_S).
+    if [ -n "$BUDGET" ]; then cap=$(($(limit 100000) - 30 - ${RESERVE_S:-0})); else cap=420; fi
   fi
   if [ "$cap" -lt 30 ]; then
     echo "device-gpu.sh: ${cap} s left for cifar: too little" >&2
     return 1
   fi
-  local epochs
-  epochs=$(cifar_epochs "$cap")
-  echo "== cifar: train --backend webgpu, ${epochs} epochs, stopped after ${cap} s"
+  # The trainer fits the epochs (at most these) to the cap at the pace of its second epoch: the schedule ends
+  # inside it (a run cut short never anneals).
+  local epochs=${CIFAR_EPOCHS:-${CIFAR_MAX_EPOCHS:-100}}
+  echo "== cifar: train --backend webgpu, at most ${epochs} epochs, fitted to ${cap} s"
   local t0=$SECONDS
-  # SIGINT: the step in flight finishes and a checkpoint (with model.safetensors) is written; KILL 60 s later.
+  # The backstop: SIGINT 20 s after the budget (the step in flight finishes and a checkpoint is written),
+  # KILL 40 s later.
   # shellcheck disable=SC2086 # CIFAR_ARGS is a list of arguments
-  timeout -s INT -k 60 "$cap" node "$BUNDLE/cli.js" train --dataset "cifar10:$data" \
+  timeout -s INT -k 40 "$((cap + 20))" node "$BUNDLE/cli.js" train --dataset "cifar10:$data" \
     --arch "${CIFAR_ARCH:-shufflenet_v1_g3_1.0x}" --out "$run" --backend webgpu --no-cache \
-    --epochs "$epochs" --batch-size "${CIFAR_BATCH:-256}" --lr "${CIFAR_LR:-0.2}" \
+    --epochs "$epochs" --time-budget "$cap" --batch-size "${CIFAR_BATCH:-256}" --lr "${CIFAR_LR:-0.2}" \
     --schedule cosine --nesterov --weight-decay 5e-4 --threads "${CIFAR_THREADS:-8}" \
     ${CIFAR_ARGS:-} "${resume[@]}" 2>&1 | tee "$out/train.log"
   local rc=${PIPESTATUS[0]} wall=$((SECONDS - t0))
@@ -200,7 +182,7 @@ phase_cifar() {
   if [ -f "$run/model.safetensors" ]; then
     echo "== cifar: eval of model.safetensors on the test images"
     # eval --backend is newer than some builds: without it, eval on the WASM engine.
-    timeout -k 10 120 node "$BUNDLE/cli.js" eval --dataset "cifar10:$data" --weights "$run/model.safetensors" \
+    timeout -k 10 60 node "$BUNDLE/cli.js" eval --dataset "cifar10:$data" --weights "$run/model.safetensors" \
       --no-cache --json --backend auto > "$out/eval.json" 2> "$out/eval.err" ||
       timeout -k 10 120 node "$BUNDLE/cli.js" eval --dataset "cifar10:$data" --weights "$run/model.safetensors" \
         --no-cache --json > "$out/eval.json" 2> "$out/eval.err"
@@ -224,11 +206,11 @@ phase_cifar() {
     ].join("\n");
     fs.writeFileSync(dir + "/summary.md", md + "\n");
     console.log(md);
-  ' "$out" "$wall" "$rc" "train --dataset cifar10:$data --arch ${CIFAR_ARCH:-shufflenet_v1_g3_1.0x} --backend webgpu --epochs $epochs --batch-size ${CIFAR_BATCH:-256} --lr ${CIFAR_LR:-0.2} --schedule cosine --nesterov --weight-decay 5e-4 ${CIFAR_ARGS:-} (cap ${cap} s)"
+  ' "$out" "$wall" "$rc" "train --dataset cifar10:$data --arch ${CIFAR_ARCH:-shufflenet_v1_g3_1.0x} --backend webgpu --epochs $epochs --time-budget $cap --batch-size ${CIFAR_BATCH:-256} --lr ${CIFAR_LR:-0.2} --schedule cosine --nesterov --weight-decay 5e-4 ${CIFAR_ARGS:-} (cap ${cap} s)"
   [ "$rc" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 130 ]
 }
 
-[ $# -gt 0 ] || { echo "usage: bash scripts/device-gpu.sh all|check|bench|profile|cifar ..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: bash scripts/device-gpu.sh all|check|bench|bench-cifar|profile|cifar ..." >&2; exit 2; }
 phases=()
 for phase in "$@"; do
   case "$phase" in
@@ -238,9 +220,9 @@ for phase in "$@"; do
       phases+=(check bench cifar profile)
       RESERVE_S=${RESERVE_S:-80}
       ;;
-    check | bench | profile | cifar) phases+=("$phase") ;;
+    check | bench | bench-cifar | profile | cifar) phases+=("$phase") ;;
     *)
-      echo "device-gpu.sh: unknown phase '$phase' (all, check, bench, profile, cifar)" >&2
+      echo "device-gpu.sh: unknown phase '$phase' (all, check, bench, bench-cifar, profile, cifar)" >&2
       exit 2
       ;;
   esac
@@ -252,7 +234,7 @@ done
 # The last lines of output come back even when files do not: the results again, at the end.
 echo "== summary"
 for f in "$OUT/bench.md" "$OUT/cifar/summary.md"; do [ -f "$f" ] && cat "$f"; done
-grep -h '^CIFAR-10 training on WebGPU' "$OUT/bench.log" 2> /dev/null
+grep -h '^time budget' "$OUT/cifar/train.log" 2> /dev/null
 # The run tool brings back at most 8 files: past that, the small ones go into one archive, and the model and
 # checkpoint stay beside it.
 n=$(find "$OUT" -type f | wc -l)
