@@ -252,7 +252,7 @@ describe('training on Fashion-MNIST (reference kernels)', { skip: !haveData && '
       return { cfg, lrs, fits, result: train(cfg) };
     };
     // Epoch 1 began at t=1, its 4 steps took 4 s and ended at t=9, the fit reads t=10: 5 s besides the steps,
-    // 9 s an epoch. 32 s left: 0.97 * 32 / 9 = 3.4, so 3 more epochs.
+    // 9 s an epoch. 32 s left: 0.95 * 32 / 9 = 3.4, so 3 more epochs.
     const straight = run(42);
     const r = await straight.result;
     assert.deepEqual(straight.fits, [{ epochs: 4, secondsPerEpoch: 9, secondsLeft: 32, step: 4 }]);
