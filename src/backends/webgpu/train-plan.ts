@@ -1141,7 +1141,11 @@ class Emitter {
         const rest = (m: number) => [mean, variance, gamma.at, beta.at, scale, shift, eps, 0, 0, m, C];
         this.channelSums(emit, x.ptr, 0, mean, [0, 0], [N, C, HW], rest(0));
         this.channelSums(emit, x.ptr, 0, mean, [1, 1], [N, C, HW], rest(0));
-        this.fwd(node, K.AFFINE, [x.ptr, y.ptr, scale, shift, C, HW, 0, n], { out: y.ptr, relu: 6 });
+        this.fwd(node, K.AFFINE, [x.ptr, y.ptr, scale, shift, C, HW, 0, n], {
+          out: y.ptr,
+          relu: 6,
+          groups: K.planeGrid(N, C, HW),
+        });
         this.backs.push(() => {
           const f = this.acc(x.name);
           const per = Math.max(1, Math.floor(this.chunkElements / HW));
@@ -1158,7 +1162,12 @@ class Emitter {
             final,
           );
           if (f !== undefined)
-            this.bwd(node, K.BN_DX, [y.grad, x.ptr, mean, variance, scale, m, x.grad, f, C, HW, eps, n]);
+            this.bwd(
+              node,
+              K.BN_DX,
+              [y.grad, x.ptr, mean, variance, scale, m, x.grad, f, C, HW, eps, n],
+              K.planeGrid(N, C, HW),
+            );
         });
         return;
       }
