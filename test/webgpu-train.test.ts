@@ -68,9 +68,16 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
    * gradient and dL/d(input) from the reference tape at the plan's own forward values, then the BN
    * running buffers. Returns the CPU-fallback nodes.
    */
-  async function check(what: string, graph: Graph, input: Shape, seed = 1): Promise<string[]> {
+  async function check(
+    what: string,
+    graph: Graph,
+    input: Shape,
+    seed = 1,
+    inputValues?: (x: Tensor) => void,
+  ): Promise<string[]> {
     const init = randomized(graph, seed);
     const x = randomInput(input, seed + 1);
+    inputValues?.(x);
     const plan = engine.compileTraining(graph, input, { inputGradient: true });
     try {
       const weights = copyWeights(init);
@@ -185,6 +192,11 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
         const g = graphOf(what, 4, [10, 9], f);
         assert.deepEqual(await check(what, g, [2, 4, 10, 9]), []);
       }
+      // Ties at non-zero values, on the input (its gradient is compared): the first maximum in row-major
+      // order takes the gradient, as PyTorch's.
+      const g = graphOf('max ties', 3, [9, 8], (b, x) => b.conv('c', b.maxpool('m', x, 3, 2, 1), 4, 1));
+      const levels = (x: Tensor) => x.data.forEach((v, i) => (x.data[i] = Math.round(v * 2) / 2));
+      assert.deepEqual(await check('max ties', g, [2, 3, 9, 8], 3, levels), []);
     });
 
     it('global average pool, flatten, linear with and without bias', async () => {

@@ -616,42 +616,45 @@ const poolWindow = `
   let x0 = max(px0, 0);
   let x1 = min(px1, i32(p.W));`;
 
-/** Max (mode 0) and average pooling (mode 1: over the padded window, 2: over the real one). */
+/**
+ * Max (mode 0) and average pooling (mode 1: over the padded window, 2: over the real one). Max pooling also
+ * writes where each window's maximum is (its first in row-major order, PyTorch's choice on ties) to idx[i],
+ * as a float (exact: a plane has far fewer than 2^24 elements), for MAXPOOL_BWD.
+ */
 export const POOL = trainKernel(
   'train pool',
-  ['x', 'y', ...poolDims, 'total'],
+  ['x', 'y', 'idx', ...poolDims, 'total'],
   oneD(`
   let ox = i % p.OW;
   let oy = (i / p.OW) % p.OH;
   let plane = i / (p.OW * p.OH);${poolWindow}
   let xb = p.x + plane * p.H * p.W;
-  var m = ld(xb + u32(y0) * p.W + u32(x0));
+  var at = u32(y0) * p.W + u32(x0);
+  var m = ld(xb + at);
   var s = 0.0;
   for (var yy = y0; yy < y1; yy++) {
     for (var xx = x0; xx < x1; xx++) {
-      let v = ld(xb + u32(yy) * p.W + u32(xx));
-      m = max(m, v);
+      let k = u32(yy) * p.W + u32(xx);
+      let v = ld(xb + k);
+      if (v > m) {
+        m = v;
+        at = k;
+      }
       s += v;
     }
   }
   var r = m;
+  if (p.mode == 0u) { st(p.idx + i, f32(at)); }
   if (p.mode == 1u) { r = s / f32(padded); }
   if (p.mode == 2u) { r = s / f32((y1 - y0) * (x1 - x0)); }
   st(p.y + i, r);`),
 );
 
-/**
- * Pool backward as a gather: each input element collects from the windows that hold it; for max pooling
- * only where it is the window's first maximum in row-major order (PyTorch's choice on ties).
- */
-export const POOL_BWD = trainKernel(
-  'train pool backward',
-  ['x', 'gy', 'gx', 'acc', ...poolDims, 'total'],
-  oneD(`
+/** The windows that hold input element (iy, ix): outputs [oy0, oy1) x [ox0, ox1). */
+const poolWindowsOf = `
   let ix = i32(i % p.W);
   let iy = i32((i / p.W) % p.H);
   let plane = i / (p.W * p.H);
-  let xb = p.x + plane * p.H * p.W;
   let gb = p.gy + plane * p.OH * p.OW;
   let ly = iy + i32(p.PH) - i32(p.KH) + 1;
   let lx = ix + i32(p.PW) - i32(p.KW) + 1;
@@ -660,30 +663,41 @@ export const POOL_BWD = trainKernel(
   var ox0 = 0u;
   if (lx > 0) { ox0 = (u32(lx) + p.SW - 1u) / p.SW; }
   let oy1 = min(p.OH, u32(iy + i32(p.PH)) / p.SH + 1u);
-  let ox1 = min(p.OW, u32(ix + i32(p.PW)) / p.SW + 1u);
+  let ox1 = min(p.OW, u32(ix + i32(p.PW)) / p.SW + 1u);`;
+
+/** Average pool backward as a gather: each input element collects from the windows that hold it. */
+export const POOL_BWD = trainKernel(
+  'train pool backward',
+  ['gy', 'gx', 'acc', ...poolDims, 'total'],
+  oneD(`${poolWindowsOf}
   var s = 0.0;
   for (var oy = oy0; oy < oy1; oy++) {
     for (var ox = ox0; ox < ox1; ox++) {${poolWindow}
       let g = ld(gb + oy * p.OW + ox);
-      if (p.mode == 0u) {
-        var at = u32(y0) * p.W + u32(x0);
-        var best = ld(xb + at);
-        for (var yy = y0; yy < y1; yy++) {
-          for (var xx = x0; xx < x1; xx++) {
-            let k = u32(yy) * p.W + u32(xx);
-            let v = ld(xb + k);
-            if (v > best) {
-              best = v;
-              at = k;
-            }
-          }
-        }
-        if (at == u32(iy) * p.W + u32(ix)) { s += g; }
-      } else if (p.mode == 1u) {
+      if (p.mode == 1u) {
         s += g / f32(padded);
       } else {
         s += g / f32((y1 - y0) * (x1 - x0));
       }
+    }
+  }
+  put(p.gx + i, s, p.acc);`),
+);
+
+/**
+ * Max pool backward as a gather: each input element collects gy from the windows whose maximum it is, as the
+ * forward recorded in idx (one load a window, not a rescan of it).
+ */
+export const MAXPOOL_BWD = trainKernel(
+  'train max pool backward',
+  ['idx', 'gy', 'gx', 'acc', ...poolDims, 'total'],
+  oneD(`${poolWindowsOf}
+  let ib = p.idx + plane * p.OH * p.OW;
+  let here = f32(u32(iy) * p.W + u32(ix));
+  var s = 0.0;
+  for (var oy = oy0; oy < oy1; oy++) {
+    for (var ox = ox0; ox < ox1; ox++) {
+      if (ld(ib + oy * p.OW + ox) == here) { s += ld(gb + oy * p.OW + ox); }
     }
   }
   put(p.gx + i, s, p.acc);`),
@@ -810,6 +824,7 @@ export const TRAIN_KERNELS = [
   COPY,
   POOL,
   POOL_BWD,
+  MAXPOOL_BWD,
   GAP,
   GAP_BWD,
   SOFTMAX_CE,

@@ -1237,11 +1237,15 @@ class Emitter {
         const a = node.attrs;
         const mode = node.op === 'maxpool2d' ? 0 : node.attrs.countIncludePad ? 1 : 2;
         const dims = [C, H, W, OH, OW, ...a.kernel, ...a.stride, ...a.padding, mode];
-        this.fwd(node, K.POOL, [x.ptr, y.ptr, ...dims, n]);
+        // Max pooling keeps where each window's maximum was, for its backward (not x: a rescan per window).
+        const idx = mode === 0 ? this.alloc(n) : 0;
+        this.fwd(node, K.POOL, [x.ptr, y.ptr, idx, ...dims, n]);
         this.backs.push(() => {
           const f = this.acc(x.name);
-          if (f !== undefined)
-            this.bwd(node, K.POOL_BWD, [x.ptr, y.grad, x.grad, f, ...dims, shapeSize(x.shape)]);
+          if (f === undefined) return;
+          const at = [y.grad, x.grad, f, ...dims, shapeSize(x.shape)];
+          if (mode === 0) this.bwd(node, K.MAXPOOL_BWD, [idx, ...at]);
+          else this.bwd(node, K.POOL_BWD, at);
         });
         return;
       }
