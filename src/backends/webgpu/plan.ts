@@ -9,6 +9,7 @@ import {
   ADD,
   AFFINE,
   CONV,
+  convGrid,
   DEPTHWISE,
   GAP,
   LINEAR,
@@ -393,6 +394,8 @@ export class WebGpuPlan {
       }
       case 'conv': {
         const a = op.a;
+        const grid = convGrid(N, OH, OW, a.groups, y.C / a.groups);
+        this.checkGrid(CONV, op.node, grid);
         return step(
           CONV,
           [
@@ -413,6 +416,7 @@ export class WebGpuPlan {
             total,
           ],
           concat(op.w, op.bias),
+          grid,
         );
       }
       case 'maxpool':

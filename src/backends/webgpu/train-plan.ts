@@ -1100,10 +1100,14 @@ class Emitter {
           return;
         }
         const dims = [C, H, W, O, OH, OW, ...a.kernel, ...a.stride, ...a.padding, ...a.dilation, cin, cout];
-        this.fwd(node, K.CONV_FWD, [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims, n], {
-          out: y.ptr,
-          relu: 7,
-        });
+        // Several output channels per group (the stem): blocked; depthwise: one output per invocation.
+        const blocked = cout > 1;
+        this.fwd(
+          node,
+          blocked ? K.CONV_FWD_BLOCK : K.CONV_FWD,
+          [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims, n],
+          { out: y.ptr, relu: 7, ...(blocked ? { groups: K.convGrid(N, OH, OW, a.groups, cout) } : {}) },
+        );
         this.backs.push(() => {
           const f = this.acc(x.name);
           if (f !== undefined)
