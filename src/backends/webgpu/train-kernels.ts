@@ -348,11 +348,22 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
 }`,
 );
 
+/** Loops over the taps of a kernel up to 3x3 with constant bounds, so that accumulators indexed by tap stay
+ * in registers (a runtime index would put them in memory); \`body\` sees ky, kx, iy, ix (in the input). */
+const taps3x3 = (body: string) => `
+    for (var ky = 0u; ky < 3u; ky++) {
+      let iy = i32(oy * p.SH + ky * p.DH) - i32(p.PH);
+      if (ky >= p.KH || iy < 0 || iy >= i32(p.H)) { continue; }
+      for (var kx = 0u; kx < 3u; kx++) {
+        let ix = i32(ox * p.SW + kx * p.DW) - i32(p.PW);
+        if (kx >= p.KW || ix < 0 || ix >= i32(p.W)) { continue; }${body}
+      }
+    }`;
+
 /**
- * dL/dw of a conv with at most 9 taps per (output, input channel) pair (the stem, depthwise 3x3, any
- * grouped 3x3), partial sums: workgroup (chunk s, item = o * cin + ci) sums gy * x over the output positions
- * (n, oy, ox) of chunk s, all taps at once, into part[(s * items + item) * KH*KW + tap]; REDUCE adds them.
- * Items run on (y, z): y * z may exceed `items`.
+ * dL/dw of a conv up to 3x3 with one output channel per group (depthwise), partial sums: workgroup (chunk s,
+ * item = o * cin + ci) sums gy * x over the output positions (n, oy, ox) of chunk s, all taps at once, into
+ * part[(s * items + item) * KH*KW + tap]; REDUCE adds them. Items run on (y, z): y * z may exceed \`items\`.
  */
 export const TAPS_BWD_WEIGHT = trainKernel(
   'train conv backward weight',
@@ -369,27 +380,78 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
   let plane = p.OH * p.OW;
   let qa = s * p.chunk;
   let qb = min(qa + p.chunk, p.N * plane);
-  let taps = p.KH * p.KW;
   var acc: array<f32, 9>;
   for (var q = qa + li; q < qb; q += ${WORKGROUP}u) {
     let n = q / plane;
     let oy = (q % plane) / p.OW;
     let ox = q % p.OW;
     let gv = ld(p.gy + (n * p.O + o) * plane + q % plane);
+    let xb = p.x + (n * p.C + row) * p.H * p.W;${taps3x3(`
+        acc[ky * 3u + kx] += gv * ld(xb + u32(iy) * p.W + u32(ix));`)}
+  }
+  for (var t = 0u; t < 9u; t++) {
+    let sum = reduce0(acc[t], li);
+    let ky = t / 3u;
+    let kx = t % 3u;
+    if (li == 0u && ky < p.KH && kx < p.KW) {
+      st(p.part + (s * p.items + item) * p.KH * p.KW + ky * p.KW + kx, sum);
+    }
+  }
+}`,
+);
+
+/**
+ * TAPS_BWD_WEIGHT for convs with several output channels per group (the stem): workgroup (chunk s, item =
+ * (block of CONV_BLOCK output channels of a group) * cin + ci) loads each position's input taps once for
+ * all the block's channels; the same partial sums, in the same layout (items = O * cin).
+ */
+export const TAPS_BWD_WEIGHT_BLOCK = trainKernel(
+  'train conv backward weight (blocked)',
+  ['x', 'gy', 'map', 'hasMap', 'part', 'N', ...convDims, 'items', 'chunk', 'blocked'],
+  `${reducer(0)}
+const CB = ${CONV_BLOCK}u;
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let s = wg.x;
+  let bi = wg.z * nw.y + wg.y;
+  if (bi >= p.blocked) { return; }
+  let ci = bi % p.cin;
+  let ob = bi / p.cin;
+  let blocks = (p.cout + CB - 1u) / CB;
+  let g = ob / blocks;
+  let o0 = g * p.cout + (ob % blocks) * CB;
+  let nb = min(CB, (g + 1u) * p.cout - o0);
+  let c = g * p.cin + ci;${row}
+  let plane = p.OH * p.OW;
+  let qa = s * p.chunk;
+  let qb = min(qa + p.chunk, p.N * plane);
+  var acc: array<f32, ${CONV_BLOCK * 9}>;
+  for (var q = qa + li; q < qb; q += ${WORKGROUP}u) {
+    let n = q / plane;
+    let oy = (q % plane) / p.OW;
+    let ox = q % p.OW;
     let xb = p.x + (n * p.C + row) * p.H * p.W;
-    for (var ky = 0u; ky < p.KH; ky++) {
-      let iy = i32(oy * p.SH + ky * p.DH) - i32(p.PH);
-      if (iy < 0 || iy >= i32(p.H)) { continue; }
-      for (var kx = 0u; kx < p.KW; kx++) {
-        let ix = i32(ox * p.SW + kx * p.DW) - i32(p.PW);
-        if (ix < 0 || ix >= i32(p.W)) { continue; }
-        acc[ky * p.KW + kx] += gv * ld(xb + u32(iy) * p.W + u32(ix));
+    var xt: array<f32, 9>;${taps3x3(`
+        xt[ky * 3u + kx] = ld(xb + u32(iy) * p.W + u32(ix));`)}
+    let gb = p.gy + (n * p.O + o0) * plane + q % plane;
+    for (var b = 0u; b < CB; b++) {
+      if (b < nb) {
+        let gv = ld(gb + b * plane);
+        for (var t = 0u; t < 9u; t++) { acc[b * 9u + t] += gv * xt[t]; }
       }
     }
   }
-  for (var t = 0u; t < taps; t++) {
-    let sum = reduce0(acc[t], li);
-    if (li == 0u) { st(p.part + (s * p.items + item) * taps + t, sum); }
+  for (var b = 0u; b < CB; b++) {
+    if (b >= nb) { break; }
+    for (var t = 0u; t < 9u; t++) {
+      let sum = reduce0(acc[b * 9u + t], li);
+      let ky = t / 3u;
+      let kx = t % 3u;
+      if (li == 0u && ky < p.KH && kx < p.KW) {
+        st(p.part + (s * p.items + (o0 + b) * p.cin + ci) * p.KH * p.KW + ky * p.KW + kx, sum);
+      }
+    }
   }
 }`,
 );
@@ -873,6 +935,7 @@ export const TRAIN_KERNELS = [
   PW_BWD_INPUT,
   PW_BWD_WEIGHT,
   TAPS_BWD_WEIGHT,
+  TAPS_BWD_WEIGHT_BLOCK,
   REDUCE,
   CONV_BWD_INPUT,
   CONV_BWD_WEIGHT,

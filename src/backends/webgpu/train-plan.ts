@@ -1112,15 +1112,18 @@ class Emitter {
           const f = this.acc(x.name);
           if (f !== undefined)
             this.bwd(node, K.CONV_BWD_INPUT, [y.grad, w.at, ...map, x.grad, f, ...dims, shapeSize(x.shape)]);
-          const taps = a.kernel[0] * a.kernel[1];
-          if (taps <= 9) {
-            // Up to 3x3 (the stem, depthwise): all taps of one (output, input channel) pair at once.
+          if (a.kernel[0] <= 3 && a.kernel[1] <= 3) {
+            // Up to 3x3 (the stem, depthwise): all taps of one (output, input channel) pair at once; with
+            // several output channels per group (the stem), blocks of them share each position's taps.
             const items = O * cin;
-            const { S, chunk } = this.split(N * OH * OW, items, 1);
+            const blocked = cout > 1 ? a.groups * Math.ceil(cout / K.CONV_BLOCK) * cin : 0;
+            const { S, chunk } = this.split(N * OH * OW, blocked || items, 1);
             const part = this.scratch(0, S * wn);
-            const y1 = Math.min(items, 65535);
-            const grid: GpuStep['groups'] = [S, y1, Math.ceil(items / y1)];
-            this.bwd(node, K.TAPS_BWD_WEIGHT, [x.ptr, y.grad, ...map, part, N, ...dims, items, chunk], grid);
+            const y1 = Math.min(blocked || items, 65535);
+            const grid: GpuStep['groups'] = [S, y1, Math.ceil((blocked || items) / y1)];
+            const args = [x.ptr, y.grad, ...map, part, N, ...dims, items, chunk];
+            if (blocked) this.bwd(node, K.TAPS_BWD_WEIGHT_BLOCK, [...args, blocked], grid);
+            else this.bwd(node, K.TAPS_BWD_WEIGHT, args, grid);
             this.bwd(node, K.REDUCE, [part, S, wn, w.grad, 1, wn]);
           } else this.bwd(node, K.CONV_BWD_WEIGHT, [x.ptr, y.grad, w.grad, ...map, N, ...dims, wn]);
           if (b.present) this.biasGradient(node, y.grad, b.grad, [N, O, OH * OW]);
