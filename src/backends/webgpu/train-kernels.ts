@@ -538,8 +538,10 @@ export const CONV_BWD_WEIGHT = trainKernel(
 
 /**
  * Per-channel partial sums over chunks of the batch (p.per images each): workgroup (chunk s, channel c)
- * writes part[(c * S + s) * 2 + j]. Mode 0: j=0 sums a (a mean, a bias gradient); mode 1: j=0 sums
- * (a - mean[c])^2 (the variance); mode 2 (BN backward, a = gy, b = x): j=0 sums a, j=1 sums a * (b - mean[c]).
+ * writes part[(c * S + s) * 2 + j]. Mode 0: j=0 sums a (a bias gradient); mode 1 (BN statistics, in one
+ * read of a from memory): j=0 sums a, j=1 sums (a - m)^2 about the chunk's own mean m, over the chunk again
+ * (in cache), for CHANNEL_FINAL to merge; mode 2 (BN backward, a = gy, b = x): j=0 sums a, j=1 sums
+ * a * (b - mean[c]).
  */
 export const CHANNEL_PARTIAL = trainKernel(
   'train channel partial sums',
@@ -552,22 +554,23 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   let n0 = s * p.per;
   let count = (min(n0 + p.per, p.N) - n0) * p.HW;
   var mean = 0.0;
-  if (p.mode != 0u) { mean = ld(p.mean + c); }
+  if (p.mode == 2u) { mean = ld(p.mean + c); }
   var s0 = 0.0;
   var s1 = 0.0;
   for (var e = li; e < count; e += ${WORKGROUP}u) {
     let at = ((n0 + e / p.HW) * p.C + c) * p.HW + e % p.HW;
     let a = ld(p.a + at);
-    if (p.mode == 0u) {
-      s0 += a;
-    } else if (p.mode == 1u) {
-      s0 += (a - mean) * (a - mean);
-    } else {
-      s0 += a;
-      s1 += a * (ld(p.b + at) - mean);
-    }
+    s0 += a;
+    if (p.mode == 2u) { s1 += a * (ld(p.b + at) - mean); }
   }
   let t0 = reduce0(s0, li);
+  if (p.mode == 1u) {
+    let m = t0 / f32(count);
+    for (var e = li; e < count; e += ${WORKGROUP}u) {
+      let d = ld(p.a + ((n0 + e / p.HW) * p.C + c) * p.HW + e % p.HW) - m;
+      s1 += d * d;
+    }
+  }
   let t1 = reduce1(s1, li);
   if (li == 0u) {
     st(p.part + (c * p.S + s) * 2u, t0);
@@ -577,15 +580,17 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
 );
 
 /**
- * Per channel (one invocation each, C = p.total), from CHANNEL_PARTIAL's sums over `count` elements.
- * Mode 0: mean[c]. Mode 1: variance[c] (biased) and the affine that normalises, scale = gamma / sqrt(var +
- * eps), shift = beta - mean * scale. Mode 2 (BN backward): dgamma += sum(gy * xhat), dbeta += sum(gy), and
- * for BN_DX m[c] = mean(gy), m[C + c] = mean(gy * xhat). Mode 3: a bias gradient, gBeta[c] += sum(gy).
+ * Per channel (one invocation each, C = p.total), from CHANNEL_PARTIAL's sums over `count` elements in
+ * chunks of `chunk` (the last one shorter). Mode 1: mean[c] and variance[c] (biased; the chunks' sums of
+ * squares about their own means merged, as Chan et al.: sum_s M2_s + n_s (mean_s - mean)^2), and the affine
+ * that normalises, scale = gamma / sqrt(var + eps), shift = beta - mean * scale. Mode 2 (BN backward):
+ * dgamma += sum(gy * xhat), dbeta += sum(gy), and for BN_DX m[c] = mean(gy), m[C + c] = mean(gy * xhat).
+ * Mode 3: a bias gradient, gBeta[c] += sum(gy).
  */
 export const CHANNEL_FINAL = trainKernel(
   'train channel totals',
   [
-    ...['part', 'S', 'mode', 'count', 'mean', 'variance', 'gamma', 'beta', 'scale', 'shift', 'eps'],
+    ...['part', 'S', 'mode', 'count', 'chunk', 'mean', 'variance', 'gamma', 'beta', 'scale', 'shift', 'eps'],
     ...['gGamma', 'gBeta', 'm', 'total'],
   ],
   oneD(`
@@ -597,14 +602,20 @@ export const CHANNEL_FINAL = trainKernel(
     s1 += ld(p.part + (c * p.S + t) * 2u + 1u);
   }
   let count = f32(p.count);
-  if (p.mode == 0u) {
-    st(p.mean + c, s0 / count);
-  } else if (p.mode == 1u) {
-    let variance = s0 / count;
+  if (p.mode == 1u) {
+    let mean = s0 / count;
+    var m2 = 0.0;
+    for (var t = 0u; t < p.S; t++) {
+      let n = f32(min(p.chunk, p.count - t * p.chunk));
+      let d = ld(p.part + (c * p.S + t) * 2u) / n - mean;
+      m2 += ld(p.part + (c * p.S + t) * 2u + 1u) + n * d * d;
+    }
+    let variance = m2 / count;
     let scale = weights[p.gamma + c] / sqrt(variance + bitcast<f32>(p.eps));
+    st(p.mean + c, mean);
     st(p.variance + c, variance);
     st(p.scale + c, scale);
-    st(p.shift + c, weights[p.beta + c] - ld(p.mean + c) * scale);
+    st(p.shift + c, weights[p.beta + c] - mean * scale);
   } else if (p.mode == 2u) {
     let sgx = s1 / sqrt(ld(p.variance + c) + bitcast<f32>(p.eps));
     st(p.gGamma + c, ld(p.gGamma + c) + sgx);

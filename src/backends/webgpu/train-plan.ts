@@ -1037,8 +1037,8 @@ class Emitter {
   }
 
   /**
-   * Per-channel sums over an [N, C, HW] value in two steps: CHANNEL_PARTIAL over chunks of images, then
-   * CHANNEL_FINAL in mode `[partial, final]` (its `final` arguments after part, S, mode and count).
+   * Per-channel sums over an [N, C, HW] value in two dispatches: CHANNEL_PARTIAL over chunks of images, then
+   * CHANNEL_FINAL in mode `[partial, final]` (its `final` arguments after part, S, mode, count and chunk).
    */
   private channelSums(
     emit: (kernel: TrainKernel, args: number[], groups?: GpuStep['groups']) => void,
@@ -1053,7 +1053,7 @@ class Emitter {
     const S = Math.ceil(N! / per);
     const part = this.scratch(0, 2 * C! * S);
     emit(K.CHANNEL_PARTIAL, [a, b, mean, mode, N!, C!, HW!, per, S, part], [S, C!, 1]);
-    emit(K.CHANNEL_FINAL, [part, S, finalMode, N! * HW!, ...final]);
+    emit(K.CHANNEL_FINAL, [part, S, finalMode, N! * HW!, per * HW!, ...final]);
   }
 
   hasGrad(name: string): boolean {
@@ -1144,10 +1144,9 @@ class Emitter {
         const eps = f32bits(a.eps);
         const emit = (k: TrainKernel, args: number[], groups?: GpuStep['groups']) =>
           this.fwd(node, k, args, { groups });
-        // Two passes, as the reference: the mean, then the mean square about it.
-        const rest = (m: number) => [mean, variance, gamma.at, beta.at, scale, shift, eps, 0, 0, m, C];
-        this.channelSums(emit, x.ptr, 0, mean, [0, 0], [N, C, HW], rest(0));
-        this.channelSums(emit, x.ptr, 0, mean, [1, 1], [N, C, HW], rest(0));
+        // One read of x: each chunk's sum and its sum of squares about its own mean, merged per channel.
+        const rest = [mean, variance, gamma.at, beta.at, scale, shift, eps, 0, 0, 0, C];
+        this.channelSums(emit, x.ptr, 0, 0, [1, 1], [N, C, HW], rest);
         this.fwd(node, K.AFFINE, [x.ptr, y.ptr, scale, shift, C, HW, 0, n], {
           out: y.ptr,
           relu: 6,
