@@ -230,29 +230,23 @@ export const DEPTHWISE = kernel(
   st(p.y + ((n * p.yC + p.yOff + row) * p.OH + oy) * p.OW + ox, s);`),
 );
 
-/** Output channels per invocation of CONV (convGrid). */
+/** Output channels per invocation of a blocked conv (convGrid). */
 export const CONV_BLOCK = 8;
 
-/** CONV's grid: (pixel tiles of an output plane, channel blocks of every group, image). */
+/** A blocked conv's grid: (pixel tiles of an output plane, channel blocks of every group, image). */
 export const convGrid = (N: number, OH: number, OW: number, groups: number, cout: number) =>
   [Math.ceil((OH * OW) / WORKGROUP), groups * Math.ceil(cout / CONV_BLOCK), N] as [number, number, number];
 
 /**
- * Any conv that is not 1x1 or depthwise (the stem, AlexNet's, grouped 3x3), with the bias and an optional
- * ReLU: an invocation computes one output pixel of CONV_BLOCK output channels of a group, so each input tap
- * is loaded once for all of them (one output channel per invocation loaded the stem's taps 24 times: 6 ms
- * of a 15 ms batch-256 run on the H200); a workgroup shares its channel block, so the weight loads are the
- * same address across it. Each sum starts at the bias and adds the taps in (ci, ky, kx) order. Weights
- * slice: w OIHW, bias [O] at bOff.
+ * A conv whose invocations compute one output pixel of CONV_BLOCK output channels of a group (grid:
+ * convGrid), so each input tap is loaded once for all of them; a workgroup shares its channel block, so the
+ * weight loads are one address across it. Each sum starts at the bias and adds the taps in (ci, ky, kx)
+ * order, with the ReLU if p.relu. `xPlane`: the arena index of input channel #c's plane of image n; `w0`:
+ * the weights' index of output channel o0's first tap of input channel ci; `bias`: output channel #o's first
+ * value; `yAt`: where output channel #o's pixel (oy, ox) goes. Inference (CONV) and training
+ * (CONV_FWD_BLOCK) share it.
  */
-export const CONV = kernel(
-  'conv',
-  [
-    ...io,
-    ...['C', 'H', 'W', 'OH', 'OW', 'KH', 'KW', 'SH', 'SW', 'PH', 'PW', 'DH', 'DW'],
-    ...['cin', 'cout', 'relu', 'bOff', 'total'],
-  ],
-  `
+export const blockedConv = (xPlane: string, w0: string, bias: string, yAt: string) => `
 const CB = ${CONV_BLOCK}u;
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
@@ -260,8 +254,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   if (q >= p.OH * p.OW) { return; }
   let blocks = (p.cout + CB - 1u) / CB;
   let g = wg.y / blocks;
-  let c0 = g * p.cout + (wg.y % blocks) * CB;
-  let nb = min(CB, (g + 1u) * p.cout - c0);
+  let o0 = g * p.cout + (wg.y % blocks) * CB;
+  let nb = min(CB, (g + 1u) * p.cout - o0);
   let n = wg.z;
   let oy = q / p.OW;
   let ox = q % p.OW;
@@ -271,11 +265,11 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   let next = p.cin * taps; // from one output channel's weights to the next one's
   var s: array<f32, ${CONV_BLOCK}>;
   for (var b = 0u; b < CB; b++) {
-    if (b < nb) { s[b] = weights[p.bOff + c0 + b]; }
+    if (b < nb) { s[b] = ${bias.replaceAll('#o', '(o0 + b)')}; }
   }
   for (var ci = 0u; ci < p.cin; ci++) {
-    let xb = p.x + (n * p.xC + p.xOff + g * p.cin + ci) * p.H * p.W;
-    let wb = (c0 * p.cin + ci) * taps;
+    let xb = ${xPlane.replaceAll('#c', '(g * p.cin + ci)')};
+    let wb = ${w0};
     for (var ky = 0u; ky < p.KH; ky++) {
       let iy = iy0 + i32(ky * p.DH);
       if (iy < 0 || iy >= i32(p.H)) { continue; }
@@ -293,9 +287,28 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   for (var b = 0u; b < nb; b++) {
     var v = s[b];
     if (p.relu != 0u) { v = max(v, 0.0); }
-    st(p.y + ((n * p.yC + p.yOff + c0 + b) * p.OH + oy) * p.OW + ox, v);
+    st(${yAt.replaceAll('#o', '(o0 + b)')}, v);
   }
-}`,
+}`;
+
+/**
+ * Any conv that is not 1x1 or depthwise (the stem, AlexNet's, grouped 3x3), with the bias and an optional
+ * ReLU, blocked (blockedConv; one output channel per invocation loaded the stem's taps 24 times: 6.2 ms of a
+ * 15 ms batch-256 run on the H200). Weights slice: w OIHW, bias [O] at bOff.
+ */
+export const CONV = kernel(
+  'conv',
+  [
+    ...io,
+    ...['C', 'H', 'W', 'OH', 'OW', 'KH', 'KW', 'SH', 'SW', 'PH', 'PW', 'DH', 'DW'],
+    ...['cin', 'cout', 'relu', 'bOff', 'total'],
+  ],
+  blockedConv(
+    'p.x + (n * p.xC + p.xOff + #c) * p.H * p.W',
+    '(o0 * p.cin + ci) * taps',
+    'weights[p.bOff + #o]',
+    'p.y + ((n * p.yC + p.yOff + #o) * p.OH + oy) * p.OW + ox',
+  ),
 );
 
 /**

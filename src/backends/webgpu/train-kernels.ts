@@ -17,7 +17,7 @@
  * rounding near that of a pairwise sum. The chunking depends on the shapes only, so results are
  * deterministic.
  */
-import { gemm, oneD, WORKGROUP, type Kernel } from './kernels.js';
+import { blockedConv, CONV_BLOCK, gemm, oneD, WORKGROUP, type Kernel } from './kernels.js';
 
 /** Segment k's floats start at global index k << SEGMENT_SHIFT: 2 GiB per segment, 8 segments in a u32. */
 export const SEGMENT_SHIFT = 29;
@@ -163,66 +163,25 @@ export const CONV_FWD = trainKernel(
   st(p.y + i, s);`),
 );
 
-/** Output channels per invocation of CONV_FWD_BLOCK (convGrid's layout, as inference's CONV). */
-export const CONV_BLOCK = 8;
-
 /**
- * CONV_FWD for convs with several output channels per group (the stem; not depthwise): an invocation
- * computes one output pixel of CONV_BLOCK output channels of a group, loading each input tap once for all of
- * them, as inference's CONV does. Grid: (pixel tiles of a plane, channel blocks of every group, image).
+ * CONV_FWD for convs with several output channels per group (the stem; not depthwise): blockedConv, as
+ * inference's CONV, reading its input through a channel map.
  */
 export const CONV_FWD_BLOCK = trainKernel(
   'train conv (blocked)',
   ['x', 'w', 'b', 'hasBias', 'map', 'hasMap', 'y', 'relu', ...convDims, 'total'],
   `
-const CB = ${CONV_BLOCK}u;
-@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let q = wg.x * ${WORKGROUP}u + li;
-  if (q >= p.OH * p.OW) { return; }
-  let blocks = (p.cout + CB - 1u) / CB;
-  let g = wg.y / blocks;
-  let o0 = g * p.cout + (wg.y % blocks) * CB;
-  let nb = min(CB, (g + 1u) * p.cout - o0);
-  let n = wg.z;
-  let oy = q / p.OW;
-  let ox = q % p.OW;
-  let iy0 = i32(oy * p.SH) - i32(p.PH);
-  let ix0 = i32(ox * p.SW) - i32(p.PW);
-  let taps = p.KH * p.KW;
-  let next = p.cin * taps;
-  var s: array<f32, ${CONV_BLOCK}>;
-  for (var b = 0u; b < CB; b++) {
-    if (b < nb && p.hasBias != 0u) { s[b] = weights[p.b + o0 + b]; }
-  }
-  for (var ci = 0u; ci < p.cin; ci++) {
-    let c = g * p.cin + ci;${row}
-    let xb = p.x + (n * p.C + row) * p.H * p.W;
-    let wb = p.w + (o0 * p.cin + ci) * taps;
-    for (var ky = 0u; ky < p.KH; ky++) {
-      let iy = iy0 + i32(ky * p.DH);
-      if (iy < 0 || iy >= i32(p.H)) { continue; }
-      for (var kx = 0u; kx < p.KW; kx++) {
-        let ix = ix0 + i32(kx * p.DW);
-        if (ix < 0 || ix >= i32(p.W)) { continue; }
-        let xv = ld(xb + u32(iy) * p.W + u32(ix));
-        let wt = wb + ky * p.KW + kx;
-        for (var b = 0u; b < CB; b++) {
-          if (b < nb) { s[b] += weights[wt + b * next] * xv; }
-        }
-      }
-    }
-  }
-  for (var b = 0u; b < nb; b++) {
-    var v = s[b];
-    if (p.relu != 0u) { v = max(v, 0.0); }
-    st(p.y + ((n * p.O + o0 + b) * p.OH + oy) * p.OW + ox, v);
-  }
-}`,
+fn inRow(c: u32) -> u32 {
+  if (p.hasMap != 0u) { return u32(weights[p.map + c]); }
+  return c;
+}
+${blockedConv(
+  'p.x + (n * p.C + inRow(#c)) * p.H * p.W',
+  'p.w + (o0 * p.cin + ci) * taps',
+  'select(0.0, weights[p.b + #o], p.hasBias != 0u)',
+  'p.y + ((n * p.O + #o) * p.OH + oy) * p.OW + ox',
+)}`,
 );
-
-export const convGrid = (N: number, OH: number, OW: number, groups: number, cout: number) =>
-  [Math.ceil((OH * OW) / WORKGROUP), groups * Math.ceil(cout / CONV_BLOCK), N] as [number, number, number];
 
 /**
  * Grouped 1x1 conv forward (stride 1, no padding) as a tiled GEMM per group, reading its input through a
@@ -432,7 +391,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
     let oy = (q % plane) / p.OW;
     let ox = q % p.OW;
     let xb = p.x + (n * p.C + row) * p.H * p.W;
-    var xt: array<f32, 9>;${taps3x3(`
+    var xt = array<f32, 9>(); // explicitly each position: SwiftShader's Vulkan kept the last one's padded taps${taps3x3(`
         xt[ky * 3u + kx] = ld(xb + u32(iy) * p.W + u32(ix));`)}
     let gb = p.gy + (n * p.O + o0) * plane + q % plane;
     for (var b = 0u; b < CB; b++) {

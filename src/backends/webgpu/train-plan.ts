@@ -5,7 +5,7 @@ import { firstFit } from '../../runtime/first-fit.js';
 import { GradientBook, rootLifetimes, trainingViews } from '../../runtime/train-views.js';
 import type { Optimizer } from '../../train/optim.js';
 import type { TrainBackend } from '../../train/trainer.js';
-import { GEMM, WORKGROUP } from './kernels.js';
+import { CONV_BLOCK, convGrid, GEMM, WORKGROUP } from './kernels.js';
 import type { GpuContext } from './plan.js';
 import { timeDispatches, type DispatchTime } from './profile.js';
 import * as K from './train-kernels.js';
@@ -1106,7 +1106,7 @@ class Emitter {
           node,
           blocked ? K.CONV_FWD_BLOCK : K.CONV_FWD,
           [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims, n],
-          { out: y.ptr, relu: 7, ...(blocked ? { groups: K.convGrid(N, OH, OW, a.groups, cout) } : {}) },
+          { out: y.ptr, relu: 7, ...(blocked ? { groups: convGrid(N, OH, OW, a.groups, cout) } : {}) },
         );
         this.backs.push(() => {
           const f = this.acc(x.name);
@@ -1116,7 +1116,7 @@ class Emitter {
             // Up to 3x3 (the stem, depthwise): all taps of one (output, input channel) pair at once; with
             // several output channels per group (the stem), blocks of them share each position's taps.
             const items = O * cin;
-            const blocked = cout > 1 ? a.groups * Math.ceil(cout / K.CONV_BLOCK) * cin : 0;
+            const blocked = cout > 1 ? a.groups * Math.ceil(cout / CONV_BLOCK) * cin : 0;
             const { S, chunk } = this.split(N * OH * OW, blocked || items, 1);
             const part = this.scratch(0, S * wn);
             const y1 = Math.min(blocked || items, 65535);
