@@ -4,7 +4,8 @@ import { lower, type LOp, type Program, type Ref } from '../../runtime/lower.js'
 import { arenaLayout, type PlanOptions } from '../../runtime/plan.js';
 import { fromHalf, roundToHalf, toHalf } from '../../tensor/half.js';
 import { formatShape, shapeSize, Tensor, type Shape } from '../../tensor/tensor.js';
-import { timeDispatches, type DispatchTime } from './profile.js';
+import { timeDispatches, type DispatchTime, type NamedDispatch } from './profile.js';
+import { dispatch } from './encode.js';
 import {
   ADD,
   AFFINE,
@@ -56,13 +57,7 @@ interface GpuStep {
 }
 
 /** A step ready to record. */
-interface Dispatch {
-  node: string;
-  kernel: string;
-  pipeline: GPUComputePipeline;
-  bindGroup: GPUBindGroup;
-  grid: [number, number, number];
-}
+type Dispatch = NamedDispatch;
 
 /** An op without a WGSL kernel: read its inputs back, run its reference kernel, write its output back. */
 interface CpuStep {
@@ -562,9 +557,7 @@ export class WebGpuPlan {
     let pass = encoder.beginComputePass();
     for (const s of this.schedule) {
       if ('grid' in s) {
-        pass.setPipeline(s.pipeline);
-        pass.setBindGroup(0, s.bindGroup);
-        pass.dispatchWorkgroups(...s.grid);
+        dispatch(pass, s);
         continue;
       }
       pass.end();
@@ -583,9 +576,7 @@ export class WebGpuPlan {
     const encoder = this.gpu.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     for (const s of this.schedule as Dispatch[]) {
-      pass.setPipeline(s.pipeline);
-      pass.setBindGroup(0, s.bindGroup);
-      pass.dispatchWorkgroups(...s.grid);
+      dispatch(pass, s);
     }
     pass.end();
     const from = this.byteAt(this.program.output.buf);

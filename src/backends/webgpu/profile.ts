@@ -4,13 +4,12 @@
  * of the large kernels, not the total.
  */
 
+import { dispatch, type Recorded } from './encode.js';
+
 /** One recorded dispatch, with what it runs for the report. */
-export interface NamedDispatch {
+export interface NamedDispatch extends Recorded {
   node: string;
   kernel: string;
-  pipeline: GPUComputePipeline;
-  bindGroup: GPUBindGroup;
-  grid: [number, number, number];
 }
 
 export interface DispatchTime {
@@ -29,9 +28,7 @@ export async function timeDispatches(
     const t0 = performance.now();
     const encoder = device.createCommandEncoder();
     const pass = encoder.beginComputePass();
-    pass.setPipeline(d.pipeline);
-    pass.setBindGroup(0, d.bindGroup);
-    pass.dispatchWorkgroups(...d.grid);
+    dispatch(pass, d);
     pass.end();
     device.queue.submit([encoder.finish()]);
     await device.queue.onSubmittedWorkDone();

@@ -10,6 +10,7 @@ import type { GpuContext } from './plan.js';
 import { timeDispatches, type DispatchTime } from './profile.js';
 import * as K from './train-kernels.js';
 import { MAX_SEGMENTS, SEGMENT_FLOATS_MAX, type TrainKernel } from './train-kernels.js';
+import { dispatch, type Recorded } from './encode.js';
 
 /** GPUBufferUsage bits as numbers: Node's `webgpu` defines no globals. */
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 } as const;
@@ -35,11 +36,7 @@ interface CpuStep {
 
 type Step = GpuStep | CpuStep;
 
-interface Ready {
-  pipeline: GPUComputePipeline;
-  bindGroup: GPUBindGroup;
-  grid: [number, number, number];
-}
+type Ready = Recorded;
 
 interface Value {
   name: string;
@@ -834,9 +831,7 @@ export class WebGpuTrainPlan {
       let pass = encoder.beginComputePass();
       for (const s of steps) {
         if ('pipeline' in s) {
-          pass.setPipeline(s.pipeline);
-          pass.setBindGroup(0, s.bindGroup);
-          pass.dispatchWorkgroups(...s.grid);
+          dispatch(pass, s);
           continue;
         }
         pass.end();
@@ -847,10 +842,7 @@ export class WebGpuTrainPlan {
         pass = encoder.beginComputePass();
       }
       pass.end();
-      for (const [at, n] of reads) {
-        if (n) encoder.copyBufferToBuffer(...this.locate(at), readback, floats * 4, n * 4);
-        floats += n;
-      }
+      floats = this.copyReads(encoder, reads, readback);
       device.queue.submit([encoder.finish()]);
     } finally {
       error = await device.popErrorScope();
@@ -860,6 +852,16 @@ export class WebGpuTrainPlan {
     const out = new Float32Array(readback.getMappedRange(), 0, floats).slice();
     readback.unmap();
     return out;
+  }
+
+  /** Copies the arena's [at, at + n) floats of each read, one after the other, into `dst`; returns the floats. */
+  private copyReads(e: GPUCommandEncoder, reads: readonly [number, number][], dst: GPUBuffer): number {
+    let floats = 0;
+    for (const [at, n] of reads) {
+      if (n) e.copyBufferToBuffer(...this.locate(at), dst, floats * 4, n * 4);
+      floats += n;
+    }
+    return floats;
   }
 
   /**
@@ -886,16 +888,10 @@ export class WebGpuTrainPlan {
       e.clearBuffer(...this.locate(this.gradBlock.at), alignUp(this.paramFloats, 4) * 4);
       const pass = e.beginComputePass();
       for (const s of [...this.stepReady, this.optimizerReady[kind]!] as Ready[]) {
-        pass.setPipeline(s.pipeline);
-        pass.setBindGroup(0, s.bindGroup);
-        pass.dispatchWorkgroups(...s.grid);
+        dispatch(pass, s);
       }
       pass.end();
-      let at = 0;
-      for (const [from, n] of reads) {
-        if (n) e.copyBufferToBuffer(...this.locate(from), this.forwardRead, at * 4, n * 4);
-        at += n;
-      }
+      this.copyReads(e, reads, this.forwardRead);
       return { kind, commands: e.finish() };
     };
     device.pushErrorScope('validation');
