@@ -66,7 +66,7 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
   /**
    * One training step of `graph` on WebGPU against the reference: the output, then every parameter
    * gradient and dL/d(input) from the reference tape at the plan's own forward values, then the BN
-   * running buffers. Returns the CPU-fallback nodes.
+   * running buffers. Returns the CPU-fallback nodes; `inspect` sees the plan before it is disposed.
    */
   async function check(
     what: string,
@@ -74,6 +74,7 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
     input: Shape,
     seed = 1,
     inputValues?: (x: Tensor) => void,
+    inspect?: (plan: WebGpuTrainPlan) => void,
   ): Promise<string[]> {
     const init = randomized(graph, seed);
     const x = randomInput(input, seed + 1);
@@ -102,6 +103,7 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
         if (/running_/.test(k))
           assert.ok(maxError(weights.get(k)!.data, t.data, 1e-4) < 1e-4, `${what}: ${k}`);
       }
+      inspect?.(plan);
       return plan.cpuNodes;
     } finally {
       plan.dispose();
@@ -161,6 +163,30 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
         return b.relu('r2', b.bn('bn2', b.conv('c', y, 7, 1)));
       });
       assert.deepEqual(await check('bn', g, [3, 5, 6, 7]), []);
+    });
+
+    it("folds: a BN read by an add alone adds the other input in its affine; a BN's ReLU masks its backward", async () => {
+      const g = graphOf('fold', 4, [6, 5], (b, x) => {
+        const c = b.conv('c', x, 4, 1);
+        const s1 = b.relu('r1', b.add('a1', c, b.bn('bn1', b.conv('c1', c, 4, 1)))); // the BN second
+        const s2 = b.add('a2', b.bn('bn2', b.conv('c2', s1, 4, 3, { padding: 1 })), s1); // the BN first
+        const bn3 = b.bn('bn3', b.conv('c3', s2, 4, 1));
+        const pool = b.avgpool('p', s2, 3, 1, 1, true); // a step between the BN and its ReLU
+        const bn4 = b.bn('bn4', b.conv('c4', s2, 4, 1)); // two readers: its add stays
+        const s4 = b.add('a4', b.conv('c5', bn4, 4, 1), bn4);
+        return b.concat('cat', [pool, b.relu('r3', bn3), s4]);
+      });
+      let dispatches = { forward: [] as string[], backward: [] as string[] };
+      assert.deepEqual(
+        await check('fold', g, [2, 4, 6, 5], 1, undefined, (p) => (dispatches = p.dispatches)),
+        [],
+      );
+      const { forward, backward } = dispatches;
+      const has = (list: string[], node: string) => list.filter((d) => d.startsWith(`${node}: `));
+      assert.deepEqual([...has(forward, 'a1'), ...has(forward, 'a2'), ...has(forward, 'r1')], []);
+      assert.deepEqual(has(forward, 'a4'), ['a4: train add']);
+      assert.deepEqual([...has(forward, 'r3'), ...has(backward, 'r3')], []);
+      assert.deepEqual(has(backward, 'r1'), ['r1: train relu backward']); // after an add: its own pass
     });
 
     it('ReLU (not in place), add + ReLU, a value read by several ops (gradients summed)', async () => {

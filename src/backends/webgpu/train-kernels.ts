@@ -496,15 +496,23 @@ export const CONV_BWD_WEIGHT = trainKernel(
 );
 
 /**
+ * A ReLU's backward on a BN's output, folded into the BN's backward (its forward affine applied the ReLU):
+ * `g` (dL/dy) is zeroed where x * scale + shift, the ReLU's input as the affine computed it, is not positive.
+ * Needs sc, sh and p.relu; x is read anyway, so the mask costs no memory traffic.
+ */
+const bnRelu = (x: string, g: string) => `
+      if (p.relu != 0u && !(${x} * sc + sh > 0.0)) { ${g} = 0.0; }`;
+
+/**
  * Per-channel partial sums over chunks of the batch (p.per images each): workgroup (chunk s, channel c)
  * writes part[(c * S + s) * 2 + j]. Mode 0: j=0 sums a (a bias gradient); mode 1 (BN statistics, in one
  * read of a from memory): j=0 sums a, j=1 sums (a - m)^2 about the chunk's own mean m, over the chunk again
  * (in cache), for CHANNEL_FINAL to merge; mode 2 (BN backward, a = gy, b = x): j=0 sums a, j=1 sums
- * a * (b - mean[c]).
+ * a * (b - mean[c]). With `relu` (mode 2), a is masked as a ReLU on the BN's output would mask it (bnRelu).
  */
 export const CHANNEL_PARTIAL = trainKernel(
   'train channel partial sums',
-  ['a', 'b', 'mean', 'mode', 'N', 'C', 'HW', 'per', 'S', 'part'],
+  ['a', 'b', 'mean', 'mode', 'N', 'C', 'HW', 'per', 'S', 'part', 'scale', 'shift', 'relu'],
   `${reducer(0)}${reducer(1)}
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
@@ -513,14 +521,23 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   let n0 = s * p.per;
   let count = (min(n0 + p.per, p.N) - n0) * p.HW;
   var mean = 0.0;
+  var sc = 0.0;
+  var sh = 0.0;
   if (p.mode == 2u) { mean = ld(p.mean + c); }
+  if (p.relu != 0u) {
+    sc = ld(p.scale + c);
+    sh = ld(p.shift + c);
+  }
   var s0 = 0.0;
   var s1 = 0.0;
   for (var e = li; e < count; e += ${WORKGROUP}u) {
     let at = ((n0 + e / p.HW) * p.C + c) * p.HW + e % p.HW;
-    let a = ld(p.a + at);
+    var a = ld(p.a + at);
+    if (p.mode == 2u) {
+      let b = ld(p.b + at);${bnRelu('b', 'a')}
+      s1 += a * (b - mean);
+    }
     s0 += a;
-    if (p.mode == 2u) { s1 += a * (ld(p.b + at) - mean); }
   }
   let t0 = reduce0(s0, li);
   if (p.mode == 1u) {
@@ -617,38 +634,43 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
 
 /**
  * BN backward with batch statistics, per element: dx = scale[c] * (gy - mg[c] - xhat * mgx[c]), scale =
- * gamma / sqrt(var + eps) from the forward, mg and mgx from CHANNEL_FINAL mode 2 at m[c] and m[C + c].
- * Dispatched by planeGrid.
+ * gamma / sqrt(var + eps) from the forward, mg and mgx from CHANNEL_FINAL mode 2 at m[c] and m[C + c];
+ * with `relu`, gy masked by the ReLU the forward affine applied (bnRelu). Dispatched by planeGrid.
  */
 export const BN_DX = trainKernel(
   'train batchnorm backward',
-  ['gy', 'x', 'mean', 'variance', 'scale', 'm', 'gx', 'acc', 'C', 'HW', 'eps', 'total'],
+  ['gy', 'x', 'mean', 'variance', 'scale', 'shift', 'relu', 'm', 'gx', 'acc', 'C', 'HW', 'eps', 'total'],
   perChannel(
     `
   let invstd = 1.0 / sqrt(ld(p.variance + c) + bitcast<f32>(p.eps));
   let mu = ld(p.mean + c);
   let sc = ld(p.scale + c);
+  let sh = ld(p.shift + c);
   let mg = ld(p.m + c);
   let mgx = ld(p.m + p.C + c);`,
     `
-    let xhat = (ld(p.x + i) - mu) * invstd;
-    put(p.gx + i, sc * (ld(p.gy + i) - mg - xhat * mgx), p.acc);`,
+    let xv = ld(p.x + i);
+    var g = ld(p.gy + i);${bnRelu('xv', 'g')}
+    let xhat = (xv - mu) * invstd;
+    put(p.gx + i, sc * (g - mg - xhat * mgx), p.acc);`,
   ),
 );
 
 /**
- * y = x * scale[c] + shift[c] (scale and shift in the arena: CHANNEL_FINAL wrote them), optional ReLU.
+ * y = x * scale[c] + shift[c] (scale and shift in the arena: CHANNEL_FINAL wrote them), plus res[i] when
+ * hasRes (a BN whose only reader is an add: the add's output, and the BN's never written), optional ReLU.
  * Dispatched by planeGrid.
  */
 export const AFFINE = trainKernel(
   'train channel affine',
-  ['x', 'y', 'scale', 'shift', 'C', 'HW', 'relu', 'total'],
+  ['x', 'y', 'scale', 'shift', 'res', 'hasRes', 'C', 'HW', 'relu', 'total'],
   perChannel(
     `
   let sc = ld(p.scale + c);
   let sh = ld(p.shift + c);`,
     `
     var s = ld(p.x + i) * sc + sh;
+    if (p.hasRes != 0u) { s += ld(p.res + i); }
     if (p.relu != 0u) { s = max(s, 0.0); }
     st(p.y + i, s);`,
   ),

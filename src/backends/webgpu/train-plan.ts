@@ -51,6 +51,8 @@ interface Value {
   map?: Int32Array;
   mapAt: number;
   inPlace?: boolean;
+  /** Never written: a BN output whose only reader, an add, took its affine (forwardValues reads NaN). */
+  elided?: boolean;
 }
 
 interface Param {
@@ -131,6 +133,12 @@ export class WebGpuTrainPlan {
   private stepSteps: GpuStep[] = [];
   private optimizerReady: { sgd?: Ready; adamw?: Ready } = {};
   private fused = { labels: 0, rows: 0, hyper: 0, flags: 0, moments: 0 };
+  /** The dispatches of a forward and a backward, as 'node: kernel' (tests check what folded into what). */
+  get dispatches(): { forward: string[]; backward: string[] } {
+    const names = (steps: Step[]) =>
+      steps.flatMap((s) => ('kernel' in s ? [`${s.node}: ${s.kernel.name}`] : []));
+    return { forward: names(this.forwardSteps), backward: names(this.backwardSteps) };
+  }
   /** Whether step() can run: logits [N, K] out, and a kernel for every op. */
   get wholeSteps(): boolean {
     return this.stepReady.length > 0;
@@ -490,7 +498,8 @@ export class WebGpuTrainPlan {
 
   /**
    * Copies of the last forward's values by name, as the reference tape holds them (tests). A value a ReLU
-   * overwrote in place reads as the ReLU's output: only that ReLU reads it, and only its sign.
+   * overwrote in place reads as the ReLU's output: only that ReLU reads it, and only its sign. A BN output
+   * that an add's kernel took in (Value.elided) reads as NaN: no gradient needs it.
    */
   forwardValues(): Promise<Map<string, Tensor>> {
     return this.enqueue(async () => {
@@ -500,6 +509,7 @@ export class WebGpuTrainPlan {
       let at = 0;
       for (const v of values) {
         const data = all.slice(at, (at += shapeSize(v.shape)));
+        if (v.elided) data.fill(NaN);
         if (!v.map) {
           out.set(v.name, new Tensor(v.shape, data));
           continue;
@@ -977,6 +987,10 @@ class Emitter {
   /** Per node, in forward order: how to emit its backward. */
   private readonly backs: (() => void)[] = [];
   private statsUsed = 0;
+  /** Each BN's forward affine (a ReLU or an add may fold into it), and whether a ReLU did. */
+  private readonly affines = new Map<string, { step: GpuStep; relu: boolean }>();
+  /** How many nodes read each value. */
+  private readonly readers = new Map<string, number>();
   /** The scratch block's floats: the most that one op's partial sums need (ops run one after another). */
   scratchFloats = 0;
 
@@ -986,6 +1000,8 @@ class Emitter {
     private readonly chunkElements: number,
   ) {
     this.t = plan.internals;
+    for (const n of plan.graph.nodes)
+      for (const i of n.inputs) this.readers.set(i, (this.readers.get(i) ?? 0) + 1);
     this.book = new GradientBook(
       (name) => this.v(name),
       () => this.t.backwardSteps.length,
@@ -1044,11 +1060,12 @@ class Emitter {
     [mode, finalMode]: [number, number],
     [N, C, HW]: number[],
     final: number[],
+    relu: [scale: number, shift: number, on: number] = [0, 0, 0],
   ): void {
     const per = Math.max(1, Math.floor(this.chunkElements / HW!));
     const S = Math.ceil(N! / per);
     const part = this.scratch(0, 2 * C! * S);
-    emit(K.CHANNEL_PARTIAL, [a, b, mean, mode, N!, C!, HW!, per, S, part], [S, C!, 1]);
+    emit(K.CHANNEL_PARTIAL, [a, b, mean, mode, N!, C!, HW!, per, S, part, ...relu], [S, C!, 1]);
     emit(K.CHANNEL_FINAL, [part, S, finalMode, N! * HW!, per * HW!, ...final]);
   }
 
@@ -1063,11 +1080,19 @@ class Emitter {
     const y = this.v(node.name);
     if (y.inPlace) {
       const n = shapeSize(y.shape);
-      // The kernel that wrote the value applies the ReLU as it writes (one pass less).
-      const last = this.t.forwardSteps.at(-1);
-      if (last && 'kernel' in last && last.out === y.ptr && last.relu !== undefined) last.args[last.relu] = 1;
+      // The kernel that wrote the value applies the ReLU as it writes (one pass less). Steps since then (a
+      // stride-2 unit's pool) do not read it: the ReLU is its only reader.
+      let wrote: GpuStep | undefined;
+      for (const s of this.t.forwardSteps) if ('kernel' in s && s.out === y.ptr) wrote = s;
+      const bn = this.affines.get(node.inputs[0]!);
+      if (wrote?.relu !== undefined) wrote.args[wrote.relu] = 1;
       else this.fwd(node, K.RELU, [y.ptr, y.ptr, n]);
-      this.backs.push(() => this.bwd(node, K.RELU_BWD, [y.ptr, y.grad, y.grad, 0, n]));
+      if (bn && bn.step === wrote) {
+        // On a BN's output, the BN's backward masks dL/dy itself (its kernels read x, whose sign after the
+        // affine is the ReLU's): no pass of its own.
+        bn.relu = true;
+        this.backs.push(() => {});
+      } else this.backs.push(() => this.bwd(node, K.RELU_BWD, [y.ptr, y.grad, y.grad, 0, n]));
       return;
     }
     if (y.base !== node.name) {
@@ -1143,12 +1168,19 @@ class Emitter {
         // One read of x: each chunk's sum and its sum of squares about its own mean, merged per channel.
         const rest = [mean, variance, gamma.at, beta.at, scale, shift, eps, 0, 0, 0, C];
         this.channelSums(emit, x.ptr, 0, 0, [1, 1], [N, C, HW], rest);
-        this.fwd(node, K.AFFINE, [x.ptr, y.ptr, scale, shift, C, HW, 0, n], {
+        const affine: GpuStep = {
+          node: node.name,
+          kernel: K.AFFINE,
+          args: [x.ptr, y.ptr, scale, shift, 0, 0, C, HW, 0, n],
           out: y.ptr,
-          relu: 6,
+          relu: 8,
           groups: K.planeGrid(N, C, HW),
-        });
+        };
+        this.t.forwardSteps.push(affine);
+        const folded = { step: affine, relu: false };
+        this.affines.set(node.name, folded);
         this.backs.push(() => {
+          const relu: [number, number, number] = [scale, shift, +folded.relu];
           const f = this.acc(x.name);
           const per = Math.max(1, Math.floor(this.chunkElements / HW));
           // mean(gy) and mean(gy * xhat) per channel, after the partial sums in the scratch block.
@@ -1162,12 +1194,13 @@ class Emitter {
             [2, 2],
             [N, C, HW],
             final,
+            relu,
           );
           if (f !== undefined)
             this.bwd(
               node,
               K.BN_DX,
-              [y.grad, x.ptr, mean, variance, scale, m, x.grad, f, C, HW, eps, n],
+              [y.grad, x.ptr, mean, variance, scale, shift, relu[2], m, x.grad, f, C, HW, eps, n],
               K.planeGrid(N, C, HW),
             );
         });
@@ -1185,7 +1218,21 @@ class Emitter {
       case 'add': {
         const b = this.v(node.inputs[1]!);
         if (mapped) break;
-        this.fwd(node, K.ADD, [x.ptr, b.ptr, y.ptr, 0, n], { out: y.ptr, relu: 3 });
+        // A BN output read by this add alone, its affine the last step: the affine adds the other input and
+        // writes the sum (the BN's output is never written; its backward reads x, the add's none).
+        const last = this.t.forwardSteps.at(-1);
+        const [bn, other] = [
+          [b, x],
+          [x, b],
+        ].find(([v]) => {
+          const a = this.affines.get(v!.name);
+          return a?.step === last && !a!.relu && v!.base === v!.name && this.readers.get(v!.name) === 1;
+        }) ?? [undefined, undefined];
+        if (bn && other) {
+          const step = this.affines.get(bn.name)!.step;
+          [step.args[1], step.args[4], step.args[5], step.out] = [y.ptr, other.ptr, 1, y.ptr];
+          bn.elided = true;
+        } else this.fwd(node, K.ADD, [x.ptr, b.ptr, y.ptr, 0, n], { out: y.ptr, relu: 3 });
         // Backward: dL/dx = dL/db = dL/dy, with no copy where it can be (as the WASM plan). The first input
         // whose gradient starts here takes dy's buffer (dy is read no more). The second may share it too when
         // its producer is the node just before this one (so the next backward step), a conv or BN that reads
