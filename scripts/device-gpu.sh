@@ -30,8 +30,9 @@
 # PROFILE_TIMEOUT (60 s each), PROFILE_ARGS, PROFILE_KINDS, CIFAR_CAP_S, CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_MAX_EPOCHS, CIFAR_BATCH,
 # CIFAR_LR, CIFAR_ARGS (more train flags; default --cutout 16: the first H200 run, without it, ended at
 # 89.40% on the test set with ~98% on its training batches and a loss near label smoothing's floor, i.e.
-# overfitting; CIFAR_ARGS= for none), CIFAR_DATA, CIFAR_RESUME, CIFAR_THREADS (8: WASM threads, unused on
-# WebGPU, where the evaluation after each epoch runs too). OUT defaults to /tmp/device-gpu-out off the device.
+# overfitting; CIFAR_ARGS= for none), CIFAR_EVAL_EVERY (4: the test set after every 4th epoch, the last and
+# the fitted one; the first run evaluated after each of its ~8 s epochs, ~1 s of which was not steps), CIFAR_DATA, CIFAR_RESUME,
+# CIFAR_THREADS (8: WASM threads, unused on WebGPU, where the evaluations run too). OUT defaults to /tmp/device-gpu-out off the device.
 #
 # Prepared here first (this machine has no GPU; see README.md, "GPU machine"):
 #   bash ../shared/device/prepare.sh                                  # .device/: 29 MB (node.xz 24.2, webgpu 4.9)
@@ -174,7 +175,7 @@ phase_cifar() {
     --arch "${CIFAR_ARCH:-shufflenet_v1_g3_1.0x}" --out "$run" --backend webgpu --no-cache \
     --epochs "$epochs" --time-budget "$cap" --batch-size "${CIFAR_BATCH:-256}" --lr "${CIFAR_LR:-0.2}" \
     --schedule cosine --nesterov --weight-decay 5e-4 --threads "${CIFAR_THREADS:-8}" \
-    ${CIFAR_ARGS---cutout 16} "${resume[@]}" 2>&1 | tee "$out/train.log"
+    --eval-every "${CIFAR_EVAL_EVERY:-4}" ${CIFAR_ARGS---cutout 16} "${resume[@]}" 2>&1 | tee "$out/train.log"
   local rc=${PIPESTATUS[0]} wall=$((SECONDS - t0))
   echo "train exited $rc after ${wall} s"
   for f in metrics.jsonl training.svg model.safetensors; do [ -f "$run/$f" ] && cp "$run/$f" "$out/"; done
@@ -208,7 +209,7 @@ phase_cifar() {
     ].join("\n");
     fs.writeFileSync(dir + "/summary.md", md + "\n");
     console.log(md);
-  ' "$out" "$wall" "$rc" "train --dataset cifar10:$data --arch ${CIFAR_ARCH:-shufflenet_v1_g3_1.0x} --backend webgpu --epochs $epochs --time-budget $cap --batch-size ${CIFAR_BATCH:-256} --lr ${CIFAR_LR:-0.2} --schedule cosine --nesterov --weight-decay 5e-4 ${CIFAR_ARGS---cutout 16} (cap ${cap} s)"
+  ' "$out" "$wall" "$rc" "train --dataset cifar10:$data --arch ${CIFAR_ARCH:-shufflenet_v1_g3_1.0x} --backend webgpu --epochs $epochs --time-budget $cap --batch-size ${CIFAR_BATCH:-256} --lr ${CIFAR_LR:-0.2} --schedule cosine --nesterov --weight-decay 5e-4 --eval-every ${CIFAR_EVAL_EVERY:-4} ${CIFAR_ARGS---cutout 16} (cap ${cap} s)"
   [ "$rc" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 130 ]
 }
 

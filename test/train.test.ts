@@ -288,6 +288,36 @@ describe('training on Fashion-MNIST (reference kernels)', { skip: !haveData && '
     assert.equal((await run(1e6).result).step, 40);
   });
 
+  it('evaluates every evalEvery epochs, after the last, and after the one a time budget is fitted at', async () => {
+    const set = limitSet(all!, 64); // 4 steps of 16 an epoch
+    const test = limitSet(all!, 8);
+    const evals = async (o: Partial<TrainConfig>) => {
+      const at: number[] = [];
+      await train(config(set, { test, onEval: (_r, { step }) => void at.push(step), ...o }));
+      return at;
+    };
+    assert.deepEqual(await evals({ epochs: 7, evalEvery: 3 }), [12, 24, 28]);
+    assert.deepEqual(await evals({ epochs: 2 }), [4, 8]);
+    await assert.rejects(evals({ evalEvery: 0 }), /evalEvery 0 must be a positive integer/);
+    // The scripted clock (1 s a reading): epoch 1's steps read t=2..9, its evaluation t=10 and 11 (1 s), the
+    // fit t=12. Besides the steps and the evaluation, 6 s; with half an evaluation an epoch, 10.5 s an epoch.
+    // 30 s left, less the last epoch's evaluation and 5%: 27.5 s, 2 more epochs.
+    let t = 0;
+    const fits: unknown[] = [];
+    const at = await evals({
+      epochs: 10,
+      evalEvery: 2,
+      onFit: (f) => void fits.push(f),
+      timeBudget: {
+        deadline: 42,
+        clock: () => ++t,
+        reschedule: (n) => lrSchedule({ kind: 'cosine', lr: 0.05, totalSteps: n, warmupSteps: 1 }),
+      },
+    });
+    assert.deepEqual(fits, [{ epochs: 3, secondsPerEpoch: 10.5, secondsLeft: 30, step: 4 }]);
+    assert.deepEqual(at, [4, 8, 12]);
+  });
+
   it('stops cleanly when asked between steps, with a checkpoint', async () => {
     const set = limitSet(all!, 32);
     const store = memoryStore();

@@ -7,7 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { backward, forwardWithTape } from '../src/autograd/tape.js';
 import type { WebGpuEngine } from '../src/backends/webgpu/index.js';
-import { webgpuTraining, type WebGpuTrainPlan } from '../src/backends/webgpu/train-plan.js';
+import {
+  webgpuTraining,
+  type TrainPlanOptions,
+  type WebGpuTrainPlan,
+} from '../src/backends/webgpu/train-plan.js';
 import { FASHION_MNIST_STATS, limitSet } from '../src/data/datasets.js';
 import { makeBatch } from '../src/data/augment.js';
 import { GraphBuilder, type Value } from '../src/graph/builder.js';
@@ -72,14 +76,22 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
     what: string,
     graph: Graph,
     input: Shape,
-    seed = 1,
-    inputValues?: (x: Tensor) => void,
-    inspect?: (plan: WebGpuTrainPlan) => void,
+    {
+      seed = 1,
+      inputValues,
+      inspect,
+      options,
+    }: {
+      seed?: number;
+      inputValues?: (x: Tensor) => void;
+      inspect?: (plan: WebGpuTrainPlan) => void;
+      options?: TrainPlanOptions;
+    } = {},
   ): Promise<string[]> {
     const init = randomized(graph, seed);
     const x = randomInput(input, seed + 1);
     inputValues?.(x);
-    const plan = engine.compileTraining(graph, input, { inputGradient: true });
+    const plan = engine.compileTraining(graph, input, { inputGradient: true, ...options });
     try {
       const weights = copyWeights(init);
       const refWeights = copyWeights(init);
@@ -132,6 +144,29 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
       // Several GEMM tiles in every direction (48 outputs, 40 inputs, 30 columns per image).
       const big = graphOf('pw big', 40, [3, 5], (b, x) => b.conv('c', x, 48, 1, { bias: true }));
       assert.deepEqual(await check('pw big', big, [2, 40, 3, 5]), []);
+      // Other tiles (bench/tune-webgpu.ts times them): more and fewer rows, columns and depth per workgroup.
+      const grouped = graphOf('pw tiles', 36, [3, 7], (b, x) => {
+        const y = b.shuffle('s', b.conv('c1', x, 60, 1, { groups: 3 }), 3, 'authors');
+        return b.conv('c2', y, 36, 1, { groups: 3, bias: true });
+      });
+      const tiles: TrainPlanOptions['tiles'][] = [
+        { gemm: { TM: 16, TN: 32, TK: 8 }, wgrad: { TR: 16, TC: 16, TQ: 64 } },
+        { gemm: { TM: 64, TN: 128, TK: 8 }, wgrad: { TR: 64, TC: 32, TQ: 16 } },
+        { gemm: { TM: 24, TN: 16, TK: 16 }, wgrad: { TR: 24, TC: 48, TQ: 16 } },
+      ];
+      for (const t of tiles) {
+        const what = `pw ${JSON.stringify(t)}`;
+        let names: string[] = [];
+        const inspect = (p: WebGpuTrainPlan) => (names = [...p.dispatches.forward, ...p.dispatches.backward]);
+        assert.deepEqual(await check(what, grouped, [2, 36, 3, 7], { options: { tiles: t }, inspect }), []);
+        const { gemm: m, wgrad: w } = t!;
+        assert.ok(names.includes(`c1: train pointwise ${m!.TM}x${m!.TN}x${m!.TK}`), names.join());
+        assert.ok(names.includes(`c1: train pointwise backward weight ${w!.TR}x${w!.TC}x${w!.TQ}`), what);
+      }
+      assert.throws(
+        () => engine.compileTraining(grouped, [2, 36, 3, 7], { tiles: { gemm: { TM: 12, TN: 64, TK: 16 } } }),
+        /GEMM tile 12x64x16: needs TM a multiple of 8/,
+      );
     });
 
     it('depthwise 3x3 stride 1 and 2 (odd sizes), reading a folded shuffle (the paper unit)', async () => {
@@ -178,7 +213,7 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
       });
       let dispatches = { forward: [] as string[], backward: [] as string[] };
       assert.deepEqual(
-        await check('fold', g, [2, 4, 6, 5], 1, undefined, (p) => (dispatches = p.dispatches)),
+        await check('fold', g, [2, 4, 6, 5], { inspect: (p) => (dispatches = p.dispatches) }),
         [],
       );
       const { forward, backward } = dispatches;
@@ -222,7 +257,7 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
       // order takes the gradient, as PyTorch's.
       const g = graphOf('max ties', 3, [9, 8], (b, x) => b.conv('c', b.maxpool('m', x, 3, 2, 1), 4, 1));
       const levels = (x: Tensor) => x.data.forEach((v, i) => (x.data[i] = Math.round(v * 2) / 2));
-      assert.deepEqual(await check('max ties', g, [2, 3, 9, 8], 3, levels), []);
+      assert.deepEqual(await check('max ties', g, [2, 3, 9, 8], { seed: 3, inputValues: levels }), []);
     });
 
     it('global average pool, flatten, linear with and without bias', async () => {

@@ -95,6 +95,7 @@ interface TrainFlags {
   cutout: number;
   bnRecalibrate: number;
   checkpointEvery?: number;
+  evalEvery: number;
   cacheDir?: string;
   cache: boolean;
   resume?: boolean;
@@ -321,6 +322,7 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
       seed: o.seed,
       store,
       checkpointEvery: o.checkpointEvery,
+      evalEvery: o.evalEvery,
       resume: !!o.resume,
       metadata,
       options: Object.fromEntries(RUN_OPTIONS.map((k) => [k, o[k]])),
@@ -490,6 +492,12 @@ export function addTrainCommands(program: Command): Command {
       'fit the run into this wall time (from the start, data loading included): after an epoch or two, ' +
         '--epochs is cut to what fits at their pace, and the schedule ends with them',
       number('--time-budget', 1),
+    )
+    .option(
+      '--eval-every <epochs>',
+      'evaluate on the test set every N epochs, after the last, and after the one --time-budget fits at',
+      positiveInt('--eval-every'),
+      1,
     )
     .option(
       '--checkpoint-every <n>',

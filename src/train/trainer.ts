@@ -232,6 +232,11 @@ export interface TrainConfig {
   backend?: TrainBackend;
   /** The inference the evaluations run on (it may be asynchronous: WebGPU); default: the reference. */
   infer?: AsyncInfer;
+  /**
+   * Evaluate on `test` after every `evalEvery` epochs (default 1), after the last one, and after the one a
+   * time budget is fitted at (whose pace then counts 1 / evalEvery of an evaluation an epoch).
+   */
+  evalEvery?: number;
   evalBatchSize?: number;
   onStep?(m: StepMetrics): void;
   onEval?(r: EvalResult, at: { epoch: number; step: number }): void;
@@ -273,6 +278,9 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
   let totalSteps = cfg.epochs * stepsPerEpoch;
   if (!(totalSteps >= 1)) throw new ConfigError(`epochs ${cfg.epochs} gives no training steps`);
   const params = learnable(graph, weights);
+  const evalEvery = cfg.evalEvery ?? 1;
+  if (!Number.isInteger(evalEvery) || evalEvery < 1)
+    throw new ConfigError(`evalEvery ${evalEvery} must be a positive integer (epochs)`);
   const budget = cfg.timeBudget;
   const clock = budget?.clock ?? (() => performance.now() / 1000);
   let schedule = cfg.schedule;
@@ -313,18 +321,21 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
   const stepTimes: number[] = [];
   let epochBegan = clock();
   let epochsSeen = 0;
+  let evalSeconds = 0;
   const fitToBudget = () => {
     const now = clock();
     const sorted = [...stepTimes].sort((a, b) => a - b);
     const median = sorted[sorted.length >> 1]!;
-    // The steps at their median (the first ones compile plans), the rest (evaluation, checkpoint) as measured.
-    const other = Math.max(0, now - epochBegan - stepTimes.reduce((a, b) => a + b, 0));
-    const secondsPerEpoch = median * stepsPerEpoch + other;
+    // The steps at their median (the first ones compile plans), the rest (evaluation, checkpoint) as measured,
+    // with the evaluation spread over the epochs that share one.
+    const other = Math.max(0, now - epochBegan - stepTimes.reduce((a, b) => a + b, 0) - evalSeconds);
+    const secondsPerEpoch = median * stepsPerEpoch + other + evalSeconds / evalEvery;
     const done = step / stepsPerEpoch;
     const secondsLeft = budget!.deadline - now;
     // 5% of the time left for the pace's drift (a run that overruns its deadline is cut off unannealed): the
-    // H200's CIFAR-10 run, fitted at 8.0 s an epoch, averaged 8.4 after.
-    const more = Math.max(0, Math.floor((0.95 * secondsLeft) / secondsPerEpoch));
+    // H200's CIFAR-10 run, fitted at 8.0 s an epoch, averaged 8.4 after. The last epoch evaluates anyway.
+    const spare = 0.95 * secondsLeft - (evalEvery > 1 ? evalSeconds : 0);
+    const more = Math.max(0, Math.floor(spare / secondsPerEpoch));
     const epochs = Math.min(cfg.epochs, done + more);
     fit = { epochs, secondsPerEpoch, secondsLeft, step };
     totalSteps = epochs * stepsPerEpoch;
@@ -383,14 +394,19 @@ export async function train(cfg: TrainConfig): Promise<TrainResult> {
     });
     const epochEnd = step % stepsPerEpoch === 0;
     const saving = epochEnd || step === end || (cfg.checkpointEvery && step % cfg.checkpointEvery === 0);
+    const fitting = !!budget && !fit && step < end && epochsSeen + 1 >= (budget.fitAfterEpochs ?? 1);
+    const evaluating =
+      epochEnd && !!cfg.test && ((step / stepsPerEpoch) % evalEvery === 0 || step === end || fitting);
     // Evaluation and checkpoints read the weights here: a device that holds them copies them back.
-    if ((epochEnd && cfg.test) || saving) await backend.sync?.(graph, weights, optimizer);
-    if (epochEnd && cfg.test) {
+    if (evaluating || saving) await backend.sync?.(graph, weights, optimizer);
+    if (evaluating) {
       const infer = cfg.infer ?? referenceInfer;
-      lastEval = await evaluateAsync(graph, weights, cfg.test, cfg.normalize, {
+      const began = fitting ? clock() : 0;
+      lastEval = await evaluateAsync(graph, weights, cfg.test!, cfg.normalize, {
         infer,
         batchSize: cfg.evalBatchSize,
       });
+      if (fitting) evalSeconds = clock() - began;
       cfg.onEval?.(lastEval, { epoch, step });
     }
     if (saving) save();

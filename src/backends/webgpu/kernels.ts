@@ -107,8 +107,35 @@ const nchwOut = `
 
 const io = ['x', 'xC', 'xOff', 'y', 'yC', 'yOff'];
 
-/** The GEMM tile of the 1x1 convs: TM rows x TN columns per workgroup of 16 x 8, TK deep. */
-export const GEMM = { TM: 32, TN: 64, TK: 16 } as const;
+/**
+ * A GEMM tile of the 1x1 convs: TM rows x TN columns per workgroup of 16 x 8 invocations, each summing
+ * TM / 8 x TN / 16 outputs, TK deep. TM a multiple of 8, TN one of 16, 32, 64, 128, and TM * TK and TK * TN
+ * multiples of 128 (each invocation loads whole rounds).
+ */
+export interface GemmTile {
+  TM: number;
+  TN: number;
+  TK: number;
+}
+
+/** The tile of inference and, by default, of training. */
+export const GEMM: GemmTile = { TM: 32, TN: 64, TK: 16 };
+
+/** Throws unless the kernels below can be built for `t`. */
+export function checkGemmTile(t: GemmTile): void {
+  const ok =
+    t.TM >= 8 &&
+    t.TM % 8 === 0 &&
+    [16, 32, 64, 128].includes(t.TN) &&
+    t.TK >= 1 &&
+    (t.TM * t.TK) % 128 === 0 &&
+    (t.TK * t.TN) % 128 === 0;
+  if (!ok)
+    throw new RangeError(
+      `GEMM tile ${t.TM}x${t.TN}x${t.TK}: needs TM a multiple of 8, TN 16, 32, 64 or 128, and TM * TK and ` +
+        `TK * TN multiples of 128`,
+    );
+}
 
 /**
  * A grouped 1x1 conv's GEMM over columns q = (image, pixel): out[r][q] = sum_k A(r, k) B(k, q), workgroup
@@ -116,12 +143,23 @@ export const GEMM = { TM: 32, TN: 64, TK: 16 } as const;
  * invocation's load column (#n, #px) and `bAt(k)` that of B(k, q) from it, read with ld(); `store` writes
  * out[r][q] from `s` (g, r, q, n, px in scope). Inference (POINTWISE) and training (train-kernels.ts) share it.
  */
-export const gemm = (rows: string, depth: string, bBase: string, a: string, bAt: string, store: string) => `
-const TM = ${GEMM.TM}u;
-const TN = ${GEMM.TN}u;
-const TK = ${GEMM.TK}u;
-var<workgroup> As: array<f32, ${GEMM.TM * GEMM.TK}>; // [k][r]
-var<workgroup> Bs: array<f32, ${GEMM.TK * GEMM.TN}>; // [k][q]
+export const gemm = (
+  rows: string,
+  depth: string,
+  bBase: string,
+  a: string,
+  bAt: string,
+  store: string,
+  t: GemmTile = GEMM,
+) => {
+  checkGemmTile(t);
+  const [RM, RN] = [t.TM / 8, t.TN / 16];
+  return `
+const TM = ${t.TM}u;
+const TN = ${t.TN}u;
+const TK = ${t.TK}u;
+var<workgroup> As: array<f32, ${t.TM * t.TK}>; // [k][r]
+var<workgroup> Bs: array<f32, ${t.TK * t.TN}>; // [k][q]
 
 @compute @workgroup_size(16, 8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
@@ -130,14 +168,14 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   let r0 = wg.y * TM;
   let q0 = wg.x * TN;
   let cols = p.N * p.HW;
-  // This invocation loads column j of B, rows li / TN + 2t.
+  // This invocation loads column j of B, rows li / TN + ${128 / t.TN}t.
   let j = li % TN;
   let lq = q0 + j;
   let inCols = lq < cols;
   let bBase = ${bBase.replaceAll('#n', '(lq / p.HW)').replaceAll('#px', '(lq % p.HW)')};
-  var acc: array<f32, 16>;
+  var acc: array<f32, ${RM * RN}>;
   for (var k0 = 0u; k0 < ${depth}; k0 += TK) {
-    for (var t = 0u; t < 4u; t++) {
+    for (var t = 0u; t < ${(t.TM * t.TK) / 128}u; t++) {
       let e = li + 128u * t;
       let r = e / TK;
       let k = e % TK;
@@ -145,35 +183,36 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       if (r0 + r < ${rows} && k0 + k < ${depth}) { v = ${a.replaceAll('#r', '(r0 + r)').replaceAll('#k', '(k0 + k)')}; }
       As[k * TM + r] = v;
     }
-    for (var t = 0u; t < 8u; t++) {
-      let k = li / TN + 2u * t;
+    for (var t = 0u; t < ${(t.TK * t.TN) / 128}u; t++) {
+      let k = li / TN + ${128 / t.TN}u * t;
       var v = 0.0;
       if (inCols && k0 + k < ${depth}) { v = ld(${bAt.replaceAll('#k', '(k0 + k)')}); }
       Bs[k * TN + j] = v;
     }
     workgroupBarrier();
     for (var k = 0u; k < TK; k++) {
-      var av: array<f32, 4>;
-      for (var u = 0u; u < 4u; u++) { av[u] = As[k * TM + lid.y + 8u * u]; }
-      for (var b = 0u; b < 4u; b++) {
+      var av: array<f32, ${RM}>;
+      for (var u = 0u; u < ${RM}u; u++) { av[u] = As[k * TM + lid.y + 8u * u]; }
+      for (var b = 0u; b < ${RN}u; b++) {
         let bv = Bs[k * TN + lid.x + 16u * b];
-        for (var u = 0u; u < 4u; u++) { acc[u * 4u + b] += av[u] * bv; }
+        for (var u = 0u; u < ${RM}u; u++) { acc[u * ${RN}u + b] += av[u] * bv; }
       }
     }
     workgroupBarrier();
   }
-  for (var u = 0u; u < 4u; u++) {
+  for (var u = 0u; u < ${RM}u; u++) {
     let r = r0 + lid.y + 8u * u;
     if (r >= ${rows}) { continue; }
-    for (var b = 0u; b < 4u; b++) {
+    for (var b = 0u; b < ${RN}u; b++) {
       let q = q0 + lid.x + 16u * b;
       if (q >= cols) { continue; }
       let n = q / p.HW;
       let px = q % p.HW;
-      let s = acc[u * 4u + b];${store}
+      let s = acc[u * ${RN}u + b];${store}
     }
   }
 }`;
+};
 
 /**
  * Grouped 1x1 conv as a tiled GEMM per group (gemm): Y[o, q] = sum_j W[o, j] X[map(g*cin + j), q] over

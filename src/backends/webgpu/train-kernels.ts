@@ -17,7 +17,7 @@
  * rounding near that of a pairwise sum. The chunking depends on the shapes only, so results are
  * deterministic.
  */
-import { blockedConv, CONV_BLOCK, gemm, oneD, WORKGROUP, type Kernel } from './kernels.js';
+import { blockedConv, CONV_BLOCK, GEMM, gemm, oneD, WORKGROUP, type Kernel } from './kernels.js';
 
 /** Segment k's floats start at global index k << SEGMENT_SHIFT: 2 GiB per segment, 8 segments in a u32. */
 export const SEGMENT_SHIFT = 29;
@@ -130,7 +130,7 @@ const row = `
 
 /**
  * Conv forward, any kernel, stride, padding, dilation and groups, reading its input through a channel map:
- * one output per invocation. Depthwise convs run it; 1x1 convs run PW_FWD, others CONV_FWD_BLOCK.
+ * one output per invocation. Depthwise convs run it; 1x1 convs run pwForward, others CONV_FWD_BLOCK.
  */
 export const CONV_FWD = trainKernel(
   'train conv',
@@ -183,33 +183,50 @@ ${blockedConv(
 )}`,
 );
 
+/** A kernel per tile, made once: `name` gets the tile unless it is the default. */
+function perTile<T extends object>(def: T, make: (t: T, name: (base: string) => string) => TrainKernel) {
+  const made = new Map<string, TrainKernel>();
+  return (t: T = def): TrainKernel => {
+    const key = Object.values(t).join('x');
+    let k = made.get(key);
+    if (!k) {
+      const custom = key !== Object.values(def).join('x');
+      made.set(key, (k = make(t, (base) => (custom ? `${base} ${key}` : base))));
+    }
+    return k;
+  };
+}
+
 /**
  * Grouped 1x1 conv forward (stride 1, no padding) as a tiled GEMM per group, reading its input through a
  * channel map, with the bias and ReLU fused: y[n][g*cout + m][px] = sum_k w[g*cout + m][k] x[n][map(g*cin + k)][px].
  */
-export const PW_FWD = trainKernel(
-  'train pointwise',
-  ['x', 'w', 'b', 'hasBias', 'map', 'hasMap', 'y', 'relu', 'N', 'C', 'O', 'HW', 'cin', 'cout'],
-  gemm(
-    'p.cout',
-    'p.cin',
-    'p.x + #n * p.C * p.HW + #px',
-    'weights[p.w + (g * p.cout + #r) * p.cin + #k]',
-    'bBase + xrow(g * p.cin + #k) * p.HW',
-    `
+export const pwForward = perTile(GEMM, (t, name) =>
+  trainKernel(
+    name('train pointwise'),
+    ['x', 'w', 'b', 'hasBias', 'map', 'hasMap', 'y', 'relu', 'N', 'C', 'O', 'HW', 'cin', 'cout'],
+    gemm(
+      'p.cout',
+      'p.cin',
+      'p.x + #n * p.C * p.HW + #px',
+      'weights[p.w + (g * p.cout + #r) * p.cin + #k]',
+      'bBase + xrow(g * p.cin + #k) * p.HW',
+      `
       let o = g * p.cout + r;
       var v = s;
       if (p.hasBias != 0u) { v += weights[p.b + o]; }
       if (p.relu != 0u) { v = max(v, 0.0); }
       st(p.y + (n * p.O + o) * p.HW + px, v);`,
-  ).replace(
-    '\n@compute',
-    `
+      t,
+    ).replace(
+      '\n@compute',
+      `
 fn xrow(c: u32) -> u32 {
   if (p.hasMap != 0u) { return u32(weights[p.map + c]); }
   return c;
 }
 @compute`,
+    ),
   ),
 );
 
@@ -217,38 +234,70 @@ fn xrow(c: u32) -> u32 {
  * dL/dx of a grouped 1x1 conv as a tiled GEMM per group: dx[n][map(g*cin + k)][px] = sum_m
  * w[g*cout + m][k] gy[n][g*cout + m][px], written or added as p.acc says (the map is a permutation).
  */
-export const PW_BWD_INPUT = trainKernel(
-  'train pointwise backward input',
-  ['gy', 'w', 'map', 'hasMap', 'gx', 'acc', 'N', 'C', 'O', 'HW', 'cin', 'cout'],
-  gemm(
-    'p.cin',
-    'p.cout',
-    'p.gy + (#n * p.O + g * p.cout) * p.HW + #px',
-    'weights[p.w + (g * p.cout + #k) * p.cin + #r]',
-    'bBase + #k * p.HW',
-    `
+export const pwBackwardInput = perTile(GEMM, (t, name) =>
+  trainKernel(
+    name('train pointwise backward input'),
+    ['gy', 'w', 'map', 'hasMap', 'gx', 'acc', 'N', 'C', 'O', 'HW', 'cin', 'cout'],
+    gemm(
+      'p.cin',
+      'p.cout',
+      'p.gy + (#n * p.O + g * p.cout) * p.HW + #px',
+      'weights[p.w + (g * p.cout + #k) * p.cin + #r]',
+      'bBase + #k * p.HW',
+      `
       let c = g * p.cin + r;${row}
       put(p.gx + (n * p.C + row) * p.HW + px, s, p.acc);`,
+      t,
+    ),
   ),
 );
 
-/** The weight-gradient tile: TR output rows x TC input channels per workgroup of 16 x 8, TQ columns deep. */
-export const WGRAD = { TR: 32, TC: 32, TQ: 32 } as const;
+/**
+ * The weight-gradient tile: TR output rows x TC input channels per workgroup of 16 x 8 invocations (each
+ * TR / 8 x TC / 16), TQ columns deep. TR a multiple of 8, TC of 16, TQ one of 16, 32, 64, 128, and TR * TQ
+ * and TC * TQ multiples of 128.
+ */
+export interface WgradTile {
+  TR: number;
+  TC: number;
+  TQ: number;
+}
+export const WGRAD: WgradTile = { TR: 32, TC: 32, TQ: 32 };
+
+/** Throws unless pwBackwardWeight can be built for `t`. */
+export function checkWgradTile(t: WgradTile): void {
+  const ok =
+    t.TR >= 8 &&
+    t.TR % 8 === 0 &&
+    t.TC >= 16 &&
+    t.TC % 16 === 0 &&
+    [16, 32, 64, 128].includes(t.TQ) &&
+    (t.TR * t.TQ) % 128 === 0 &&
+    (t.TC * t.TQ) % 128 === 0;
+  if (!ok)
+    throw new RangeError(
+      `weight-gradient tile ${t.TR}x${t.TC}x${t.TQ}: needs TR a multiple of 8, TC of 16, TQ 16, 32, 64 or ` +
+        `128, and TR * TQ and TC * TQ multiples of 128`,
+    );
+}
 
 /**
  * dL/dw of a grouped 1x1 conv, partial sums: workgroup (chunk s, row tile * column tile, group) sums
  * gy[n][g*cout + m][px] x[n][map(g*cin + k)][px] over the columns q = (n, px) of chunk s, into
  * part[((s * groups + g) * cout + m) * cin + k]; REDUCE adds the chunks into the gradient.
  */
-export const PW_BWD_WEIGHT = trainKernel(
-  'train pointwise backward weight',
-  ['x', 'gy', 'map', 'hasMap', 'part', 'N', 'C', 'O', 'HW', 'cin', 'cout', 'groups', 'chunk'],
-  `
-const TR = ${WGRAD.TR}u;
-const TC = ${WGRAD.TC}u;
-const TQ = ${WGRAD.TQ}u;
-var<workgroup> Gs: array<f32, ${WGRAD.TQ * WGRAD.TR}>; // [q][m]
-var<workgroup> Xs: array<f32, ${WGRAD.TQ * WGRAD.TC}>; // [q][k]
+export const pwBackwardWeight = perTile(WGRAD, (t, name) => {
+  checkWgradTile(t);
+  const [RR, RC, step] = [t.TR / 8, t.TC / 16, 128 / t.TQ];
+  return trainKernel(
+    name('train pointwise backward weight'),
+    ['x', 'gy', 'map', 'hasMap', 'part', 'N', 'C', 'O', 'HW', 'cin', 'cout', 'groups', 'chunk'],
+    `
+const TR = ${t.TR}u;
+const TC = ${t.TC}u;
+const TQ = ${t.TQ}u;
+var<workgroup> Gs: array<f32, ${t.TQ * t.TR}>; // [q][m]
+var<workgroup> Xs: array<f32, ${t.TQ * t.TC}>; // [q][k]
 
 @compute @workgroup_size(16, 8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
@@ -261,51 +310,52 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   let cols = p.N * p.HW;
   let qa = s * p.chunk;
   let qb = min(qa + p.chunk, cols);
-  // Loads: column li % TQ, rows li / TQ + 4t.
+  // Loads: column li % TQ, rows li / TQ + ${step}t.
   let j = li % TQ;
-  var acc: array<f32, 8>;
+  var acc: array<f32, ${RR * RC}>;
   for (var q0 = qa; q0 < qb; q0 += TQ) {
     let q = q0 + j;
     let n = q / p.HW;
     let px = q % p.HW;
-    for (var t = 0u; t < 8u; t++) {
-      let r = li / TQ + 4u * t;
+    for (var t = 0u; t < ${(t.TR * t.TQ) / 128}u; t++) {
+      let r = li / TQ + ${step}u * t;
       var gv = 0.0;
-      var xv = 0.0;
-      if (q < qb) {
-        if (m0 + r < p.cout) { gv = ld(p.gy + (n * p.O + g * p.cout + m0 + r) * p.HW + px); }
-        if (k0 + r < p.cin) {
-          var c = g * p.cin + k0 + r;
-          if (p.hasMap != 0u) { c = u32(weights[p.map + c]); }
-          xv = ld(p.x + (n * p.C + c) * p.HW + px);
-        }
-      }
+      if (q < qb && m0 + r < p.cout) { gv = ld(p.gy + (n * p.O + g * p.cout + m0 + r) * p.HW + px); }
       Gs[j * TR + r] = gv;
+    }
+    for (var t = 0u; t < ${(t.TC * t.TQ) / 128}u; t++) {
+      let r = li / TQ + ${step}u * t;
+      var xv = 0.0;
+      if (q < qb && k0 + r < p.cin) {
+        var c = g * p.cin + k0 + r;
+        if (p.hasMap != 0u) { c = u32(weights[p.map + c]); }
+        xv = ld(p.x + (n * p.C + c) * p.HW + px);
+      }
       Xs[j * TC + r] = xv;
     }
     workgroupBarrier();
     for (var k = 0u; k < TQ; k++) {
-      let x0 = Xs[k * TC + lid.x];
-      let x1 = Xs[k * TC + lid.x + 16u];
-      for (var u = 0u; u < 4u; u++) {
+      var xr: array<f32, ${RC}>;
+      for (var b = 0u; b < ${RC}u; b++) { xr[b] = Xs[k * TC + lid.x + 16u * b]; }
+      for (var u = 0u; u < ${RR}u; u++) {
         let gv = Gs[k * TR + lid.y + 8u * u];
-        acc[u * 2u] += gv * x0;
-        acc[u * 2u + 1u] += gv * x1;
+        for (var b = 0u; b < ${RC}u; b++) { acc[u * ${RC}u + b] += gv * xr[b]; }
       }
     }
     workgroupBarrier();
   }
-  for (var u = 0u; u < 4u; u++) {
+  for (var u = 0u; u < ${RR}u; u++) {
     let m = m0 + lid.y + 8u * u;
     if (m >= p.cout) { continue; }
-    for (var b = 0u; b < 2u; b++) {
+    for (var b = 0u; b < ${RC}u; b++) {
       let k = k0 + lid.x + 16u * b;
       if (k >= p.cin) { continue; }
-      st(p.part + ((s * p.groups + g) * p.cout + m) * p.cin + k, acc[u * 2u + b]);
+      st(p.part + ((s * p.groups + g) * p.cout + m) * p.cin + k, acc[u * ${RC}u + b]);
     }
   }
 }`,
-);
+  );
+});
 
 /** Loops over the taps of a kernel up to 3x3 with constant bounds, so that accumulators indexed by tap stay
  * in registers (a runtime index would put them in memory); \`body\` sees ky, kx, iy, ix (in the input). */
@@ -923,9 +973,9 @@ export const ADAMW = trainKernel(
 export const TRAIN_KERNELS = [
   CONV_FWD,
   CONV_FWD_BLOCK,
-  PW_FWD,
-  PW_BWD_INPUT,
-  PW_BWD_WEIGHT,
+  pwForward(),
+  pwBackwardInput(),
+  pwBackwardWeight(),
   TAPS_BWD_WEIGHT,
   TAPS_BWD_WEIGHT_BLOCK,
   REDUCE,

@@ -5,7 +5,7 @@ import { firstFit } from '../../runtime/first-fit.js';
 import { GradientBook, rootLifetimes, trainingViews } from '../../runtime/train-views.js';
 import type { Optimizer } from '../../train/optim.js';
 import type { TrainBackend } from '../../train/trainer.js';
-import { CONV_BLOCK, convGrid, GEMM, WORKGROUP } from './kernels.js';
+import { checkGemmTile, CONV_BLOCK, convGrid, GEMM, type GemmTile, WORKGROUP } from './kernels.js';
 import type { GpuContext } from './plan.js';
 import { timeDispatches, type DispatchTime } from './profile.js';
 import * as K from './train-kernels.js';
@@ -91,6 +91,11 @@ export interface TrainPlanOptions {
    * default 4096. Small values exercise the chunking in tests.
    */
   chunkElements?: number;
+  /**
+   * The 1x1 convs' tiles: `gemm` for the forward and dL/dx, `wgrad` for dL/dw (default GEMM and WGRAD;
+   * bench/tune-webgpu.ts times others on a real GPU).
+   */
+  tiles?: { gemm?: GemmTile; wgrad?: K.WgradTile };
 }
 
 /**
@@ -267,7 +272,10 @@ export class WebGpuTrainPlan {
       } else this.values.set(node.name, { ...x, name: node.name, shape, inPlace: view.kind === 'relu' });
     }
 
-    const emitter = new Emitter(this, alloc, o.chunkElements ?? 4096);
+    const tiles = { gemm: o.tiles?.gemm ?? GEMM, wgrad: o.tiles?.wgrad ?? K.WGRAD };
+    checkGemmTile(tiles.gemm);
+    K.checkWgradTile(tiles.wgrad);
+    const emitter = new Emitter(this, alloc, o.chunkElements ?? 4096, tiles);
     for (const node of graph.nodes) emitter.forward(node);
     emitter.backward();
     this.scratchAt = alloc(emitter.scratchFloats, 'a scratch block');
@@ -998,6 +1006,7 @@ class Emitter {
     private readonly plan: WebGpuTrainPlan,
     private readonly alloc: (floats: number) => number,
     private readonly chunkElements: number,
+    private readonly tiles: { gemm: GemmTile; wgrad: K.WgradTile },
   ) {
     this.t = plan.internals;
     for (const n of plan.graph.nodes)
@@ -1335,13 +1344,14 @@ class Emitter {
     const [cin, cout] = [C / groups, O / groups];
     const map = [x.mapAt, +!!x.map];
     const cols = N * HW;
+    const { gemm, wgrad } = this.tiles;
     const tiles = (rows: number): GpuStep['groups'] => [
-      Math.ceil(cols / GEMM.TN),
-      Math.ceil(rows / GEMM.TM),
+      Math.ceil(cols / gemm.TN),
+      Math.ceil(rows / gemm.TM),
       groups,
     ];
     const dims = [N, C, O, HW, cin, cout];
-    this.fwd(node, K.PW_FWD, [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims], {
+    this.fwd(node, K.pwForward(gemm), [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims], {
       out: y.ptr,
       relu: 7,
       groups: tiles(cout),
@@ -1349,14 +1359,14 @@ class Emitter {
     this.backs.push(() => {
       const f = this.acc(x.name);
       if (f !== undefined)
-        this.bwd(node, K.PW_BWD_INPUT, [y.grad, w.at, ...map, x.grad, f, ...dims], tiles(cin));
+        this.bwd(node, K.pwBackwardInput(gemm), [y.grad, w.at, ...map, x.grad, f, ...dims], tiles(cin));
       const wn = O * cin;
-      const wTiles = Math.ceil(cout / K.WGRAD.TR) * Math.ceil(cin / K.WGRAD.TC);
-      const { S, chunk } = this.split(cols, wTiles * groups, K.WGRAD.TQ);
+      const wTiles = Math.ceil(cout / wgrad.TR) * Math.ceil(cin / wgrad.TC);
+      const { S, chunk } = this.split(cols, wTiles * groups, wgrad.TQ);
       const part = this.scratch(0, S * wn);
       this.bwd(
         node,
-        K.PW_BWD_WEIGHT,
+        K.pwBackwardWeight(wgrad),
         [x.ptr, y.grad, ...map, part, ...dims, groups, chunk],
         [S, wTiles, groups],
       );
