@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { WebGpuEngine } from '../src/backends/webgpu/engine.js';
 import type { Precision } from '../src/backends/webgpu/kernels.js';
+import { parseTiles } from '../src/backends/webgpu/train-plan.js';
 import { execute } from '../src/graph/execute.js';
 import { shufflenetWidths } from '../src/models/shufflenet.js';
 import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
@@ -34,6 +35,8 @@ const USAGE = `node dist/device/bench-gpu.js [options]     (here: npx tsx bench/
                          shader-f16, else a note; empty: none)
   --f16-rounded          those rows in f16-rounded instead (f16's rounding on f32 storage: any adapter)
   --train-batches A,B    training batches (default 256; empty: none)
+  --tiles GEMM[/WGRAD]   the training plan's 1x1 tiles, as bench/tune-webgpu.ts prints them (default the
+                         kernels' defaults)
   --warmup N             untimed runs first (default 3)
   --iterations N         timed runs at most (default 30), fewer when --budget-ms runs out (at least 5)
   --budget-ms N          timed work per row on our side (default 20000)
@@ -64,6 +67,7 @@ const { values: args } = parseArgs({
     'f16-batches': { type: 'string', default: '256' },
     'f16-rounded': { type: 'boolean', default: false },
     'train-batches': { type: 'string', default: '256' },
+    tiles: { type: 'string' },
     warmup: { type: 'string', default: '3' },
     iterations: { type: 'string', default: '30' },
     'budget-ms': { type: 'string', default: '20000' },
@@ -106,6 +110,13 @@ const inferBatches = list('--infer-batches', args['infer-batches']);
 const f16Batches = list('--f16-batches', args['f16-batches']);
 const f16Precision = args['f16-rounded'] ? 'f16-rounded' : 'f16';
 const trainBatches = list('--train-batches', args['train-batches']);
+let tiles: ReturnType<typeof parseTiles> | undefined;
+try {
+  tiles = args.tiles === undefined ? undefined : parseTiles(args.tiles);
+} catch (e) {
+  console.error(`--tiles: ${(e as Error).message}`);
+  process.exit(2);
+}
 const warmup = Number(args.warmup);
 const iterations = positive('--iterations', args.iterations);
 const budgetMs = positive('--budget-ms', args['budget-ms']);
@@ -338,7 +349,7 @@ async function training(engine: WebGpuEngine) {
     const r = row('train', batch);
     try {
       const shape = [batch, 3, size, size];
-      const plan = engine.compileTraining(graph, shape);
+      const plan = engine.compileTraining(graph, shape, { tiles });
       try {
         const w = new Map([...weights].map(([k, t]) => [k, new Tensor(t.shape, t.data.slice())]));
         const opt = sgd({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
@@ -464,7 +475,8 @@ function section(): string {
       'training-mode BN, softmax cross entropy (label ' +
       `smoothing ${LABEL_SMOOTHING}), backward, SGD (momentum 0.9, Nesterov, weight decay 5e-4, lr ${LR}); ` +
       'the logits, losses and BN statistics read back (the running buffers move on the CPU); PyTorch = ' +
-      'zero_grad, forward, the same loss, backward, the same SGD, all on the GPU.',
+      'zero_grad, forward, the same loss, backward, the same SGD, all on the GPU.' +
+      (tiles ? ` Our 1x1 tiles: --tiles ${args.tiles}.` : ''),
     `- Timing: ${warmup} warm-up run(s), then up to ${iterations} timed runs (stopping after ` +
       `${budgetMs / 1000} s once 5 ran), each awaited (PyTorch: torch.cuda.synchronize() around each); ` +
       'medians; images/s = batch / median. PyTorch first, then ours, in the same device run.',

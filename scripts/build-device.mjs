@@ -20,6 +20,7 @@ const entries = {
   'thread-worker': 'src/node/thread-worker.ts',
   'bench-gpu': 'bench/gpu.ts',
   'profile-webgpu': 'bench/profile-webgpu.ts',
+  'tune-webgpu': 'bench/tune-webgpu.ts',
   'webgpu.test': 'test/webgpu.test.ts',
   'webgpu-train.test': 'test/webgpu-train.test.ts',
 };

@@ -2,10 +2,13 @@
 # The GPU machine's checks (issue 8), run there from the project root through .device/on-device.sh (Node 20 and
 # the `webgpu` package on Vulkan; see ../shared/device/README.md and README.md, "GPU machine"):
 #
-#   bash .device/on-device.sh bash scripts/device-gpu.sh PHASE...   PHASE: all | check | bench | bench-cifar | profile | cifar
+#   bash .device/on-device.sh bash scripts/device-gpu.sh PHASE...   PHASE: all | tune | check | bench | bench-cifar | profile | cifar
 #
 #   all      check, bench, cifar and profile in one call, inside DEVICE_BUDGET_S seconds (default 540). cifar
 #            leaves RESERVE_S (80 s) to the profiles after it.
+#   tune     bench/tune-webgpu.ts: whole training steps (1.0x g=3, 224, batch 256) at several tiles of the 1x1
+#            convs, the GEMM tile then the weight-gradient tile: $OUT/tune.md, and the fastest in
+#            $OUT/tiles.txt (GEMM/WGRAD), which GPU_TILES=auto hands to the phases after it.
 #   check    the WebGPU conformance tests (test/webgpu.test.ts, test/webgpu-train.test.ts) on the GPU, from their
 #            bundles (no tsx there): every kernel and whole ShuffleNets against the reference kernels / tape.
 #   bench    bench/gpu.ts (dist/device/bench-gpu.js): ShuffleNet v1 1.0x g=3 at 224, inference batch 1 and 256,
@@ -27,7 +30,9 @@
 # SHUFFLENET_WEBGPU_BACKEND (default vulkan; opengles runs it here on llvmpipe), BENCH_ARGS and BENCH_CIFAR_ARGS
 # (replace bench-gpu's arguments of the two runs: sizes, batches, iterations; BENCH_ARGS defaults to --host-io
 # --iterations 20 --budget-ms 6000), CHECK_TIMEOUT (120 s), BENCH_TIMEOUT (200 s), BENCH_CIFAR_TIMEOUT (60 s),
-# PROFILE_TIMEOUT (60 s each), PROFILE_ARGS, PROFILE_KINDS, CIFAR_CAP_S, CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_MAX_EPOCHS, CIFAR_BATCH,
+# PROFILE_TIMEOUT (60 s each), TUNE_TIMEOUT (150 s), TUNE_ARGS (default --rounds 1 --steps 5), GPU_TILES (the
+# training plan's 1x1 tiles for bench, bench-cifar and cifar: GEMM/WGRAD, e.g. 64x64x16/32x64x32, or auto:
+# tune's $OUT/tiles.txt; default the kernels' own), PROFILE_ARGS, PROFILE_KINDS, CIFAR_CAP_S, CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_MAX_EPOCHS, CIFAR_BATCH,
 # CIFAR_LR, CIFAR_ARGS (more train flags; default --cutout 16: the first H200 run, without it, ended at
 # 89.40% on the test set with ~98% on its training batches and a loss near label smoothing's floor, i.e.
 # overfitting; CIFAR_ARGS= for none), CIFAR_EVAL_EVERY (4: the test set after every 4th epoch, the last and
@@ -102,6 +107,24 @@ need() {
   done
 }
 
+# GPU_TILES as given, or tune's fastest (auto); empty: the kernels' defaults.
+tiles() {
+  if [ "${GPU_TILES:-}" = auto ]; then
+    [ -f "$OUT/tiles.txt" ] && cat "$OUT/tiles.txt"
+  else
+    echo "${GPU_TILES:-}"
+  fi
+}
+
+phase_tune() {
+  need "$BUNDLE/tune-webgpu.js" || return 1
+  echo "== tune: the 1x1 convs' tiles of a training step"
+  # shellcheck disable=SC2086 # TUNE_ARGS is a list of arguments
+  run_for "$(limit "${TUNE_TIMEOUT:-150}")" node "$BUNDLE/tune-webgpu.js" ${TUNE_ARGS---rounds 1 --steps 5} \
+    --budget-s "$(limit "${TUNE_TIMEOUT:-150}")" --out "$OUT/tune.md" --tiles-out "$OUT/tiles.txt" 2>&1 |
+    tee "$OUT/tune.log"
+}
+
 phase_check() {
   need "$BUNDLE/webgpu.test.js" "$BUNDLE/webgpu-train.test.js" || return 1
   echo "== check: WebGPU conformance tests on $SHUFFLENET_WEBGPU_BACKEND"
@@ -114,7 +137,9 @@ phase_bench() {
   need "$BUNDLE/bench-gpu.js" tools/torch_gpu_bench.py || return 1
   echo "== bench: ours (WebGPU) and PyTorch"
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
-  run_for "$(limit "${BENCH_TIMEOUT:-200}")" node "$BUNDLE/bench-gpu.js" \
+  local t
+  t=$(tiles)
+  run_for "$(limit "${BENCH_TIMEOUT:-200}")" node "$BUNDLE/bench-gpu.js" ${t:+--tiles "$t"} \
     ${BENCH_ARGS---host-io --iterations 20 --budget-ms 6000} \
     --out "$OUT/bench.md" --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 }
@@ -124,7 +149,9 @@ phase_bench-cifar() {
   need "$BUNDLE/bench-gpu.js" || return 1
   echo "== bench-cifar: the CIFAR-10 model (small-input stem), 32x32"
   # shellcheck disable=SC2086
-  run_for "$(limit "${BENCH_CIFAR_TIMEOUT:-60}")" node "$BUNDLE/bench-gpu.js" --small-input --classes 10 \
+  local t
+  t=$(tiles)
+  run_for "$(limit "${BENCH_CIFAR_TIMEOUT:-60}")" node "$BUNDLE/bench-gpu.js" --small-input --classes 10 ${t:+--tiles "$t"} \
     ${BENCH_CIFAR_ARGS---size 32 --infer-batches 256 --f16-batches= --train-batches 256 --iterations 20 --budget-ms 3000 --no-torch} \
     --out "$OUT/bench-cifar.md" --json "$OUT/bench-cifar.json" 2>&1 | tee "$OUT/bench-cifar.log"
 }
@@ -154,7 +181,8 @@ phase_cifar() {
   if [ -n "${CIFAR_RESUME:-}" ]; then
     mkdir -p "$run" && tar -xf "$CIFAR_RESUME" -C "$run" && resume=(--resume)
   fi
-  local cap=${CIFAR_CAP_S:-}
+  local cap=${CIFAR_CAP_S:-} tiles
+  tiles=$(tiles)
   if [ -z "$cap" ]; then
     # The rest of the budget, less the eval (30 s) and what the phases after this one keep (RESERVE_S).
     if [ -n "$BUDGET" ]; then cap=$(($(limit 100000) - 30 - ${RESERVE_S:-0})); else cap=420; fi
@@ -175,7 +203,7 @@ phase_cifar() {
     --arch "${CIFAR_ARCH:-shufflenet_v1_g3_1.0x}" --out "$run" --backend webgpu --no-cache \
     --epochs "$epochs" --time-budget "$cap" --batch-size "${CIFAR_BATCH:-256}" --lr "${CIFAR_LR:-0.2}" \
     --schedule cosine --nesterov --weight-decay 5e-4 --threads "${CIFAR_THREADS:-8}" \
-    --eval-every "${CIFAR_EVAL_EVERY:-4}" ${CIFAR_ARGS---cutout 16} "${resume[@]}" 2>&1 | tee "$out/train.log"
+    --eval-every "${CIFAR_EVAL_EVERY:-4}" ${tiles:+--gpu-tiles "$tiles"} ${CIFAR_ARGS---cutout 16} "${resume[@]}" 2>&1 | tee "$out/train.log"
   local rc=${PIPESTATUS[0]} wall=$((SECONDS - t0))
   echo "train exited $rc after ${wall} s"
   for f in metrics.jsonl training.svg model.safetensors; do [ -f "$run/$f" ] && cp "$run/$f" "$out/"; done
@@ -209,11 +237,11 @@ phase_cifar() {
     ].join("\n");
     fs.writeFileSync(dir + "/summary.md", md + "\n");
     console.log(md);
-  ' "$out" "$wall" "$rc" "train --dataset cifar10:$data --arch ${CIFAR_ARCH:-shufflenet_v1_g3_1.0x} --backend webgpu --epochs $epochs --time-budget $cap --batch-size ${CIFAR_BATCH:-256} --lr ${CIFAR_LR:-0.2} --schedule cosine --nesterov --weight-decay 5e-4 --eval-every ${CIFAR_EVAL_EVERY:-4} ${CIFAR_ARGS---cutout 16} (cap ${cap} s)"
+  ' "$out" "$wall" "$rc" "train --dataset cifar10:$data --arch ${CIFAR_ARCH:-shufflenet_v1_g3_1.0x} --backend webgpu --epochs $epochs --time-budget $cap --batch-size ${CIFAR_BATCH:-256} --lr ${CIFAR_LR:-0.2} --schedule cosine --nesterov --weight-decay 5e-4 --eval-every ${CIFAR_EVAL_EVERY:-4}${tiles:+ --gpu-tiles $tiles} ${CIFAR_ARGS---cutout 16} (cap ${cap} s)"
   [ "$rc" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 130 ]
 }
 
-[ $# -gt 0 ] || { echo "usage: bash scripts/device-gpu.sh all|check|bench|bench-cifar|profile|cifar ..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: bash scripts/device-gpu.sh all|tune|check|bench|bench-cifar|profile|cifar ..." >&2; exit 2; }
 phases=()
 for phase in "$@"; do
   case "$phase" in
@@ -223,9 +251,9 @@ for phase in "$@"; do
       phases+=(check bench cifar profile)
       RESERVE_S=${RESERVE_S:-80}
       ;;
-    check | bench | bench-cifar | profile | cifar) phases+=("$phase") ;;
+    tune | check | bench | bench-cifar | profile | cifar) phases+=("$phase") ;;
     *)
-      echo "device-gpu.sh: unknown phase '$phase' (all, check, bench, bench-cifar, profile, cifar)" >&2
+      echo "device-gpu.sh: unknown phase '$phase' (all, tune, check, bench, bench-cifar, profile, cifar)" >&2
       exit 2
       ;;
   esac
@@ -236,7 +264,7 @@ for phase in "${phases[@]}"; do
 done
 # The last lines of output come back even when files do not: the results again, at the end.
 echo "== summary"
-for f in "$OUT/bench.md" "$OUT/cifar/summary.md"; do [ -f "$f" ] && cat "$f"; done
+for f in "$OUT/tune.md" "$OUT/bench.md" "$OUT/cifar/summary.md"; do [ -f "$f" ] && cat "$f"; done
 grep -h '^time budget' "$OUT/cifar/train.log" 2> /dev/null
 # The run tool brings back at most 8 files: past that, the small ones go into one archive, and the model and
 # checkpoint stay beside it.

@@ -611,22 +611,30 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
             '--backend',
             'webgpu',
           ];
-          const r = spawnSync(
-            process.execPath,
-            ['--import', 'tsx', 'src/cli/main.ts', 'train', ...args, ...more],
-            {
-              cwd: fileURLToPath(new URL('..', import.meta.url)),
-              encoding: 'utf8',
-              env: {
-                ...process.env,
-                SHUFFLENET_WEBGPU_BACKEND: process.env.SHUFFLENET_WEBGPU_BACKEND ?? 'opengles',
+          const train = (...extra: string[]) =>
+            spawnSync(
+              process.execPath,
+              ['--import', 'tsx', 'src/cli/main.ts', 'train', ...args, ...more, ...extra],
+              {
+                cwd: fileURLToPath(new URL('..', import.meta.url)),
+                encoding: 'utf8',
+                env: {
+                  ...process.env,
+                  SHUFFLENET_WEBGPU_BACKEND: process.env.SHUFFLENET_WEBGPU_BACKEND ?? 'opengles',
+                },
               },
-            },
-          );
+            );
+          const r = train('--gpu-tiles', '16x32x8/16x16x64');
           assert.equal(r.status, 0, r.stderr);
-          assert.match(r.stderr, /backend: webgpu \(/);
+          assert.match(r.stderr, /backend: webgpu \(.*\), 1x1 tiles 16x32x8\/16x16x64\n/);
           assert.match(r.stderr, /step 2\/2/);
           assert.ok(existsSync(join(out, 'model.safetensors')));
+          const bad = train('--gpu-tiles', '32x64x16/32x20x32');
+          assert.notEqual(bad.status, 0);
+          assert.match(
+            bad.stderr,
+            /--gpu-tiles: weight-gradient tile 32x20x32: needs TR a multiple of 8, TC of 16/,
+          );
         } finally {
           rmSync(out, { recursive: true, force: true });
         }

@@ -3,7 +3,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'nod
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { webgpuTraining } from '../backends/webgpu/train-plan.js';
+import { parseTiles, webgpuTraining } from '../backends/webgpu/train-plan.js';
 import { makeBatch, Rng, streamSeed, type AugmentOptions } from '../data/augment.js';
 import { sampleSet, type ImageSet } from '../data/datasets.js';
 import { ConfigError } from '../errors.js';
@@ -96,6 +96,7 @@ interface TrainFlags {
   bnRecalibrate: number;
   checkpointEvery?: number;
   evalEvery: number;
+  gpuTiles?: ReturnType<typeof parseTiles>;
   cacheDir?: string;
   cache: boolean;
   resume?: boolean;
@@ -280,7 +281,7 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
   const gpu = await openWebGpu(o.backend);
   const wasm = o.backend === 'wasm' || (o.backend === 'auto' && !gpu);
   const engine = wasm ? await createNodeEngine({ threads: o.threads }) : undefined;
-  const backend = gpu ? webgpuTraining(gpu) : engine ? engineTraining(engine) : referenceTraining;
+  const backend = gpu ? webgpuTraining(gpu, { tiles: o.gpuTiles }) : engine ? engineTraining(engine) : referenceTraining;
   const compiler = gpu ?? engine;
   const infer = compiler ? planInfer(compiler) : await wasmInfer(1);
   console.error(`backend: ${backend.name}`);
@@ -498,6 +499,18 @@ export function addTrainCommands(program: Command): Command {
       'evaluate on the test set every N epochs, after the last, and after the one --time-budget fits at',
       positiveInt('--eval-every'),
       1,
+    )
+    .option(
+      '--gpu-tiles <tiles>',
+      "WebGPU: the 1x1 convs' GEMM tile and weight-gradient tile, TMxTNxTK[/TRxTCxTQ] (default " +
+        '32x64x16/32x32x32; bench/tune-webgpu.ts times others)',
+      (text: string) => {
+        try {
+          return parseTiles(text);
+        } catch (e) {
+          throw new ConfigError(`--gpu-tiles: ${(e as Error).message}`);
+        }
+      },
     )
     .option(
       '--checkpoint-every <n>',

@@ -99,6 +99,23 @@ export interface TrainPlanOptions {
 }
 
 /**
+ * Tiles as `GEMM[/WGRAD]`, e.g. '64x64x16/32x64x32' (TMxTNxTK, TRxTCxTQ; bench/tune-webgpu.ts's notation).
+ */
+export function parseTiles(spec: string): NonNullable<TrainPlanOptions['tiles']> {
+  const m = /^(\d+)x(\d+)x(\d+)(?:\/(\d+)x(\d+)x(\d+))?$/.exec(spec.trim());
+  if (!m)
+    throw new RangeError(`tiles '${spec}': expected TMxTNxTK or TMxTNxTK/TRxTCxTQ, e.g. 32x64x16/32x32x32`);
+  const [TM, TN, TK, TR, TC, TQ] = m.slice(1).map(Number);
+  const tiles = {
+    gemm: { TM: TM!, TN: TN!, TK: TK! },
+    ...(m[4] ? { wgrad: { TR: TR!, TC: TC!, TQ: TQ! } } : {}),
+  };
+  checkGemmTile(tiles.gemm);
+  if (tiles.wgrad) K.checkWgradTile(tiles.wgrad);
+  return tiles;
+}
+
+/**
  * A training step compiled onto a WebGPU device: the same plan as the WASM TrainPlan (src/runtime/train-
  * plan.ts) on an arena of up to 8 buffers (train-kernels.ts): values, BN statistics, parameter gradients,
  * and value gradients laid out by their lifetime in the backward order (first writer writes, the others
@@ -1457,23 +1474,28 @@ class Emitter {
  * SGD, whole steps run on the device (step()), the parameters and momentum staying there between steps
  * until sync() copies them back.
  */
-export function webgpuTraining(engine: {
-  adapter: string;
-  compileTraining(graph: Graph, inputShape: Shape): WebGpuTrainPlan;
-}): TrainBackend {
+export function webgpuTraining(
+  engine: {
+    adapter: string;
+    compileTraining(graph: Graph, inputShape: Shape, o?: TrainPlanOptions): WebGpuTrainPlan;
+  },
+  options: TrainPlanOptions = {},
+): TrainBackend {
   const plans = new WeakMap<Graph, Map<string, WebGpuTrainPlan>>();
   const planFor = (graph: Graph, shape: Shape) => {
     let byShape = plans.get(graph);
     if (!byShape) plans.set(graph, (byShape = new Map()));
     const key = shape.join('x');
     let plan = byShape.get(key);
-    if (!plan) byShape.set(key, (plan = engine.compileTraining(graph, shape)));
+    if (!plan) byShape.set(key, (plan = engine.compileTraining(graph, shape, options)));
     return plan;
   };
   /** The plan that holds the parameters (after load()), if any. */
   let holder: WebGpuTrainPlan | undefined;
+  const t = options.tiles;
+  const tiles = t && [t.gemm, t.wgrad].map((x) => (x ? Object.values(x).join('x') : 'default')).join('/');
   return {
-    name: `webgpu (${engine.adapter})`,
+    name: `webgpu (${engine.adapter})${tiles ? `, 1x1 tiles ${tiles}` : ''}`,
     async forward(graph, weights, input) {
       const plan = planFor(graph, input.shape);
       holder = undefined; // forward() uploads the caller's weights
