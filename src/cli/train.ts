@@ -281,7 +281,11 @@ async function runTrain(o: TrainFlags, cmd: Command): Promise<void> {
   const gpu = await openWebGpu(o.backend);
   const wasm = o.backend === 'wasm' || (o.backend === 'auto' && !gpu);
   const engine = wasm ? await createNodeEngine({ threads: o.threads }) : undefined;
-  const backend = gpu ? webgpuTraining(gpu, { tiles: o.gpuTiles }) : engine ? engineTraining(engine) : referenceTraining;
+  const backend = gpu
+    ? webgpuTraining(gpu, { tiles: o.gpuTiles })
+    : engine
+      ? engineTraining(engine)
+      : referenceTraining;
   const compiler = gpu ?? engine;
   const infer = compiler ? planInfer(compiler) : await wasmInfer(1);
   console.error(`backend: ${backend.name}`);
