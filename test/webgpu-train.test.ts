@@ -167,6 +167,11 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
         () => engine.compileTraining(grouped, [2, 36, 3, 7], { tiles: { gemm: { TM: 12, TN: 64, TK: 16 } } }),
         /GEMM tile 12x64x16: needs TM a multiple of 8/,
       );
+      assert.throws(
+        () =>
+          engine.compileTraining(grouped, [2, 36, 3, 7], { tiles: { wgrad: { TR: 16, TC: 16, TQ: 128 } } }),
+        /weight-gradient tile 16x16x128: 16512 bytes of workgroup memory, above 16384/,
+      );
     });
 
     it('depthwise 3x3 stride 1 and 2 (odd sizes), reading a folded shuffle (the paper unit)', async () => {

@@ -118,6 +118,9 @@ export interface GemmTile {
   TK: number;
 }
 
+/** WebGPU's default maxComputeWorkgroupStorageSize (bytes), which every adapter offers. */
+export const WORKGROUP_STORAGE = 16384;
+
 /** The tile of inference and, by default, of training. */
 export const GEMM: GemmTile = { TM: 32, TN: 64, TK: 16 };
 
@@ -134,6 +137,11 @@ export function checkGemmTile(t: GemmTile): void {
     throw new RangeError(
       `GEMM tile ${t.TM}x${t.TN}x${t.TK}: needs TM a multiple of 8, TN 16, 32, 64 or 128, and TM * TK and ` +
         `TK * TN multiples of 128`,
+    );
+  const bytes = (t.TM * (t.TK + 1) + t.TK * t.TN) * 4;
+  if (bytes > WORKGROUP_STORAGE)
+    throw new RangeError(
+      `GEMM tile ${t.TM}x${t.TN}x${t.TK}: ${bytes} bytes of workgroup memory, above ${WORKGROUP_STORAGE}`,
     );
 }
 
@@ -158,7 +166,10 @@ export const gemm = (
 const TM = ${t.TM}u;
 const TN = ${t.TN}u;
 const TK = ${t.TK}u;
-var<workgroup> As: array<f32, ${t.TM * t.TK}>; // [k][r]
+// A's rows are TK + 1 apart: its stores (k fastest) and its reads (a row per lid.y) hit distinct banks
+// (with rows TM apart, 16 stores of a warp fell into one bank).
+const AS = TK + 1u;
+var<workgroup> As: array<f32, ${t.TM * (t.TK + 1)}>; // [r][k]
 var<workgroup> Bs: array<f32, ${t.TK * t.TN}>; // [k][q]
 
 @compute @workgroup_size(16, 8)
@@ -181,7 +192,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       let k = e % TK;
       var v = 0.0;
       if (r0 + r < ${rows} && k0 + k < ${depth}) { v = ${a.replaceAll('#r', '(r0 + r)').replaceAll('#k', '(k0 + k)')}; }
-      As[k * TM + r] = v;
+      As[r * AS + k] = v;
     }
     for (var t = 0u; t < ${(t.TK * t.TN) / 128}u; t++) {
       let k = li / TN + ${128 / t.TN}u * t;
@@ -192,7 +203,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
     workgroupBarrier();
     for (var k = 0u; k < TK; k++) {
       var av: array<f32, ${RM}>;
-      for (var u = 0u; u < ${RM}u; u++) { av[u] = As[k * TM + lid.y + 8u * u]; }
+      for (var u = 0u; u < ${RM}u; u++) { av[u] = As[(lid.y + 8u * u) * AS + k]; }
       for (var b = 0u; b < ${RN}u; b++) {
         let bv = Bs[k * TN + lid.x + 16u * b];
         for (var u = 0u; u < ${RM}u; u++) { acc[u * ${RN}u + b] += av[u] * bv; }

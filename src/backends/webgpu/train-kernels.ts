@@ -17,7 +17,16 @@
  * rounding near that of a pairwise sum. The chunking depends on the shapes only, so results are
  * deterministic.
  */
-import { blockedConv, CONV_BLOCK, GEMM, gemm, oneD, WORKGROUP, type Kernel } from './kernels.js';
+import {
+  blockedConv,
+  CONV_BLOCK,
+  GEMM,
+  gemm,
+  oneD,
+  WORKGROUP,
+  WORKGROUP_STORAGE,
+  type Kernel,
+} from './kernels.js';
 
 /** Segment k's floats start at global index k << SEGMENT_SHIFT: 2 GiB per segment, 8 segments in a u32. */
 export const SEGMENT_SHIFT = 29;
@@ -279,6 +288,11 @@ export function checkWgradTile(t: WgradTile): void {
       `weight-gradient tile ${t.TR}x${t.TC}x${t.TQ}: needs TR a multiple of 8, TC of 16, TQ 16, 32, 64 or ` +
         `128, and TR * TQ and TC * TQ multiples of 128`,
     );
+  const bytes = (t.TR + t.TC) * (t.TQ + 1) * 4;
+  if (bytes > WORKGROUP_STORAGE)
+    throw new RangeError(
+      `weight-gradient tile ${t.TR}x${t.TC}x${t.TQ}: ${bytes} bytes of workgroup memory, above ${WORKGROUP_STORAGE}`,
+    );
 }
 
 /**
@@ -296,8 +310,11 @@ export const pwBackwardWeight = perTile(WGRAD, (t, name) => {
 const TR = ${t.TR}u;
 const TC = ${t.TC}u;
 const TQ = ${t.TQ}u;
-var<workgroup> Gs: array<f32, ${t.TQ * t.TR}>; // [q][m]
-var<workgroup> Xs: array<f32, ${t.TQ * t.TC}>; // [q][k]
+// Rows TQ + 1 apart: a warp's stores (q fastest) and reads (rows by lid.y, lid.x) hit distinct banks (with
+// the columns TR apart, every store of a warp fell into one bank: 32 at a time).
+const QS = TQ + 1u;
+var<workgroup> Gs: array<f32, ${t.TR * (t.TQ + 1)}>; // [m][q]
+var<workgroup> Xs: array<f32, ${t.TC * (t.TQ + 1)}>; // [k][q]
 
 @compute @workgroup_size(16, 8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
@@ -321,7 +338,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       let r = li / TQ + ${step}u * t;
       var gv = 0.0;
       if (q < qb && m0 + r < p.cout) { gv = ld(p.gy + (n * p.O + g * p.cout + m0 + r) * p.HW + px); }
-      Gs[j * TR + r] = gv;
+      Gs[r * QS + j] = gv;
     }
     for (var t = 0u; t < ${(t.TC * t.TQ) / 128}u; t++) {
       let r = li / TQ + ${step}u * t;
@@ -331,14 +348,14 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
         if (p.hasMap != 0u) { c = u32(weights[p.map + c]); }
         xv = ld(p.x + (n * p.C + c) * p.HW + px);
       }
-      Xs[j * TC + r] = xv;
+      Xs[r * QS + j] = xv;
     }
     workgroupBarrier();
     for (var k = 0u; k < TQ; k++) {
       var xr: array<f32, ${RC}>;
-      for (var b = 0u; b < ${RC}u; b++) { xr[b] = Xs[k * TC + lid.x + 16u * b]; }
+      for (var b = 0u; b < ${RC}u; b++) { xr[b] = Xs[(lid.x + 16u * b) * QS + k]; }
       for (var u = 0u; u < ${RR}u; u++) {
-        let gv = Gs[k * TR + lid.y + 8u * u];
+        let gv = Gs[(lid.y + 8u * u) * QS + k];
         for (var b = 0u; b < ${RC}u; b++) { acc[u * ${RC}u + b] += gv * xr[b]; }
       }
     }
