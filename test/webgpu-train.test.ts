@@ -174,13 +174,25 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
       );
     });
 
-    it('depthwise 3x3 stride 1 and 2 (odd sizes), reading a folded shuffle (the paper unit)', async () => {
-      for (const stride of [1, 2]) {
-        const g = graphOf(`dw s${stride}`, 6, [9, 7], (b, x) => {
+    it('depthwise 3x3 stride 1 and 2 (odd sizes, padding 1 and 0), reading a folded shuffle (the paper unit)', async () => {
+      for (const [stride, padding] of [
+        [1, 1],
+        [2, 1],
+        [2, 0],
+      ] as const) {
+        const what = `dw s${stride} p${padding}`;
+        const g = graphOf(what, 6, [9, 7], (b, x) => {
           const y = b.shuffle('s', b.conv('pw', x, 6, 1, { groups: 2 }), 2, 'paper');
-          return b.conv('dw', y, 6, 3, { stride, padding: 1, groups: 6 });
+          return b.conv('dw', y, 6, 3, { stride, padding, groups: 6, bias: padding === 0 });
         });
-        assert.deepEqual(await check(`dw s${stride}`, g, [2, 6, 9, 7]), []);
+        let names: string[] = [];
+        const inspect = (p: WebGpuTrainPlan) => (names = [...p.dispatches.forward, ...p.dispatches.backward]);
+        assert.deepEqual(await check(what, g, [2, 6, 9, 7], { inspect }), []);
+        // Plane by plane (the kernels without a division per tap), not the generic conv.
+        assert.deepEqual(
+          names.filter((d) => d.startsWith('dw: ') && !/weight|reduce|channel/.test(d)),
+          ['dw: train depthwise', 'dw: train depthwise backward input'],
+        );
       }
     });
 

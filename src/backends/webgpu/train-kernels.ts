@@ -700,6 +700,83 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
 }`;
 
 /**
+ * Depthwise 3x3 convs (one input and one output channel per group, dilation 1, strides 1 or 2), plane by
+ * plane (planeGrid over the plane they write): the workgroup's y and z are the channel and the image, the
+ * channel's 9 weights sit in registers, and a pixel costs one division (the generic kernels decode n, c, y, x
+ * from a flat index and divide by the stride at every tap: integer division, dozens of instructions each,
+ * made them compute-bound on the H200, 10x from its memory bandwidth). The same sums in the same order.
+ */
+const depthwise = (plane: string, pre: string, body: string) => `
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let c = wg.y;
+  let n = wg.z;${row}
+  var wt: array<f32, 9>;
+  for (var t = 0u; t < 9u; t++) { wt[t] = weights[p.w + c * 9u + t]; }${pre}
+  for (var k = 0u; k < ${PLANE_PER}u; k++) {
+    let px = (wg.x * ${PLANE_PER}u + k) * ${WORKGROUP}u + li;
+    if (px >= ${plane}) { return; }${body}
+  }
+}`;
+
+/** Depthwise 3x3 forward (see depthwise): y[n][c] from x[n][map(c)], bias and ReLU fused. */
+export const DW_FWD = trainKernel(
+  'train depthwise',
+  ['x', 'w', 'b', 'hasBias', 'map', 'hasMap', 'y', 'relu', ...convDims],
+  depthwise(
+    'p.OH * p.OW',
+    `
+  let xb = p.x + (n * p.C + row) * p.H * p.W;
+  let yb = p.y + (n * p.O + c) * p.OH * p.OW;
+  var b = 0.0;
+  if (p.hasBias != 0u) { b = weights[p.b + c]; }`,
+    `
+    let oy = px / p.OW;
+    let ox = px - oy * p.OW;
+    var s = b;${taps3x3(`
+        s += wt[ky * 3u + kx] * ld(xb + u32(iy) * p.W + u32(ix));`)}
+    if (p.relu != 0u) { s = max(s, 0.0); }
+    st(yb + px, s);`,
+  ),
+);
+
+/**
+ * Depthwise 3x3 dL/dx (see depthwise): gx[n][map(c)][iy][ix] = sum over the taps (ky, kx) whose output
+ * (iy + PH - ky, ix + PW - kx) / stride is whole and inside, of w[c][ky][kx] gy[n][c][oy][ox]; strides 1 or 2
+ * as a mask and a shift. Written or added as p.acc says.
+ */
+export const DW_BWD_INPUT = trainKernel(
+  'train depthwise backward input',
+  ['gy', 'w', 'map', 'hasMap', 'gx', 'acc', ...convDims],
+  depthwise(
+    'p.H * p.W',
+    `
+  let gb = p.gy + (n * p.O + c) * p.OH * p.OW;
+  let xb = p.gx + (n * p.C + row) * p.H * p.W;
+  let sy = p.SH - 1u;
+  let sx = p.SW - 1u;`,
+    `
+    let iy = px / p.W;
+    let ix = px - iy * p.W;
+    var part = 0.0;
+    for (var ky = 0u; ky < 3u; ky++) {
+      let ty = i32(iy + p.PH) - i32(ky);
+      if (ty < 0 || (u32(ty) & sy) != 0u) { continue; }
+      let oy = u32(ty) >> sy;
+      if (oy >= p.OH) { continue; }
+      for (var kx = 0u; kx < 3u; kx++) {
+        let tx = i32(ix + p.PW) - i32(kx);
+        if (tx < 0 || (u32(tx) & sx) != 0u) { continue; }
+        let ox = u32(tx) >> sx;
+        if (ox >= p.OW) { continue; }
+        part += wt[ky * 3u + kx] * ld(gb + oy * p.OW + ox);
+      }
+    }
+    put(xb + px, part, p.acc);`,
+  ),
+);
+
+/**
  * BN backward with batch statistics, per element: dx = scale[c] * (gy - mg[c] - xhat * mgx[c]), scale =
  * gamma / sqrt(var + eps) from the forward, mg and mgx from CHANNEL_FINAL mode 2 at m[c] and m[C + c];
  * with `relu`, gy masked by the ReLU the forward affine applied (bnRelu). Dispatched by planeGrid.
@@ -990,6 +1067,8 @@ export const ADAMW = trainKernel(
 export const TRAIN_KERNELS = [
   CONV_FWD,
   CONV_FWD_BLOCK,
+  DW_FWD,
+  DW_BWD_INPUT,
   pwForward(),
   pwBackwardInput(),
   pwBackwardWeight(),

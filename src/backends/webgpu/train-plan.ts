@@ -1147,18 +1147,31 @@ class Emitter {
           return;
         }
         const dims = [C, H, W, O, OH, OW, ...a.kernel, ...a.stride, ...a.padding, ...a.dilation, cin, cout];
-        // Several output channels per group (the stem): blocked; depthwise: one output per invocation.
+        // Several output channels per group (the stem): blocked; depthwise 3x3 (strides 1, 2): plane by
+        // plane; others: one output per invocation.
         const blocked = cout > 1;
-        this.fwd(
-          node,
-          blocked ? K.CONV_FWD_BLOCK : K.CONV_FWD,
-          [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims, n],
-          { out: y.ptr, relu: 7, ...(blocked ? { groups: convGrid(N, OH, OW, a.groups, cout) } : {}) },
-        );
+        const dw =
+          cin === 1 &&
+          cout === 1 &&
+          a.kernel.every((k) => k === 3) &&
+          a.dilation.every((d) => d === 1) &&
+          a.stride.every((s) => s === 1 || s === 2);
+        const fwdArgs = [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims];
+        if (dw)
+          this.fwd(node, K.DW_FWD, fwdArgs, { out: y.ptr, relu: 7, groups: K.planeGrid(N, O, OH * OW) });
+        else
+          this.fwd(node, blocked ? K.CONV_FWD_BLOCK : K.CONV_FWD, [...fwdArgs, n], {
+            out: y.ptr,
+            relu: 7,
+            ...(blocked ? { groups: convGrid(N, OH, OW, a.groups, cout) } : {}),
+          });
         this.backs.push(() => {
           const f = this.acc(x.name);
-          if (f !== undefined)
-            this.bwd(node, K.CONV_BWD_INPUT, [y.grad, w.at, ...map, x.grad, f, ...dims, shapeSize(x.shape)]);
+          if (f !== undefined) {
+            const dx = [y.grad, w.at, ...map, x.grad, f, ...dims];
+            if (dw) this.bwd(node, K.DW_BWD_INPUT, dx, K.planeGrid(N, C, H * W));
+            else this.bwd(node, K.CONV_BWD_INPUT, [...dx, shapeSize(x.shape)]);
+          }
           if (a.kernel[0] <= 3 && a.kernel[1] <= 3) {
             // Up to 3x3 (the stem, depthwise): all taps of one (output, input channel) pair at once; with
             // several output channels per group (the stem), blocks of them share each position's taps.
