@@ -374,6 +374,32 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   );
 });
 
+/**
+ * A workgroup's strided loop over the output positions q = qa + li, qa + li + WORKGROUP, ... < qb of
+ * [N, OH, OW] planes: `n`, `r` (q's index in its plane), `oy` and `ox` are carried from one position to the
+ * next with adds and compares (an integer division costs dozens of instructions; decoding q took five per
+ * position). `body` sees them.
+ */
+const positions = (body: string) => `
+  let plane = p.OH * p.OW;
+  var n = (qa + li) / plane;
+  var r = (qa + li) % plane;
+  var oy = r / p.OW;
+  var ox = r % p.OW;
+  let dn = ${WORKGROUP}u / plane;
+  let dr = ${WORKGROUP}u % plane;
+  let dy = dr / p.OW;
+  let dx = dr % p.OW;
+  for (var q = qa + li; q < qb; q += ${WORKGROUP}u) {${body}
+    r += dr;
+    n += dn;
+    if (r >= plane) { r -= plane; n += 1u; }
+    ox += dx;
+    oy += dy;
+    if (ox >= p.OW) { ox -= p.OW; oy += 1u; }
+    if (oy >= p.OH) { oy -= p.OH; }
+  }`;
+
 /** Loops over the taps of a kernel up to 3x3 with constant bounds, so that accumulators indexed by tap stay
  * in registers (a runtime index would put them in memory); \`body\` sees ky, kx, iy, ix (in the input). */
 const taps3x3 = (body: string) => `
@@ -403,18 +429,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
   if (item >= p.items) { return; }
   let o = item / p.cin;
   let c = (o / p.cout) * p.cin + item % p.cin;${row}
-  let plane = p.OH * p.OW;
   let qa = s * p.chunk;
-  let qb = min(qa + p.chunk, p.N * plane);
-  var acc: array<f32, 9>;
-  for (var q = qa + li; q < qb; q += ${WORKGROUP}u) {
-    let n = q / plane;
-    let oy = (q % plane) / p.OW;
-    let ox = q % p.OW;
-    let gv = ld(p.gy + (n * p.O + o) * plane + q % plane);
+  let qb = min(qa + p.chunk, p.N * p.OH * p.OW);
+  var acc: array<f32, 9>;${positions(`
+    let gv = ld(p.gy + (n * p.O + o) * plane + r);
     let xb = p.x + (n * p.C + row) * p.H * p.W;${taps3x3(`
-        acc[ky * 3u + kx] += gv * ld(xb + u32(iy) * p.W + u32(ix));`)}
-  }
+        acc[ky * 3u + kx] += gv * ld(xb + u32(iy) * p.W + u32(ix));`)}`)}
   for (var t = 0u; t < 9u; t++) {
     let sum = reduce0(acc[t], li);
     let ky = t / 3u;
@@ -449,25 +469,19 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
   let o0 = g * p.cout + (ob % blocks) * CB;
   let nb = min(CB, (g + 1u) * p.cout - o0);
   let c = g * p.cin + ci;${row}
-  let plane = p.OH * p.OW;
   let qa = s * p.chunk;
-  let qb = min(qa + p.chunk, p.N * plane);
-  var acc: array<f32, ${CONV_BLOCK * 9}>;
-  for (var q = qa + li; q < qb; q += ${WORKGROUP}u) {
-    let n = q / plane;
-    let oy = (q % plane) / p.OW;
-    let ox = q % p.OW;
+  let qb = min(qa + p.chunk, p.N * p.OH * p.OW);
+  var acc: array<f32, ${CONV_BLOCK * 9}>;${positions(`
     let xb = p.x + (n * p.C + row) * p.H * p.W;
     var xt = array<f32, 9>(); // explicitly each position: SwiftShader's Vulkan kept the last one's padded taps${taps3x3(`
         xt[ky * 3u + kx] = ld(xb + u32(iy) * p.W + u32(ix));`)}
-    let gb = p.gy + (n * p.O + o0) * plane + q % plane;
+    let gb = p.gy + (n * p.O + o0) * plane + r;
     for (var b = 0u; b < CB; b++) {
       if (b < nb) {
         let gv = ld(gb + b * plane);
         for (var t = 0u; t < 9u; t++) { acc[b * 9u + t] += gv * xt[t]; }
       }
-    }
-  }
+    }`)}
   for (var b = 0u; b < CB; b++) {
     if (b >= nb) { break; }
     for (var t = 0u; t < 9u; t++) {
@@ -595,23 +609,38 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
     sc = ld(p.scale + c);
     sh = ld(p.shift + c);
   }
+  // Element e of the chunk is at ((n0 + e / HW) * C + c) * HW + e % HW: carried from one e to the next
+  // (a step of WORKGROUP) with adds, not two integer divisions each.
+  let start = ((n0 + li / p.HW) * p.C + c) * p.HW + li % p.HW;
+  let dAt = (${WORKGROUP}u / p.HW) * p.C * p.HW + ${WORKGROUP}u % p.HW;
+  let dPx = ${WORKGROUP}u % p.HW;
+  let wrap = (p.C - 1u) * p.HW;
   var s0 = 0.0;
   var s1 = 0.0;
+  var at = start;
+  var px = li % p.HW;
   for (var e = li; e < count; e += ${WORKGROUP}u) {
-    let at = ((n0 + e / p.HW) * p.C + c) * p.HW + e % p.HW;
     var a = ld(p.a + at);
     if (p.mode == 2u) {
       let b = ld(p.b + at);${bnRelu('b', 'a')}
       s1 += a * (b - mean);
     }
     s0 += a;
+    at += dAt;
+    px += dPx;
+    if (px >= p.HW) { px -= p.HW; at += wrap; }
   }
   let t0 = reduce0(s0, li);
   if (p.mode == 1u) {
     let m = t0 / f32(count);
+    at = start;
+    px = li % p.HW;
     for (var e = li; e < count; e += ${WORKGROUP}u) {
-      let d = ld(p.a + ((n0 + e / p.HW) * p.C + c) * p.HW + e % p.HW) - m;
+      let d = ld(p.a + at) - m;
       s1 += d * d;
+      at += dAt;
+      px += dPx;
+      if (px >= p.HW) { px -= p.HW; at += wrap; }
     }
   }
   let t1 = reduce1(s1, li);
