@@ -703,30 +703,42 @@ export const CHANNEL_FINAL = trainKernel(
 export const PLANE_PER = 4;
 
 /** The grid of a per-channel kernel over an [N, C, HW] value: (chunks of a plane, channel, image). */
-export const planeGrid = (N: number, C: number, HW: number): [number, number, number] => [
-  Math.ceil(HW / (WORKGROUP * PLANE_PER)),
-  C,
-  N,
-];
+export const planeGrid = (N: number, C: number, HW: number): [number, number, number] => {
+  if (C > 65535 || N > 65535)
+    throw new RangeError(`a plane-by-plane kernel over ${N} images of ${C} channels: at most 65535 of each`);
+  return [Math.ceil(HW / (WORKGROUP * PLANE_PER)), C, N];
+};
 
 /**
- * A per-channel elementwise kernel over an [N, C, HW] value, dispatched plane by plane (planeGrid): the
- * workgroup's y and z are the channel and the image, so no invocation divides to find its channel, and each
- * loads its channel's values once for PLANE_PER elements (the profile on the H200: the BN backward, with
- * five per-channel loads and a sqrt per element, took 3x the affine's time over the same elements). `pre`
- * runs once, with `c` known; `body` per element `i`.
+ * A kernel dispatched plane by plane (planeGrid over planes of `size` elements): the workgroup's y and z are
+ * the channel `c` and the image `n`, so no invocation divides to find them (an integer division costs
+ * dozens of instructions: kernels that decoded a flat index were compute-bound on the H200), and what depends
+ * on the channel loads once for PLANE_PER elements. `pre` runs once; `body` for each element `px` of the plane.
  */
-const perChannel = (pre: string, body: string) => `
+const planes = (size: string, pre: string, body: string) => `
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
   let c = wg.y;
-  let base = (wg.z * p.C + c) * p.HW;${pre}
+  let n = wg.z;${pre}
   for (var k = 0u; k < ${PLANE_PER}u; k++) {
     let px = (wg.x * ${PLANE_PER}u + k) * ${WORKGROUP}u + li;
-    if (px >= p.HW) { return; }
-    let i = base + px;${body}
+    if (px >= ${size}) { return; }${body}
   }
 }`;
+
+/**
+ * A per-channel elementwise kernel over an [N, C, HW] value (planes; the profile on the H200: the BN
+ * backward, with five per-channel loads and a sqrt per element, took 3x the affine's time over the same
+ * elements before). `pre` runs once, with `c` known; `body` per element `i`.
+ */
+const perChannel = (pre: string, body: string) =>
+  planes(
+    'p.HW',
+    `
+  let base = (n * p.C + c) * p.HW;${pre}`,
+    `
+    let i = base + px;${body}`,
+  );
 
 /**
  * Depthwise 3x3 convs (one input and one output channel per group, dilation 1, strides 1 or 2), plane by
@@ -735,18 +747,14 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
  * from a flat index and divide by the stride at every tap: integer division, dozens of instructions each,
  * made them compute-bound on the H200, 10x from its memory bandwidth). The same sums in the same order.
  */
-const depthwise = (plane: string, pre: string, body: string) => `
-@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let c = wg.y;
-  let n = wg.z;${row}
+const depthwise = (plane: string, pre: string, body: string) =>
+  planes(
+    plane,
+    `${row}
   var wt: array<f32, 9>;
-  for (var t = 0u; t < 9u; t++) { wt[t] = weights[p.w + c * 9u + t]; }${pre}
-  for (var k = 0u; k < ${PLANE_PER}u; k++) {
-    let px = (wg.x * ${PLANE_PER}u + k) * ${WORKGROUP}u + li;
-    if (px >= ${plane}) { return; }${body}
-  }
-}`;
+  for (var t = 0u; t < 9u; t++) { wt[t] = weights[p.w + c * 9u + t]; }${pre}`,
+    body,
+  );
 
 /** Depthwise 3x3 forward (see depthwise): y[n][c] from x[n][map(c)], bias and ReLU fused. */
 export const DW_FWD = trainKernel(
@@ -881,16 +889,26 @@ export const ADD = trainKernel(
  */
 export const COPY = trainKernel(
   'train copy',
-  ['src', 'sC', 'sOff', 'dst', 'dC', 'dOff', 'C', 'HW', 'acc', 'total'],
-  oneD(`
-  let px = i % p.HW;
-  let c = (i / p.HW) % p.C;
-  let n = i / (p.HW * p.C);
-  let v = ld(p.src + (n * p.sC + p.sOff + c) * p.HW + px);
-  put(p.dst + (n * p.dC + p.dOff + c) * p.HW + px, v, p.acc);`),
+  ['src', 'sC', 'sOff', 'dst', 'dC', 'dOff', 'C', 'HW', 'acc'],
+  planes(
+    'p.HW',
+    `
+  let sb = p.src + (n * p.sC + p.sOff + c) * p.HW;
+  let db = p.dst + (n * p.dC + p.dOff + c) * p.HW;`,
+    `
+    put(db + px, ld(sb + px), p.acc);`,
+  ),
 );
 
 const poolDims = ['C', 'H', 'W', 'OH', 'OW', 'KH', 'KW', 'SH', 'SW', 'PH', 'PW', 'mode'];
+
+/** a / s for a stride s: 1 and 2 (every preset's) without an integer division. */
+const byStride = `
+fn byStride(a: u32, s: u32) -> u32 {
+  if (s == 1u) { return a; }
+  if (s == 2u) { return a >> 1u; }
+  return a / s;
+}`;
 
 /** The window of output (oy, ox), as src/ops/pool.ts: clipped to the padded input, then to the real one. */
 const poolWindow = `
@@ -911,11 +929,15 @@ const poolWindow = `
  */
 export const POOL = trainKernel(
   'train pool',
-  ['x', 'y', 'idx', ...poolDims, 'total'],
-  oneD(`
-  let ox = i % p.OW;
-  let oy = (i / p.OW) % p.OH;
-  let plane = i / (p.OW * p.OH);${poolWindow}
+  ['x', 'y', 'idx', ...poolDims],
+  planes(
+    'p.OH * p.OW',
+    `
+  let plane = n * p.C + c;`,
+    `
+    let i = plane * p.OH * p.OW + px;
+    let oy = px / p.OW;
+    let ox = px - oy * p.OW;${poolWindow}
   let xb = p.x + plane * p.H * p.W;
   var at = u32(y0) * p.W + u32(x0);
   var m = ld(xb + at);
@@ -935,29 +957,40 @@ export const POOL = trainKernel(
   if (p.mode == 0u) { st(p.idx + i, f32(at)); }
   if (p.mode == 1u) { r = s / f32(padded); }
   if (p.mode == 2u) { r = s / f32((y1 - y0) * (x1 - x0)); }
-  st(p.y + i, r);`),
+  st(p.y + i, r);`,
+  ),
 );
 
-/** The windows that hold input element (iy, ix): outputs [oy0, oy1) x [ox0, ox1). */
-const poolWindowsOf = `
-  let ix = i32(i % p.W);
-  let iy = i32((i / p.W) % p.H);
-  let plane = i / (p.W * p.H);
-  let gb = p.gy + plane * p.OH * p.OW;
-  let ly = iy + i32(p.PH) - i32(p.KH) + 1;
-  let lx = ix + i32(p.PW) - i32(p.KW) + 1;
-  var oy0 = 0u;
-  if (ly > 0) { oy0 = (u32(ly) + p.SH - 1u) / p.SH; }
-  var ox0 = 0u;
-  if (lx > 0) { ox0 = (u32(lx) + p.SW - 1u) / p.SW; }
-  let oy1 = min(p.OH, u32(iy + i32(p.PH)) / p.SH + 1u);
-  let ox1 = min(p.OW, u32(ix + i32(p.PW)) / p.SW + 1u);`;
+/**
+ * A pool's backward over its input planes (planes): `body` sees input element i = (plane, iy, ix) and the
+ * windows that hold it, outputs [oy0, oy1) x [ox0, ox1).
+ */
+const poolWindowsOf = (body: string) =>
+  byStride +
+  planes(
+    'p.H * p.W',
+    `
+  let plane = n * p.C + c;
+  let gb = p.gy + plane * p.OH * p.OW;`,
+    `
+    let i = plane * p.H * p.W + px;
+    let iy = i32(px / p.W);
+    let ix = i32(px) - iy * i32(p.W);
+    let ly = iy + i32(p.PH) - i32(p.KH) + 1;
+    let lx = ix + i32(p.PW) - i32(p.KW) + 1;
+    var oy0 = 0u;
+    if (ly > 0) { oy0 = byStride(u32(ly) + p.SH - 1u, p.SH); }
+    var ox0 = 0u;
+    if (lx > 0) { ox0 = byStride(u32(lx) + p.SW - 1u, p.SW); }
+    let oy1 = min(p.OH, byStride(u32(iy + i32(p.PH)), p.SH) + 1u);
+    let ox1 = min(p.OW, byStride(u32(ix + i32(p.PW)), p.SW) + 1u);${body}`,
+  );
 
 /** Average pool backward as a gather: each input element collects from the windows that hold it. */
 export const POOL_BWD = trainKernel(
   'train pool backward',
-  ['gy', 'gx', 'acc', ...poolDims, 'total'],
-  oneD(`${poolWindowsOf}
+  ['gy', 'gx', 'acc', ...poolDims],
+  poolWindowsOf(`
   var s = 0.0;
   for (var oy = oy0; oy < oy1; oy++) {
     for (var ox = ox0; ox < ox1; ox++) {${poolWindow}
@@ -978,10 +1011,10 @@ export const POOL_BWD = trainKernel(
  */
 export const MAXPOOL_BWD = trainKernel(
   'train max pool backward',
-  ['idx', 'gy', 'gx', 'acc', ...poolDims, 'total'],
-  oneD(`${poolWindowsOf}
+  ['idx', 'gy', 'gx', 'acc', ...poolDims],
+  poolWindowsOf(`
   let ib = p.idx + plane * p.OH * p.OW;
-  let here = f32(u32(iy) * p.W + u32(ix));
+  let here = f32(px);
   var s = 0.0;
   for (var oy = oy0; oy < oy1; oy++) {
     for (var ox = ox0; ox < ox1; ox++) {

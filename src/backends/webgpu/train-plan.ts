@@ -1293,7 +1293,8 @@ class Emitter {
               this.plan.aliasGradient(v.grad, y.grad);
               [v.grad, y.grad].forEach((g) => this.use(g));
               shared = true;
-            } else this.bwd(node, K.COPY, [y.grad, O, 0, v.grad, O, 0, O, H * W, f, n]);
+            } else
+              this.bwd(node, K.COPY, [y.grad, O, 0, v.grad, O, 0, O, H * W, f], K.planeGrid(N, O, H * W));
           }
         });
         return;
@@ -1309,12 +1310,19 @@ class Emitter {
           return s;
         });
         for (const s of slices)
-          this.fwd(node, K.COPY, [s.v.ptr, s.C, 0, y.ptr, O, s.off, s.C, HW, 0, N * s.C * HW]);
+          this.fwd(node, K.COPY, [s.v.ptr, s.C, 0, y.ptr, O, s.off, s.C, HW, 0], {
+            groups: K.planeGrid(N, s.C, HW),
+          });
         this.backs.push(() => {
           for (const s of slices) {
             const f = this.acc(s.v.name);
             if (f !== undefined)
-              this.bwd(node, K.COPY, [y.grad, O, s.off, s.v.grad, s.C, 0, s.C, HW, f, N * s.C * HW]);
+              this.bwd(
+                node,
+                K.COPY,
+                [y.grad, O, s.off, s.v.grad, s.C, 0, s.C, HW, f],
+                K.planeGrid(N, s.C, HW),
+              );
           }
         });
         return;
@@ -1327,13 +1335,14 @@ class Emitter {
         const dims = [C, H, W, OH, OW, ...a.kernel, ...a.stride, ...a.padding, mode];
         // Max pooling keeps where each window's maximum was, for its backward (not x: a rescan per window).
         const idx = mode === 0 ? this.alloc(n) : 0;
-        this.fwd(node, K.POOL, [x.ptr, y.ptr, idx, ...dims, n]);
+        this.fwd(node, K.POOL, [x.ptr, y.ptr, idx, ...dims], { groups: K.planeGrid(N, C, OH * OW) });
         this.backs.push(() => {
           const f = this.acc(x.name);
           if (f === undefined) return;
-          const at = [y.grad, x.grad, f, ...dims, shapeSize(x.shape)];
-          if (mode === 0) this.bwd(node, K.MAXPOOL_BWD, [idx, ...at]);
-          else this.bwd(node, K.POOL_BWD, at);
+          const at = [y.grad, x.grad, f, ...dims];
+          const groups = K.planeGrid(N, C, H * W);
+          if (mode === 0) this.bwd(node, K.MAXPOOL_BWD, [idx, ...at], groups);
+          else this.bwd(node, K.POOL_BWD, at, groups);
         });
         return;
       }
