@@ -211,14 +211,29 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
     }
     workgroupBarrier();
   }
+  // The (image, pixel) of this invocation's output columns, 16 apart: carried from one to the next with adds
+  // (two integer divisions per output cost more than a shallow GEMM's sums).
+  var cn: array<u32, ${RN}>;
+  var cp: array<u32, ${RN}>;
+  let dn = 16u / p.HW;
+  let dp = 16u % p.HW;
+  var n0 = (q0 + lid.x) / p.HW;
+  var p0 = (q0 + lid.x) % p.HW;
+  for (var b = 0u; b < ${RN}u; b++) {
+    cn[b] = n0;
+    cp[b] = p0;
+    n0 += dn;
+    p0 += dp;
+    if (p0 >= p.HW) { p0 -= p.HW; n0 += 1u; }
+  }
   for (var u = 0u; u < ${RM}u; u++) {
     let r = r0 + lid.y + 8u * u;
     if (r >= ${rows}) { continue; }
     for (var b = 0u; b < ${RN}u; b++) {
       let q = q0 + lid.x + 16u * b;
       if (q >= cols) { continue; }
-      let n = q / p.HW;
-      let px = q % p.HW;
+      let n = cn[b];
+      let px = cp[b];
       let s = acc[u * ${RN}u + b];${store}
     }
   }

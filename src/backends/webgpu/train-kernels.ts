@@ -330,10 +330,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   // Loads: column li % TQ, rows li / TQ + ${step}t.
   let j = li % TQ;
   var acc: array<f32, ${RR * RC}>;
+  // Column q's (image, pixel), carried from one step to the next (TQ on) with adds, not two divisions.
+  let dn = TQ / p.HW;
+  let dp = TQ % p.HW;
+  var n = (qa + j) / p.HW;
+  var px = (qa + j) % p.HW;
   for (var q0 = qa; q0 < qb; q0 += TQ) {
     let q = q0 + j;
-    let n = q / p.HW;
-    let px = q % p.HW;
     for (var t = 0u; t < ${(t.TR * t.TQ) / 128}u; t++) {
       let r = li / TQ + ${step}u * t;
       var gv = 0.0;
@@ -350,6 +353,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       }
       Xs[r * QS + j] = xv;
     }
+    n += dn;
+    px += dp;
+    if (px >= p.HW) { px -= p.HW; n += 1u; }
     workgroupBarrier();
     for (var k = 0u; k < TQ; k++) {
       var xr: array<f32, ${RC}>;
