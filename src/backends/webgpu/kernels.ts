@@ -92,6 +92,33 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw: vec3u,
 ${body}
 }`;
 
+/** Elements per invocation of the per-channel kernels (planeGrid). */
+export const PLANE_PER = 4;
+
+/** The grid of a per-channel kernel over an [N, C, HW] value: (chunks of a plane, channel, image). */
+export const planeGrid = (N: number, C: number, HW: number): [number, number, number] => {
+  if (C > 65535 || N > 65535)
+    throw new RangeError(`a plane-by-plane kernel over ${N} images of ${C} channels: at most 65535 of each`);
+  return [Math.ceil(HW / (WORKGROUP * PLANE_PER)), C, N];
+};
+
+/**
+ * A kernel dispatched plane by plane (planeGrid over planes of `size` elements): the workgroup's y and z are
+ * the channel `c` and the image `n`, so no invocation divides to find them (an integer division costs
+ * dozens of instructions: kernels that decoded a flat index were compute-bound on the H200), and what depends
+ * on the channel loads once for PLANE_PER elements. `pre` runs once; `body` for each element `px` of the plane.
+ */
+export const planes = (size: string, pre: string, body: string) => `
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let c = wg.y;
+  let n = wg.z;${pre}
+  for (var k = 0u; k < ${PLANE_PER}u; k++) {
+    let px = (wg.x * ${PLANE_PER}u + k) * ${WORKGROUP}u + li;
+    if (px >= ${size}) { return; }${body}
+  }
+}`;
+
 /** i -> (n, c, px) over an [N, C, HW] value. */
 const nchw = `
   let px = i % p.HW;
@@ -269,30 +296,41 @@ ${gemm(
 );
 
 /**
- * Depthwise 3x3, padding 1, stride 1 or 2: channel c reads x row c and is written to y row outMap(c).
+ * Depthwise 3x3, padding 1, stride 1 or 2, plane by plane (planeGrid over the output planes): channel c reads
+ * x row c and is written to y row outMap(c); its 9 weights in registers, one division a pixel.
  * Weights slice: w [C][9], bias [C] at bOff, the output map [C] at mapOff (if hasMap).
  */
 export const DEPTHWISE = kernel(
   'depthwise',
-  [...io, 'C', 'H', 'W', 'OH', 'OW', 'stride', 'relu', 'hasMap', 'bOff', 'mapOff', 'total'],
-  oneD(`${nchwOut}
+  [...io, 'C', 'H', 'W', 'OH', 'OW', 'stride', 'relu', 'hasMap', 'bOff', 'mapOff'],
+  planes(
+    'p.OH * p.OW',
+    `
   let xb = p.x + (n * p.xC + p.xOff + c) * p.H * p.W;
-  let iy0 = i32(oy * p.stride) - 1;
-  let ix0 = i32(ox * p.stride) - 1;
-  var s = weights[p.bOff + c];
-  for (var ky = 0; ky < 3; ky++) {
-    let iy = iy0 + ky;
-    if (iy < 0 || iy >= i32(p.H)) { continue; }
-    for (var kx = 0; kx < 3; kx++) {
-      let ix = ix0 + kx;
-      if (ix < 0 || ix >= i32(p.W)) { continue; }
-      s += weights[c * 9u + u32(ky * 3 + kx)] * ld(xb + u32(iy) * p.W + u32(ix));
-    }
-  }
-  if (p.relu != 0u) { s = max(s, 0.0); }
   var row = c;
   if (p.hasMap != 0u) { row = u32(weights[p.mapOff + c]); }
-  st(p.y + ((n * p.yC + p.yOff + row) * p.OH + oy) * p.OW + ox, s);`),
+  let yb = p.y + (n * p.yC + p.yOff + row) * p.OH * p.OW;
+  var wt: array<f32, 9>;
+  for (var t = 0u; t < 9u; t++) { wt[t] = weights[c * 9u + t]; }
+  let b = weights[p.bOff + c];`,
+    `
+    let oy = px / p.OW;
+    let ox = px - oy * p.OW;
+    let iy0 = i32(oy * p.stride) - 1;
+    let ix0 = i32(ox * p.stride) - 1;
+    var s = b;
+    for (var ky = 0; ky < 3; ky++) {
+      let iy = iy0 + ky;
+      if (iy < 0 || iy >= i32(p.H)) { continue; }
+      for (var kx = 0; kx < 3; kx++) {
+        let ix = ix0 + kx;
+        if (ix < 0 || ix >= i32(p.W)) { continue; }
+        s += wt[ky * 3 + kx] * ld(xb + u32(iy) * p.W + u32(ix));
+      }
+    }
+    if (p.relu != 0u) { s = max(s, 0.0); }
+    st(yb + px, s);`,
+  ),
 );
 
 /** Output channels per invocation of a blocked conv (convGrid). */

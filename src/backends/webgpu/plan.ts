@@ -18,6 +18,7 @@ import {
   POOL,
   RELU,
   GEMM,
+  planeGrid,
   WORKGROUP,
   withPrecision,
   type Kernel,
@@ -368,23 +369,13 @@ export class WebGpuPlan {
       case 'depthwise': {
         const map = op.outMap ? Float32Array.from(op.outMap) : new Float32Array(0);
         const { w, bias } = op;
+        const grid = planeGrid(N, x.C, OH * OW);
+        this.checkGrid(DEPTHWISE, op.node, grid);
         return step(
           DEPTHWISE,
-          [
-            ...io,
-            x.C,
-            H,
-            W,
-            OH,
-            OW,
-            op.stride,
-            +op.relu,
-            +!!op.outMap,
-            w.length,
-            w.length + bias.length,
-            total,
-          ],
+          [...io, x.C, H, W, OH, OW, op.stride, +op.relu, +!!op.outMap, w.length, w.length + bias.length],
           concat(w, bias, map),
+          grid,
         );
       }
       case 'conv': {

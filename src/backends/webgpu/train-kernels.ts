@@ -23,10 +23,14 @@ import {
   GEMM,
   gemm,
   oneD,
+  planeGrid,
+  planes,
   WORKGROUP,
   WORKGROUP_STORAGE,
   type Kernel,
 } from './kernels.js';
+
+export { planeGrid };
 
 /** Segment k's floats start at global index k << SEGMENT_SHIFT: 2 GiB per segment, 8 segments in a u32. */
 export const SEGMENT_SHIFT = 29;
@@ -704,33 +708,6 @@ export const CHANNEL_FINAL = trainKernel(
     st(p.gBeta + c, ld(p.gBeta + c) + s0);
   }`),
 );
-
-/** Elements per invocation of the per-channel kernels (planeGrid). */
-export const PLANE_PER = 4;
-
-/** The grid of a per-channel kernel over an [N, C, HW] value: (chunks of a plane, channel, image). */
-export const planeGrid = (N: number, C: number, HW: number): [number, number, number] => {
-  if (C > 65535 || N > 65535)
-    throw new RangeError(`a plane-by-plane kernel over ${N} images of ${C} channels: at most 65535 of each`);
-  return [Math.ceil(HW / (WORKGROUP * PLANE_PER)), C, N];
-};
-
-/**
- * A kernel dispatched plane by plane (planeGrid over planes of `size` elements): the workgroup's y and z are
- * the channel `c` and the image `n`, so no invocation divides to find them (an integer division costs
- * dozens of instructions: kernels that decoded a flat index were compute-bound on the H200), and what depends
- * on the channel loads once for PLANE_PER elements. `pre` runs once; `body` for each element `px` of the plane.
- */
-const planes = (size: string, pre: string, body: string) => `
-@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let c = wg.y;
-  let n = wg.z;${pre}
-  for (var k = 0u; k < ${PLANE_PER}u; k++) {
-    let px = (wg.x * ${PLANE_PER}u + k) * ${WORKGROUP}u + li;
-    if (px >= ${size}) { return; }${body}
-  }
-}`;
 
 /**
  * A per-channel elementwise kernel over an [N, C, HW] value (planes; the profile on the H200: the BN
