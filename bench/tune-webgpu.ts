@@ -29,7 +29,7 @@ const USAGE = `node dist/device/tune-webgpu.js [options]     (here: npx tsx benc
   --wgrad LIST        weight-gradient tiles TRxTCxTQ, the default first (default ${WGRADS})
   --steps N           timed steps per candidate and round (default 6), after 2 untimed
   --rounds N          rounds (default 2)
-  --budget-s S        no new round after S seconds (default 120)
+  --budget-s S        no candidate started after S seconds, half of them for each search (default 120)
   --out FILE          also write the markdown to FILE
   --tiles-out FILE    write the fastest tiles to FILE as GEMM/WGRAD (train --gpu-tiles, bench-gpu --tiles)`;
 
@@ -122,12 +122,15 @@ async function measure(c: Candidate): Promise<void> {
   }
 }
 
-/** Rounds over the candidates, in a rotated order each round; returns them fastest first. */
-async function tune(what: string, candidates: Candidate[]): Promise<Candidate[]> {
-  for (let r = 0; r < rounds && (r === 0 || performance.now() - started < budgetS * 1000); r++) {
+/**
+ * Rounds over the candidates, in a rotated order each round, until `deadline` (ms on performance.now()): a
+ * candidate is not started after it, and the default (the first) always runs. Returns them fastest first.
+ */
+async function tune(what: string, candidates: Candidate[], deadline: number): Promise<Candidate[]> {
+  for (let r = 0; r < rounds; r++) {
     for (let i = 0; i < candidates.length; i++) {
       const c = candidates[(i + r) % candidates.length]!;
-      if (c.error) continue;
+      if (c.error || (performance.now() > deadline && (c !== candidates[0] || c.times.length))) continue;
       try {
         await measure(c);
       } catch (e) {
@@ -146,14 +149,17 @@ async function tune(what: string, candidates: Candidate[]): Promise<Candidate[]>
 }
 const rank = (c: Candidate) => (c.error || !c.times.length ? Infinity : median(c.times));
 
+// Half the budget for each search.
 const gemmRuns = await tune(
   'gemm',
   gemms.map((g) => ({ label: key(g), tiles: { gemm: g }, times: [] })),
+  started + (budgetS * 1000) / 2,
 );
 const bestGemm = gemmRuns[0]!.error ? gemms[0]! : gemmRuns[0]!.tiles.gemm!;
 const wgradRuns = await tune(
   'wgrad',
   wgrads.map((w) => ({ label: key(w), tiles: { gemm: bestGemm, wgrad: w }, times: [] })),
+  started + budgetS * 1000,
 );
 engine.destroy();
 
