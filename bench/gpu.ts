@@ -22,7 +22,7 @@ import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
 import { writeFileAtomic } from '../src/node/files.js';
 import { seededRandom, Tensor } from '../src/tensor/tensor.js';
 import { sgd } from '../src/train/optim.js';
-import { summarize, writeWeightFiles, type Stats } from './harness.js';
+import { MODEL_OPTIONS, positiveFlag, summarize, writeWeightFiles, type Stats } from './harness.js';
 import { benchModel, relativeDiff } from './models.js';
 
 const USAGE = `node dist/device/bench-gpu.js [options]     (here: npx tsx bench/gpu.ts [options])
@@ -59,10 +59,7 @@ const LABEL_SMOOTHING = 0.1;
 
 const { values: args } = parseArgs({
   options: {
-    arch: { type: 'string', default: 'shufflenet_v1_g3_1.0x' },
-    size: { type: 'string', default: '224' },
-    classes: { type: 'string', default: '1000' },
-    'small-input': { type: 'boolean', default: false },
+    ...MODEL_OPTIONS,
     'infer-batches': { type: 'string', default: '1,256' },
     'f16-batches': { type: 'string', default: '256' },
     'f16-rounded': { type: 'boolean', default: false },
@@ -88,14 +85,7 @@ if (args.help) {
   process.exit(0);
 }
 
-const positive = (flag: string, v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) {
-    console.error(`${flag} '${v}': expected a positive integer\n\n${USAGE}`);
-    process.exit(2);
-  }
-  return n;
-};
+const positive = positiveFlag(USAGE);
 const list = (flag: string, v: string) =>
   v
     .split(',')

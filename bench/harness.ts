@@ -133,3 +133,23 @@ export function writeWeightFiles(dir: string, weights: ReadonlyMap<string, Tenso
     Buffer.concat(list.map(([, t]) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))),
   );
 }
+
+/** A parser for positive integer flags of a script: a bad value exits 2 with the flag, the value and `usage`. */
+export function positiveFlag(usage: string): (flag: string, v: string) => number {
+  return (flag, v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) {
+      console.error(`${flag} '${v}': expected a positive integer\n\n${usage}`);
+      process.exit(2);
+    }
+    return n;
+  };
+}
+
+/** The parseArgs options that pick the model of the GPU scripts (bench/gpu.ts, bench/tune-webgpu.ts). */
+export const MODEL_OPTIONS = {
+  arch: { type: 'string', default: 'shufflenet_v1_g3_1.0x' },
+  size: { type: 'string', default: '224' },
+  classes: { type: 'string', default: '1000' },
+  'small-input': { type: 'boolean', default: false },
+} as const;

@@ -17,6 +17,7 @@ import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
 import { writeFileAtomic } from '../src/node/files.js';
 import { seededRandom, Tensor } from '../src/tensor/tensor.js';
 import { sgd } from '../src/train/optim.js';
+import { MODEL_OPTIONS, positiveFlag } from './harness.js';
 import { benchModel } from './models.js';
 
 const GEMMS = '32x64x16,64x64x16,32x128x16,64x128x8,40x64x16,24x64x16';
@@ -35,10 +36,7 @@ const USAGE = `node dist/device/tune-webgpu.js [options]     (here: npx tsx benc
 
 const { values: args } = parseArgs({
   options: {
-    arch: { type: 'string', default: 'shufflenet_v1_g3_1.0x' },
-    size: { type: 'string', default: '224' },
-    classes: { type: 'string', default: '1000' },
-    'small-input': { type: 'boolean', default: false },
+    ...MODEL_OPTIONS,
     batch: { type: 'string', default: '256' },
     gemm: { type: 'string', default: GEMMS },
     wgrad: { type: 'string', default: WGRADS },
@@ -54,14 +52,7 @@ if (args.help) {
   console.log(USAGE);
   process.exit(0);
 }
-const positive = (flag: string, v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) {
-    console.error(`${flag} '${v}': expected a positive integer\n${USAGE}`);
-    process.exit(2);
-  }
-  return n;
-};
+const positive = positiveFlag(USAGE);
 const triples = (flag: string, v: string) =>
   v.split(',').map((s) => {
     const m = /^(\d+)x(\d+)x(\d+)$/.exec(s.trim());
