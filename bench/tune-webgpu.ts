@@ -10,9 +10,7 @@
  *   node dist/device/tune-webgpu.js [options]     (here: npx tsx bench/tune-webgpu.ts [options])
  */
 import { parseArgs } from 'node:util';
-import type { GemmTile } from '../src/backends/webgpu/kernels.js';
-import type { WgradTile } from '../src/backends/webgpu/train-kernels.js';
-import type { TrainPlanOptions } from '../src/backends/webgpu/train-plan.js';
+import { gemmTile, type TrainPlanOptions, wgradTile } from '../src/backends/webgpu/train-plan.js';
 import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
 import { writeFileAtomic } from '../src/node/files.js';
 import { seededRandom, Tensor } from '../src/tensor/tensor.js';
@@ -20,14 +18,14 @@ import { sgd } from '../src/train/optim.js';
 import { MODEL_OPTIONS, positiveFlag } from './harness.js';
 import { benchModel } from './models.js';
 
-const GEMMS = '32x64x16,64x64x16,32x128x16,64x128x8,40x64x16,24x64x16';
-const WGRADS = '32x32x32,32x64x32,64x32x32,64x64x16,24x80x16,16x32x64';
+const GEMMS = '32x64x16,fit,64x64x16,32x128x16,40x64x16,32x64x8';
+const WGRADS = '32x32x32,fit,32x64x32,64x32x32,64x64x16,24x80x16';
 const USAGE = `node dist/device/tune-webgpu.js [options]     (here: npx tsx bench/tune-webgpu.ts [options])
   --arch NAME         ShuffleNet v1 preset (default shufflenet_v1_g3_1.0x)
   --size N            input N x N (default 224); --small-input, --classes N as bench/gpu.ts
   --batch N           images per step (default 256)
-  --gemm LIST         GEMM tiles TMxTNxTK, the default first (default ${GEMMS})
-  --wgrad LIST        weight-gradient tiles TRxTCxTQ, the default first (default ${WGRADS})
+  --gemm LIST         GEMM tiles TMxTNxTK or fit (per conv, the least padding), the default first (default ${GEMMS})
+  --wgrad LIST        weight-gradient tiles TRxTCxTQ or fit, the default first (default ${WGRADS})
   --steps N           timed steps per candidate and round (default 6), after 2 untimed
   --rounds N          rounds (default 2)
   --budget-s S        no candidate started after S seconds, half of them for each search (default 120)
@@ -53,22 +51,23 @@ if (args.help) {
   process.exit(0);
 }
 const positive = positiveFlag(USAGE);
-const triples = (flag: string, v: string) =>
-  v.split(',').map((s) => {
-    const m = /^(\d+)x(\d+)x(\d+)$/.exec(s.trim());
-    if (!m) {
-      console.error(`${flag} '${s}': expected AxBxC\n${USAGE}`);
+/** A comma-separated list of tiles, each parsed by `tile` (a bad one exits 2 with its message). */
+const tileList = <T>(flag: string, v: string, tile: (t: string) => T): T[] =>
+  v.split(',').map((t) => {
+    try {
+      return tile(t.trim());
+    } catch (e) {
+      console.error(`${flag}: ${(e as Error).message}\n${USAGE}`);
       process.exit(2);
     }
-    return [Number(m[1]), Number(m[2]), Number(m[3])] as const;
   });
 const [size, batch, steps, rounds] = ['size', 'batch', 'steps', 'rounds'].map((k) =>
   positive(`--${k}`, args[k as 'size'] as string),
 ) as [number, number, number, number];
 const classes = positive('--classes', args.classes);
 const budgetS = positive('--budget-s', args['budget-s']);
-const gemms: GemmTile[] = triples('--gemm', args.gemm).map(([TM, TN, TK]) => ({ TM, TN, TK }));
-const wgrads: WgradTile[] = triples('--wgrad', args.wgrad).map(([TR, TC, TQ]) => ({ TR, TC, TQ }));
+const gemms = tileList('--gemm', args.gemm, gemmTile);
+const wgrads = tileList('--wgrad', args.wgrad, wgradTile);
 
 const { graph, weights } = benchModel(args.arch, {
   numClasses: classes,
@@ -78,7 +77,7 @@ const { graph, weights } = benchModel(args.arch, {
 const shape = [batch, 3, size, size];
 const x = Tensor.random(shape, seededRandom(2025));
 const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % classes);
-const key = (t: object) => Object.values(t).join('x');
+const key = (t: object | string) => (typeof t === 'string' ? t : Object.values(t).join('x'));
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1]!;
 const started = performance.now();
 

@@ -22,6 +22,7 @@ import {
   CONV_BLOCK,
   GEMM,
   gemm,
+  leastPadding,
   oneD,
   planeGrid,
   planes,
@@ -277,20 +278,19 @@ export interface WgradTile {
 }
 export const WGRAD: WgradTile = { TR: 32, TC: 32, TQ: 32 };
 
+/** The weight-gradient tile that pads a gradient of `cout` x `cin` least (TQ 32 where it fits, else 16). */
+export function fitWgradTile(cout: number, cin: number): WgradTile {
+  const TR = leastPadding([16, 24, 32, 40, 48, 64], cout);
+  const TC = leastPadding([16, 32, 48, 64, 80], cin);
+  return { TR, TC, TQ: (TR + TC) * 33 * 4 <= WORKGROUP_STORAGE ? 32 : 16 };
+}
+
 /** Throws unless pwBackwardWeight can be built for `t`. */
 export function checkWgradTile(t: WgradTile): void {
-  const ok =
-    t.TR >= 8 &&
-    t.TR % 8 === 0 &&
-    t.TC >= 16 &&
-    t.TC % 16 === 0 &&
-    [16, 32, 64, 128].includes(t.TQ) &&
-    (t.TR * t.TQ) % 128 === 0 &&
-    (t.TC * t.TQ) % 128 === 0;
+  const ok = t.TR >= 8 && t.TR % 8 === 0 && t.TC >= 16 && t.TC % 16 === 0 && [16, 32, 64, 128].includes(t.TQ);
   if (!ok)
     throw new RangeError(
-      `weight-gradient tile ${t.TR}x${t.TC}x${t.TQ}: needs TR a multiple of 8, TC of 16, TQ 16, 32, 64 or ` +
-        `128, and TR * TQ and TC * TQ multiples of 128`,
+      `weight-gradient tile ${t.TR}x${t.TC}x${t.TQ}: needs TR a multiple of 8, TC of 16, and TQ 16, 32, 64 or 128`,
     );
   const bytes = (t.TR + t.TC) * (t.TQ + 1) * 4;
   if (bytes > WORKGROUP_STORAGE)
@@ -307,6 +307,10 @@ export function checkWgradTile(t: WgradTile): void {
 export const pwBackwardWeight = perTile(WGRAD, (t, name) => {
   checkWgradTile(t);
   const [RR, RC, step] = [t.TR / 8, t.TC / 16, 128 / t.TQ];
+  // Loads in rounds of 128 (the workgroup): rows li / TQ + step * t; a last partial round is guarded.
+  const [gRounds, xRounds] = [Math.ceil((t.TR * t.TQ) / 128), Math.ceil((t.TC * t.TQ) / 128)];
+  const gGuard = (t.TR * t.TQ) % 128 ? ' && r < TR' : '';
+  const xGuard = (t.TC * t.TQ) % 128 ? ' && r < TC' : '';
   return trainKernel(
     name('train pointwise backward weight'),
     ['x', 'gy', 'map', 'hasMap', 'part', 'N', 'C', 'O', 'HW', 'cin', 'cout', 'groups', 'chunk'],
@@ -341,21 +345,21 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   var px = (qa + j) % p.HW;
   for (var q0 = qa; q0 < qb; q0 += TQ) {
     let q = q0 + j;
-    for (var t = 0u; t < ${(t.TR * t.TQ) / 128}u; t++) {
+    for (var t = 0u; t < ${gRounds}u; t++) {
       let r = li / TQ + ${step}u * t;
       var gv = 0.0;
-      if (q < qb && m0 + r < p.cout) { gv = ld(p.gy + (n * p.O + g * p.cout + m0 + r) * p.HW + px); }
-      Gs[r * QS + j] = gv;
+      if (q < qb && m0 + r < p.cout${gGuard}) { gv = ld(p.gy + (n * p.O + g * p.cout + m0 + r) * p.HW + px); }
+      ${gGuard ? `if (r < TR) { Gs[r * QS + j] = gv; }` : 'Gs[r * QS + j] = gv;'}
     }
-    for (var t = 0u; t < ${(t.TC * t.TQ) / 128}u; t++) {
+    for (var t = 0u; t < ${xRounds}u; t++) {
       let r = li / TQ + ${step}u * t;
       var xv = 0.0;
-      if (q < qb && k0 + r < p.cin) {
+      if (q < qb && k0 + r < p.cin${xGuard}) {
         var c = g * p.cin + k0 + r;
         if (p.hasMap != 0u) { c = u32(weights[p.map + c]); }
         xv = ld(p.x + (n * p.C + c) * p.HW + px);
       }
-      Xs[r * QS + j] = xv;
+      ${xGuard ? `if (r < TC) { Xs[r * QS + j] = xv; }` : 'Xs[r * QS + j] = xv;'}
     }
     n += dn;
     px += dp;

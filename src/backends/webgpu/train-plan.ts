@@ -5,7 +5,15 @@ import { firstFit } from '../../runtime/first-fit.js';
 import { GradientBook, rootLifetimes, trainingViews } from '../../runtime/train-views.js';
 import type { Optimizer } from '../../train/optim.js';
 import type { TrainBackend } from '../../train/trainer.js';
-import { checkGemmTile, CONV_BLOCK, convGrid, GEMM, type GemmTile, WORKGROUP } from './kernels.js';
+import {
+  checkGemmTile,
+  CONV_BLOCK,
+  convGrid,
+  fitGemmTile,
+  GEMM,
+  type GemmTile,
+  WORKGROUP,
+} from './kernels.js';
 import type { GpuContext } from './plan.js';
 import { timeDispatches, type DispatchTime } from './profile.js';
 import * as K from './train-kernels.js';
@@ -95,24 +103,49 @@ export interface TrainPlanOptions {
    * The 1x1 convs' tiles: `gemm` for the forward and dL/dx, `wgrad` for dL/dw (default GEMM and WGRAD;
    * bench/tune-webgpu.ts times others on a real GPU).
    */
-  tiles?: { gemm?: GemmTile; wgrad?: K.WgradTile };
+  tiles?: Tiles;
+}
+
+/** The 1x1 convs' tiles; 'fit': per conv, the tile that pads its shape least (fitGemmTile, fitWgradTile). */
+export interface Tiles {
+  gemm?: GemmTile | 'fit';
+  wgrad?: K.WgradTile | 'fit';
 }
 
 /**
  * Tiles as `GEMM[/WGRAD]`, e.g. '64x64x16/32x64x32' (TMxTNxTK, TRxTCxTQ; bench/tune-webgpu.ts's notation).
  */
-export function parseTiles(spec: string): NonNullable<TrainPlanOptions['tiles']> {
-  const m = /^(\d+)x(\d+)x(\d+)(?:\/(\d+)x(\d+)x(\d+))?$/.exec(spec.trim());
-  if (!m)
-    throw new RangeError(`tiles '${spec}': expected TMxTNxTK or TMxTNxTK/TRxTCxTQ, e.g. 32x64x16/32x32x32`);
-  const [TM, TN, TK, TR, TC, TQ] = m.slice(1).map(Number);
-  const tiles = {
-    gemm: { TM: TM!, TN: TN!, TK: TK! },
-    ...(m[4] ? { wgrad: { TR: TR!, TC: TC!, TQ: TQ! } } : {}),
-  };
-  checkGemmTile(tiles.gemm);
-  if (tiles.wgrad) K.checkWgradTile(tiles.wgrad);
-  return tiles;
+export function parseTiles(spec: string): Tiles {
+  const [g, w, more] = spec.trim().split('/');
+  if (!g || more !== undefined)
+    throw new RangeError(
+      `tiles '${spec}': expected GEMM or GEMM/WGRAD, each AxBxC or fit, e.g. 32x64x16/32x32x32`,
+    );
+  return { gemm: gemmTile(g), ...(w === undefined ? {} : { wgrad: wgradTile(w) }) };
+}
+
+const dims = (what: string, t: string): [number, number, number] => {
+  const m = /^(\d+)x(\d+)x(\d+)$/.exec(t);
+  if (!m) throw new RangeError(`${what} tile '${t}': expected AxBxC or fit, e.g. 32x64x16`);
+  return [Number(m[1]), Number(m[2]), Number(m[3])];
+};
+
+/** A GEMM tile as TMxTNxTK, or 'fit'. */
+export function gemmTile(t: string): GemmTile | 'fit' {
+  if (t === 'fit') return t;
+  const [TM, TN, TK] = dims('GEMM', t);
+  const tile = { TM, TN, TK };
+  checkGemmTile(tile);
+  return tile;
+}
+
+/** A weight-gradient tile as TRxTCxTQ, or 'fit'. */
+export function wgradTile(t: string): K.WgradTile | 'fit' {
+  if (t === 'fit') return t;
+  const [TR, TC, TQ] = dims('weight-gradient', t);
+  const tile = { TR, TC, TQ };
+  K.checkWgradTile(tile);
+  return tile;
 }
 
 /**
@@ -290,8 +323,8 @@ export class WebGpuTrainPlan {
     }
 
     const tiles = { gemm: o.tiles?.gemm ?? GEMM, wgrad: o.tiles?.wgrad ?? K.WGRAD };
-    checkGemmTile(tiles.gemm);
-    K.checkWgradTile(tiles.wgrad);
+    if (tiles.gemm !== 'fit') checkGemmTile(tiles.gemm);
+    if (tiles.wgrad !== 'fit') K.checkWgradTile(tiles.wgrad);
     const emitter = new Emitter(this, alloc, o.chunkElements ?? 4096, tiles);
     for (const node of graph.nodes) emitter.forward(node);
     emitter.backward();
@@ -1023,7 +1056,7 @@ class Emitter {
     private readonly plan: WebGpuTrainPlan,
     private readonly alloc: (floats: number) => number,
     private readonly chunkElements: number,
-    private readonly tiles: { gemm: GemmTile; wgrad: K.WgradTile },
+    private readonly tiles: Required<Tiles>,
   ) {
     this.t = plan.internals;
     for (const n of plan.graph.nodes)
@@ -1383,22 +1416,31 @@ class Emitter {
     const [cin, cout] = [C / groups, O / groups];
     const map = [x.mapAt, +!!x.map];
     const cols = N * HW;
-    const { gemm, wgrad } = this.tiles;
-    const tiles = (rows: number): GpuStep['groups'] => [
-      Math.ceil(cols / gemm.TN),
-      Math.ceil(rows / gemm.TM),
+    // The forward's GEMM has cout rows and cin deep, dL/dx's the other way round.
+    const gemmFor = (rows: number, depth: number) =>
+      this.tiles.gemm === 'fit' ? fitGemmTile(rows, depth) : this.tiles.gemm;
+    const [fwdTile, dxTile] = [gemmFor(cout, cin), gemmFor(cin, cout)];
+    const wgrad = this.tiles.wgrad === 'fit' ? K.fitWgradTile(cout, cin) : this.tiles.wgrad;
+    const tiles = (t: GemmTile, rows: number): GpuStep['groups'] => [
+      Math.ceil(cols / t.TN),
+      Math.ceil(rows / t.TM),
       groups,
     ];
     const dims = [N, C, O, HW, cin, cout];
-    this.fwd(node, K.pwForward(gemm), [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims], {
+    this.fwd(node, K.pwForward(fwdTile), [x.ptr, w.at, b.at, +b.present, ...map, y.ptr, 0, ...dims], {
       out: y.ptr,
       relu: 7,
-      groups: tiles(cout),
+      groups: tiles(fwdTile, cout),
     });
     this.backs.push(() => {
       const f = this.acc(x.name);
       if (f !== undefined)
-        this.bwd(node, K.pwBackwardInput(gemm), [y.grad, w.at, ...map, x.grad, f, ...dims], tiles(cin));
+        this.bwd(
+          node,
+          K.pwBackwardInput(dxTile),
+          [y.grad, w.at, ...map, x.grad, f, ...dims],
+          tiles(dxTile, cin),
+        );
       const wn = O * cin;
       const wTiles = Math.ceil(cout / wgrad.TR) * Math.ceil(cin / wgrad.TC);
       const { S, chunk } = this.split(cols, wTiles * groups, wgrad.TQ);
@@ -1515,7 +1557,9 @@ export function webgpuTraining(
   /** The plan that holds the parameters (after load()), if any. */
   let holder: WebGpuTrainPlan | undefined;
   const t = options.tiles;
-  const tiles = t && [t.gemm, t.wgrad].map((x) => (x ? Object.values(x).join('x') : 'default')).join('/');
+  const name = (x: object | string | undefined) =>
+    x === undefined ? 'default' : typeof x === 'string' ? x : Object.values(x).join('x');
+  const tiles = t && `${name(t.gemm)}/${name(t.wgrad)}`;
   return {
     name: `webgpu (${engine.adapter})${tiles ? `, 1x1 tiles ${tiles}` : ''}`,
     async forward(graph, weights, input) {
