@@ -160,7 +160,7 @@ export const leastPadding = (sizes: readonly number[], n: number): number =>
 
 /**
  * The GEMM tile that pads a GEMM of `rows` x `depth` least (ShuffleNet's 1x1 convs have 20, 40, 72 or 80
- * rows and depths per group: 32 x 16 tiles pad them to 1.41x the useful multiply-adds, these to 1.14x).
+ * rows and depths per group: 32 x 16 tiles pad them to 1.41x the useful multiply-adds, these to 1.04x).
  */
 export const fitGemmTile = (rows: number, depth: number): GemmTile => ({
   TM: leastPadding([16, 24, 32, 40, 48, 64], rows),
