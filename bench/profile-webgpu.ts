@@ -8,6 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { byKernel, type DispatchTime } from '../src/backends/webgpu/profile.js';
+import { parseTiles } from '../src/backends/webgpu/train-plan.js';
 import { buildPreset } from '../src/models/registry.js';
 import { initWeights } from '../src/nn/init.js';
 import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
@@ -24,8 +25,11 @@ const { values: a } = parseArgs({
     train: { type: 'boolean', default: false },
     runs: { type: 'string', default: '3' },
     top: { type: 'string', default: '25' },
+    tiles: { type: 'string' },
   },
 });
+// --tiles GEMM[/WGRAD]: the training plan's 1x1 tiles (train --gpu-tiles; default the kernels' own).
+const tiles = a.tiles === undefined ? undefined : parseTiles(a.tiles);
 const [size, batch, classes, runs, top] = [a.size, a.batch, a.classes, a.runs, a.top].map(Number) as number[];
 const graph = buildPreset(a.arch!, {
   numClasses: classes,
@@ -37,11 +41,14 @@ const shape = [batch!, 3, size!, size!];
 const x = Tensor.random(shape, seededRandom(7));
 const engine = await createNodeWebGpuEngine();
 const what = `${a.arch}${a['small-input'] ? ' (small-input stem)' : ''} at ${size}x${size}, batch ${batch}`;
-console.log(`${a.train ? 'training step' : 'inference'}: ${what}, on ${engine.adapter}`);
+console.log(
+  `${a.train ? 'training step' : 'inference'}: ${what}, on ${engine.adapter}` +
+    (a.train && a.tiles ? `, 1x1 tiles ${a.tiles}` : ''),
+);
 
 let profile: () => Promise<DispatchTime[]>;
 if (a.train) {
-  const plan = engine.compileTraining(graph, shape);
+  const plan = engine.compileTraining(graph, shape, { tiles });
   plan.load(weights, sgd({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 }));
   const labels = Int32Array.from({ length: batch! }, (_, i) => i % classes!);
   await plan.step(x, labels, 0.01); // warm-up: pipelines, first touches

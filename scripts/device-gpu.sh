@@ -31,7 +31,7 @@
 # (replace bench-gpu's arguments of the two runs: sizes, batches, iterations; BENCH_ARGS defaults to --host-io
 # --iterations 20 --budget-ms 6000), CHECK_TIMEOUT (120 s), BENCH_TIMEOUT (200 s), BENCH_CIFAR_TIMEOUT (60 s),
 # PROFILE_TIMEOUT (60 s each), TUNE_TIMEOUT (150 s), TUNE_ARGS (default --rounds 1 --steps 5), GPU_TILES (the
-# training plan's 1x1 tiles for bench, bench-cifar and cifar: GEMM/WGRAD, e.g. 64x64x16/32x64x32, or auto:
+# training plan's 1x1 tiles for bench, bench-cifar, profile and cifar: GEMM/WGRAD, e.g. 64x64x16/32x64x32, or auto:
 # tune's $OUT/tiles.txt; default the kernels' own), PROFILE_ARGS, PROFILE_KINDS, CIFAR_CAP_S, CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_MAX_EPOCHS, CIFAR_BATCH,
 # CIFAR_LR, CIFAR_ARGS (more train flags; default --cutout 16: the first H200 run, without it, ended at
 # 89.40% on the test set with ~98% on its training batches and a loss near label smoothing's floor, i.e.
@@ -160,11 +160,13 @@ phase_bench-cifar() {
 phase_profile() {
   need "$BUNDLE/profile-webgpu.js" || return 1
   echo "== profile: per-kernel times (1.0x g=3, 224x224, batch 256)"
-  local rc=0 kind
+  local rc=0 kind t
+  t=$(tiles)
   for kind in ${PROFILE_KINDS:-train infer}; do
     # shellcheck disable=SC2046,SC2086 # PROFILE_ARGS is a list of arguments
     run_for "$(limit "${PROFILE_TIMEOUT:-60}")" node "$BUNDLE/profile-webgpu.js" \
-      $([ "$kind" = train ] && echo --train) ${PROFILE_ARGS---runs 1} 2>&1 | tee "$OUT/profile-$kind.md" || rc=1
+      $([ "$kind" = train ] && echo --train ${t:+--tiles "$t"}) ${PROFILE_ARGS---runs 1} 2>&1 |
+      tee "$OUT/profile-$kind.md" || rc=1
   done
   return $rc
 }
