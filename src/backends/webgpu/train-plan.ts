@@ -1298,7 +1298,13 @@ class Emitter {
           [x, b],
         ].find(([v]) => {
           const a = this.affines.get(v!.name);
-          return a?.step === last && !a!.relu && v!.base === v!.name && this.readers.get(v!.name) === 1;
+          return (
+            a?.step === last &&
+            !a!.relu &&
+            v!.base === v!.name &&
+            v!.name !== this.plan.graph.output &&
+            this.readers.get(v!.name) === 1
+          );
         }) ?? [undefined, undefined];
         if (bn && other) {
           const step = this.affines.get(bn.name)!.step;
