@@ -136,8 +136,7 @@ const io = ['x', 'xC', 'xOff', 'y', 'yC', 'yOff'];
 
 /**
  * A GEMM tile of the 1x1 convs: TM rows x TN columns per workgroup of 16 x 8 invocations, each summing
- * TM / 8 x TN / 16 outputs, TK deep. TM a multiple of 8, TN one of 16, 32, 64, 128, and TM * TK and TK * TN
- * multiples of 128 (each invocation loads whole rounds).
+ * TM / 8 x TN / 16 outputs, TK deep. TM a multiple of 8, TN one of 16, 32, 64, 128, TK any.
  */
 export interface GemmTile {
   TM: number;

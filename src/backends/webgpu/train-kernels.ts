@@ -268,8 +268,7 @@ export const pwBackwardInput = perTile(GEMM, (t, name) =>
 
 /**
  * The weight-gradient tile: TR output rows x TC input channels per workgroup of 16 x 8 invocations (each
- * TR / 8 x TC / 16), TQ columns deep. TR a multiple of 8, TC of 16, TQ one of 16, 32, 64, 128, and TR * TQ
- * and TC * TQ multiples of 128.
+ * TR / 8 x TC / 16), TQ columns deep. TR a multiple of 8, TC of 16, TQ one of 16, 32, 64, 128.
  */
 export interface WgradTile {
   TR: number;
