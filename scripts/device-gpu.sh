@@ -24,7 +24,7 @@
 #            eval.json, summary.md, resume.tar (the checkpoint, to go on in another call:
 #            CIFAR_RESUME=path/to/resume.tar). CAP: CIFAR_CAP_S, else what the budget leaves (less 30 s for the
 #            eval and RESERVE_S), else 420 s. The trainer measures its second epoch and cuts the epochs (at most
-#            CIFAR_EPOCHS, else CIFAR_MAX_EPOCHS, 100) to what fits in CAP, so that the cosine schedule ends
+#            CIFAR_EPOCHS, else CIFAR_MAX_EPOCHS, 150) to what fits in CAP, so that the cosine schedule ends
 #            inside it (a run cut short never anneals); SIGINT 20 s after CAP is the backstop.
 # Each phase runs under `timeout`, cut to what DEVICE_BUDGET_S leaves when it is set. Settings (environment):
 # SHUFFLENET_WEBGPU_BACKEND (default vulkan; opengles runs it here on llvmpipe), BENCH_ARGS and BENCH_CIFAR_ARGS
@@ -195,7 +195,7 @@ phase_cifar() {
   fi
   # The trainer fits the epochs (at most these) to the cap at the pace of its second epoch: the schedule ends
   # inside it (a run cut short never anneals).
-  local epochs=${CIFAR_EPOCHS:-${CIFAR_MAX_EPOCHS:-100}}
+  local epochs=${CIFAR_EPOCHS:-${CIFAR_MAX_EPOCHS:-150}}
   echo "== cifar: train --backend webgpu, at most ${epochs} epochs, fitted to ${cap} s"
   local t0=$SECONDS
   # The backstop: SIGINT 20 s after the budget (the step in flight finishes and a checkpoint is written),
