@@ -15,6 +15,7 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { adamw, lrSchedule, sgd } from '../src/train/optim.js';
 import {
   evaluate,
+  macrotaskFor,
   memoryStore,
   readState,
   recalibrateBatchNorm,
@@ -134,6 +135,51 @@ const model = () => {
   });
   return { graph, weights: initWeights(graph, 0) };
 };
+
+describe("the loop's yield between steps (no setTimeout clamp)", () => {
+  // Which mechanism runs, and that callbacks run in order, after the current task; never how fast.
+  const order = async (macrotask: (f: () => void) => void) => {
+    const seen: number[] = [];
+    const done = Promise.all(
+      [1, 2, 3].map((i) => new Promise<void>((r) => macrotask(() => (seen.push(i), r())))),
+    );
+    seen.push(0); // synchronous: before any of them
+    await done;
+    return seen;
+  };
+  const never = () => assert.fail('setTimeout used where an unclamped macrotask exists');
+
+  it('uses setImmediate where there is one (Node)', async () => {
+    let calls = 0;
+    const env = {
+      setImmediate: (f: () => void) => (calls++, setImmediate(f)),
+      MessageChannel,
+      setTimeout: never,
+    };
+    assert.deepEqual(await order(macrotaskFor(env)), [0, 1, 2, 3]);
+    assert.equal(calls, 3);
+  });
+
+  it('else a MessageChannel message (browsers), which does not keep Node alive', async () => {
+    let made = 0;
+    const Counted = class extends MessageChannel {
+      constructor() {
+        super();
+        made++;
+      }
+    };
+    const env = { MessageChannel: Counted as typeof MessageChannel, setTimeout: never };
+    assert.deepEqual(await order(macrotaskFor(env)), [0, 1, 2, 3]);
+    assert.equal(made, 1, 'one channel for every yield');
+  });
+
+  it('else setTimeout', async () => {
+    let calls = 0;
+    const env = { setTimeout: (f: () => void, ms: number) => (calls++, setTimeout(f, ms)) };
+    assert.deepEqual(await order(macrotaskFor(env)), [0, 1, 2, 3]);
+    assert.equal(calls, 3);
+  });
+});
 
 describe('training on Fashion-MNIST (reference kernels)', { skip: !haveData && 'no Fashion-MNIST' }, () => {
   const all = haveData ? loadFashionMnist(FASHION_MNIST_DIR, 'train') : undefined;
