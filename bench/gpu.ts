@@ -35,8 +35,9 @@ const USAGE = `node dist/device/bench-gpu.js [options]     (here: npx tsx bench/
                          shader-f16, else a note; empty: none)
   --f16-rounded          those rows in f16-rounded instead (f16's rounding on f32 storage: any adapter)
   --train-batches A,B    training batches (default 256; empty: none)
-  --tiles GEMM[/WGRAD]   the training plan's 1x1 tiles, as bench/tune-webgpu.ts prints them (default the
-                         kernels' defaults)
+  --tiles T1,T2,...      the training plan's 1x1 tiles, each GEMM[/WGRAD] as bench/tune-webgpu.ts prints
+                         them, or default (the kernels' own; the default): a training row per tiling, each
+                         against the same PyTorch row, e.g. default,fit/fit
   --warmup N             untimed runs first (default 3)
   --iterations N         timed runs at most (default 30), fewer when --budget-ms runs out (at least 5)
   --budget-ms N          timed work per row on our side (default 20000)
@@ -100,13 +101,19 @@ const inferBatches = list('--infer-batches', args['infer-batches']);
 const f16Batches = list('--f16-batches', args['f16-batches']);
 const f16Precision = args['f16-rounded'] ? 'f16-rounded' : 'f16';
 const trainBatches = list('--train-batches', args['train-batches']);
-let tiles: ReturnType<typeof parseTiles> | undefined;
+/** The training rows' tilings: [label, tiles]; 'default' (undefined tiles) is the kernels' own. */
+let tilings: [string, ReturnType<typeof parseTiles> | undefined][];
 try {
-  tiles = args.tiles === undefined ? undefined : parseTiles(args.tiles);
+  const specs = (args.tiles ?? 'default').split(',').map((t) => t.trim());
+  if (specs.some((t) => !t) || new Set(specs).size !== specs.length)
+    throw new RangeError(`'${args.tiles}': expected distinct tilings separated by commas`);
+  tilings = specs.map((t) => [t, t === 'default' ? undefined : parseTiles(t)]);
 } catch (e) {
   console.error(`--tiles: ${(e as Error).message}`);
   process.exit(2);
 }
+/** A row's label for a tiling: none when the kernels' defaults are the only tiling. */
+const tilingLabel = (t: string) => (tilings.length === 1 && t === 'default' ? undefined : t);
 const warmup = Number(args.warmup);
 const iterations = positive('--iterations', args.iterations);
 const budgetMs = positive('--budget-ms', args['budget-ms']);
@@ -124,6 +131,8 @@ interface Row {
   batch: number;
   /** How our plan stores activations (inference; f32 when absent). PyTorch stays fp32. */
   precision?: Precision;
+  /** The training plan's 1x1 tiles (--tiles) when several are measured; PyTorch's row is the first's. */
+  tiles?: string;
   /** Ours with the input uploaded each run (as from the CPU), and with it left on the GPU. */
   ours?: Stats & { memory?: string };
   oursResident?: Stats;
@@ -155,9 +164,14 @@ const saveJson = () => {
   if (args.json)
     writeFileAtomic(args.json, JSON.stringify({ arch, size, adapter, torchInfo, rows, notes }, null, 1));
 };
-const row = (kind: Row['kind'], batch: number, precision?: Precision): Row => {
-  let r = rows.find((x) => x.kind === kind && x.batch === batch && x.precision === precision);
-  if (!r) rows.push((r = { kind, batch, torch: [], ...(precision ? { precision } : {}) }));
+const row = (kind: Row['kind'], batch: number, precision?: Precision, tiles?: string): Row => {
+  let r = rows.find(
+    (x) => x.kind === kind && x.batch === batch && x.precision === precision && x.tiles === tiles,
+  );
+  if (!r) {
+    r = { kind, batch, torch: [], ...(precision ? { precision } : {}), ...(tiles ? { tiles } : {}) };
+    rows.push(r);
+  }
   return r;
 };
 const message = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e)).split('\n')[0]!;
@@ -253,7 +267,9 @@ function runTorch(dataDir: string | undefined): Float32Array | undefined {
     else if (m.kind === 'infer' || m.kind === 'train') {
       const t = m as unknown as TorchRow & { precision?: string };
       // PyTorch's fp16 inference belongs with our f16 rows.
-      row(m.kind, t.batch, t.precision === 'fp16' ? f16Precision : undefined).torch.push(t);
+      // Our training rows, one per tiling, share the first tiling's row of PyTorch numbers.
+      const tiles = m.kind === 'train' ? tilingLabel(tilings[0]![0]) : undefined;
+      row(m.kind, t.batch, t.precision === 'fp16' ? f16Precision : undefined, tiles).torch.push(t);
       console.log(
         `  PyTorch ${t.kind}${t.precision ? ` ${t.precision}` : ''} batch ${t.batch} ${t.format} ${t.io}: ` +
           (t.error ?? `median ${fmt(t.median_ms!)} ms, ${fmt(t.images_per_s!)} images/s`),
@@ -335,42 +351,51 @@ async function inference(engine: WebGpuEngine, reference?: Float32Array, torchLo
  * back).
  */
 async function training(engine: WebGpuEngine) {
-  for (const batch of trainBatches) {
-    const r = row('train', batch);
+  for (const batch of trainBatches)
+    for (const [label, tiles] of tilings) await trainingRow(engine, batch, label, tiles);
+}
+
+async function trainingRow(
+  engine: WebGpuEngine,
+  batch: number,
+  label: string,
+  tiles: ReturnType<typeof parseTiles> | undefined,
+) {
+  const r = row('train', batch, undefined, tilingLabel(label));
+  const what = `ours train batch ${batch}${r.tiles ? ` (tiles ${r.tiles})` : ''}`;
+  try {
+    const shape = [batch, 3, size, size];
+    const plan = engine.compileTraining(graph, shape, { tiles });
     try {
-      const shape = [batch, 3, size, size];
-      const plan = engine.compileTraining(graph, shape, { tiles });
-      try {
-        const w = new Map([...weights].map(([k, t]) => [k, new Tensor(t.shape, t.data.slice())]));
-        const opt = sgd({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
-        plan.load(w, opt);
-        const x = Tensor.random(shape, seededRandom(2025));
-        const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % classes);
-        let loss = NaN;
-        const step = async () => {
-          loss = (await plan.step(x, labels, LR, LABEL_SMOOTHING)).loss;
-        };
-        const s = await time('ours', batch, step);
-        if (!Number.isFinite(loss)) throw new Error(`the loss is ${loss}`);
-        const d = await time('ours', batch, async () => {
-          loss = (await plan.step(undefined, labels, LR, LABEL_SMOOTHING)).loss;
-        });
-        r.oursResident = d;
-        const mib = (plan.bytes.arena + plan.bytes.weights) / 2 ** 20;
-        r.ours = { ...s, memory: `${mib.toFixed(0)} MiB on the GPU` };
-        console.log(
-          `  ours train batch ${batch}: median ${fmt(s.median)} ms, ${fmt(s.imagesPerSecond)} images/s; ` +
-            `input on the GPU: ${fmt(d.median)} ms, ${fmt(d.imagesPerSecond)} images/s; last loss ${loss.toFixed(4)}`,
-        );
-      } finally {
-        plan.dispose();
-      }
-    } catch (e) {
-      r.oursError = message(e);
-      console.log(`  ours train batch ${batch}: ${r.oursError}`);
+      const w = new Map([...weights].map(([k, t]) => [k, new Tensor(t.shape, t.data.slice())]));
+      const opt = sgd({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
+      plan.load(w, opt);
+      const x = Tensor.random(shape, seededRandom(2025));
+      const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % classes);
+      let loss = NaN;
+      const step = async () => {
+        loss = (await plan.step(x, labels, LR, LABEL_SMOOTHING)).loss;
+      };
+      const s = await time('ours', batch, step);
+      if (!Number.isFinite(loss)) throw new Error(`the loss is ${loss}`);
+      const d = await time('ours', batch, async () => {
+        loss = (await plan.step(undefined, labels, LR, LABEL_SMOOTHING)).loss;
+      });
+      r.oursResident = d;
+      const mib = (plan.bytes.arena + plan.bytes.weights) / 2 ** 20;
+      r.ours = { ...s, memory: `${mib.toFixed(0)} MiB on the GPU` };
+      console.log(
+        `  ${what}: median ${fmt(s.median)} ms, ${fmt(s.imagesPerSecond)} images/s; ` +
+          `input on the GPU: ${fmt(d.median)} ms, ${fmt(d.imagesPerSecond)} images/s; last loss ${loss.toFixed(4)}`,
+      );
+    } finally {
+      plan.dispose();
     }
-    saveJson();
+  } catch (e) {
+    r.oursError = message(e);
+    console.log(`  ${what}: ${r.oursError}`);
   }
+  saveJson();
 }
 
 function section(): string {
@@ -405,10 +430,16 @@ function section(): string {
   const lines = rows.map((r) => {
     // An f16 row's peer is PyTorch in fp16 (--half-batches) where it ran, else PyTorch fp32 at that batch.
     const half = r.precision !== undefined && best(r.torch) !== undefined;
+    // A training row of another tiling is compared with the first tiling's PyTorch numbers.
+    const other = r.tiles !== undefined && r.tiles !== tilingLabel(tilings[0]![0]);
     const torch =
       r.precision && !half
         ? (rows.find((x) => x.kind === r.kind && x.batch === r.batch && !x.precision)?.torch ?? [])
-        : r.torch;
+        : other
+          ? (rows.find(
+              (x) => x.kind === r.kind && x.batch === r.batch && x.tiles === tilingLabel(tilings[0]![0]),
+            )?.torch ?? [])
+          : r.torch;
     const b = best(torch);
     const host = torch
       .filter((t) => t.io === 'host' && t.images_per_s !== undefined)
@@ -419,14 +450,14 @@ function section(): string {
     return [
       r.kind === 'infer'
         ? `inference${r.precision ? `, ${r.precision} activations (PyTorch: ${half ? 'fp16' : 'fp32'})` : ''}`
-        : 'training step',
+        : `training step${r.tiles ? `, 1x1 tiles ${r.tiles}` : ''}`,
       String(r.batch),
       `${size}x${size}`,
       ours ? ms(ours) : `failed: ${r.oursError ?? 'not run'}`,
       ours ? fmt(ours.imagesPerSecond) : '',
       dev ? ms(dev) : '',
       dev ? fmt(dev.imagesPerSecond) : '',
-      ...formats.map((f) => (r.precision && !half ? '' : torchCell(r, f))),
+      ...formats.map((f) => (r.precision && !half ? '' : other ? '(as above)' : torchCell(r, f))),
       ...(hostIo ? [host ? fmt(host.images_per_s!) : ''] : []),
       b ? fmt(b.images_per_s!) : '',
       dev && b ? `**${(dev.imagesPerSecond / b.images_per_s!).toFixed(2)}x**` : '',
@@ -437,7 +468,7 @@ function section(): string {
   const command = `node dist/device/bench-gpu.js ${process.argv.slice(2).join(' ')}`.trim();
   const memory = rows
     .filter((r) => r.ours?.memory)
-    .map((r) => `${r.kind} batch ${r.batch}: ${r.ours!.memory}`)
+    .map((r) => `${r.kind} batch ${r.batch}${r.tiles ? ` (${r.tiles})` : ''}: ${r.ours!.memory}`)
     .join('; ');
   return [
     `## GPU: ${arch}${smallInput ? ' (small-input stem)' : ''} at ${size}x${size} on WebGPU, side by side with PyTorch`,
@@ -466,7 +497,9 @@ function section(): string {
       `smoothing ${LABEL_SMOOTHING}), backward, SGD (momentum 0.9, Nesterov, weight decay 5e-4, lr ${LR}); ` +
       'the logits, losses and BN statistics read back (the running buffers move on the CPU); PyTorch = ' +
       'zero_grad, forward, the same loss, backward, the same SGD, all on the GPU.' +
-      (tiles ? ` Our 1x1 tiles: --tiles ${args.tiles}.` : ''),
+      (args.tiles
+        ? ` Our 1x1 tiles: --tiles ${args.tiles} (a training row per tiling, one after the other).`
+        : ''),
     `- Timing: ${warmup} warm-up run(s), then up to ${iterations} timed runs (stopping after ` +
       `${budgetMs / 1000} s once 5 ran), each awaited (PyTorch: torch.cuda.synchronize() around each); ` +
       'medians; images/s = batch / median. PyTorch first, then ours, in the same device run.',

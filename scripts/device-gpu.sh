@@ -32,7 +32,8 @@
 # --iterations 20 --budget-ms 6000), CHECK_TIMEOUT (120 s), BENCH_TIMEOUT (200 s), BENCH_CIFAR_TIMEOUT (60 s),
 # PROFILE_TIMEOUT (60 s each), TUNE_TIMEOUT (150 s), TUNE_ARGS (default --rounds 1 --steps 5), GPU_TILES (the
 # training plan's 1x1 tiles for bench, bench-cifar, profile and cifar: GEMM/WGRAD, e.g. 64x64x16/32x64x32, or auto:
-# tune's $OUT/tiles.txt; default the kernels' own), PROFILE_ARGS, PROFILE_KINDS, CIFAR_CAP_S, CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_MAX_EPOCHS, CIFAR_BATCH,
+# tune's $OUT/tiles.txt; default the kernels' own), BENCH_TILES (bench and bench-cifar: a list of tilings, a
+# training row each, e.g. default,fit/fit; auto: the defaults and tune's tiles.txt; default GPU_TILES), PROFILE_ARGS, PROFILE_KINDS, CIFAR_CAP_S, CIFAR_ARCH, CIFAR_EPOCHS, CIFAR_MAX_EPOCHS, CIFAR_BATCH,
 # CIFAR_LR, CIFAR_ARGS (more train flags; default --cutout 16: the first H200 run, without it, ended at
 # 89.40% on the test set with ~98% on its training batches and a loss near label smoothing's floor, i.e.
 # overfitting; CIFAR_ARGS= for none), CIFAR_EVAL_EVERY (4: the test set after every 4th epoch, the last and
@@ -50,14 +51,16 @@
 #        # 3.8 MB: the authors' weights and photos for `check` (a checkout's shared/ travels with every call;
 #        # ../shared does not), so their tests (f32 and f16) run on the GPU too
 # The `run` tool's calls (the tracked tree travels too: ~4.2 MB; a call carries at most 64 MiB in all). A
-# session has 15 minutes of device time, a cold start included, and one command runs 10 at most. Two calls on
-# one warm machine (it waits ~30 s for the next) give CIFAR-10 the most: the second issued as soon as the
-# first returns, its timeout_s from the first's lease.budget_left_s:
+# session has 15 minutes of device time, a cold start included (~2 min), and one command runs 10 at most.
+# CIFAR-10 needs the most time, so it goes first, in a whole call, tuning the tiles at its own shape (32x32)
+# for ~30 s; the second call, issued as soon as the first returns (a warm machine waits ~30 s), gets the rest:
 #   carry: [".device", "dist/device", "dist/cifar10-pack"]     (~56 MB, with shared/ ~60 MB)
-#   A (timeout_s 300): DEVICE_BUDGET_S=270 PROFILE_KINDS=train PROFILE_TIMEOUT=45 CHECK_TIMEOUT=90 \
-#                        bash .device/on-device.sh bash scripts/device-gpu.sh bench check profile
-#   B (timeout_s T = min(600, budget_left_s - 30)): DEVICE_BUDGET_S=T-20 \
-#                        bash .device/on-device.sh bash scripts/device-gpu.sh cifar
+#   A (timeout_s 600): DEVICE_BUDGET_S=575 GPU_TILES=auto TUNE_TIMEOUT=30 \
+#        TUNE_ARGS="--small-input --classes 10 --size 32 --rounds 1 --steps 8" \
+#        bash .device/on-device.sh bash scripts/device-gpu.sh tune cifar
+#   B (timeout_s T = budget_left_s - 20): DEVICE_BUDGET_S=T-10 GPU_TILES=auto BENCH_TILES=auto TUNE_TIMEOUT=50 \
+#        bash .device/on-device.sh bash scripts/device-gpu.sh tune bench check
+#        (bench: the default tiles and the tuned ones, a training row each; check gets what is left)
 # or one call of 600 s: bash .device/on-device.sh bash scripts/device-gpu.sh all
 # A later session with a GPU can give CIFAR-10 the whole call (`cifar` alone, CIFAR_CAP_S=500, CIFAR_RESUME to
 # go on from a resume.tar carried back), or rerun `bench` alone after a kernel change.
@@ -116,6 +119,20 @@ tiles() {
   fi
 }
 
+# The bench's training tilings (bench-gpu --tiles takes a list: a row each): BENCH_TILES as given; auto: the
+# kernels' defaults and tune's fastest (two rows, against the same PyTorch row); unset: tiles().
+bench_tiles() {
+  case "${BENCH_TILES-}" in
+    '') tiles ;;
+    auto)
+      local t=""
+      [ -f "$OUT/tiles.txt" ] && t=$(cat "$OUT/tiles.txt")
+      echo "default${t:+,$t}"
+      ;;
+    *) echo "$BENCH_TILES" ;;
+  esac
+}
+
 phase_tune() {
   need "$BUNDLE/tune-webgpu.js" || return 1
   echo "== tune: the 1x1 convs' tiles of a training step"
@@ -138,7 +155,7 @@ phase_bench() {
   echo "== bench: ours (WebGPU) and PyTorch"
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
   local t
-  t=$(tiles)
+  t=$(bench_tiles)
   run_for "$(limit "${BENCH_TIMEOUT:-200}")" node "$BUNDLE/bench-gpu.js" ${t:+--tiles "$t"} \
     ${BENCH_ARGS---host-io --iterations 20 --budget-ms 6000} \
     --out "$OUT/bench.md" --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
@@ -150,7 +167,7 @@ phase_bench-cifar() {
   echo "== bench-cifar: the CIFAR-10 model (small-input stem), 32x32"
   # shellcheck disable=SC2086
   local t
-  t=$(tiles)
+  t=$(bench_tiles)
   run_for "$(limit "${BENCH_CIFAR_TIMEOUT:-60}")" node "$BUNDLE/bench-gpu.js" --small-input --classes 10 ${t:+--tiles "$t"} \
     ${BENCH_CIFAR_ARGS---size 32 --infer-batches 256 --f16-batches= --train-batches 256 --iterations 20 --budget-ms 3000 --no-torch} \
     --out "$OUT/bench-cifar.md" --json "$OUT/bench-cifar.json" 2>&1 | tee "$OUT/bench-cifar.log"
