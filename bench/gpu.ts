@@ -34,6 +34,8 @@ const USAGE = `node dist/device/bench-gpu.js [options]     (here: npx tsx bench/
   --f16-batches A,B      inference batches again with f16 activations (default 256; where the adapter has
                          shader-f16, else a note; empty: none)
   --f16-rounded          those rows in f16-rounded instead (f16's rounding on f32 storage: any adapter)
+  --pixel-batches A,B    inference batches again on uint8 pixels, normalised on the GPU (a quarter of the
+                         f32 upload; default 256; empty: none)
   --train-batches A,B    training batches (default 256; empty: none)
   --tiles T1,T2,...      the training plan's 1x1 tiles, each GEMM[/WGRAD] as bench/tune-webgpu.ts prints
                          them, or default (the kernels' own; the default): a training row per tiling, each
@@ -64,6 +66,7 @@ const { values: args } = parseArgs({
     'infer-batches': { type: 'string', default: '1,256' },
     'f16-batches': { type: 'string', default: '256' },
     'f16-rounded': { type: 'boolean', default: false },
+    'pixel-batches': { type: 'string', default: '256' },
     'train-batches': { type: 'string', default: '256' },
     tiles: { type: 'string' },
     warmup: { type: 'string', default: '3' },
@@ -101,6 +104,7 @@ const inferBatches = list('--infer-batches', args['infer-batches']);
 const f16Batches = list('--f16-batches', args['f16-batches']);
 const f16Precision = args['f16-rounded'] ? 'f16-rounded' : 'f16';
 const trainBatches = list('--train-batches', args['train-batches']);
+const pixelBatches = list('--pixel-batches', args['pixel-batches']);
 /** The training rows' tilings: [label, tiles]; 'default' (undefined tiles) is the kernels' own. */
 let tilings: [string, ReturnType<typeof parseTiles> | undefined][];
 try {
@@ -133,6 +137,8 @@ interface Row {
   precision?: Precision;
   /** The training plan's 1x1 tiles (--tiles) when several are measured; PyTorch's row is the first's. */
   tiles?: string;
+  /** Inference on uint8 pixels, normalised on the GPU (--pixel-batches); PyTorch's row is the f32 one's. */
+  pixels?: boolean;
   /** Ours with the input uploaded each run (as from the CPU), and with it left on the GPU. */
   ours?: Stats & { memory?: string };
   oursResident?: Stats;
@@ -164,12 +170,30 @@ const saveJson = () => {
   if (args.json)
     writeFileAtomic(args.json, JSON.stringify({ arch, size, adapter, torchInfo, rows, notes }, null, 1));
 };
-const row = (kind: Row['kind'], batch: number, precision?: Precision, tiles?: string): Row => {
+const row = (
+  kind: Row['kind'],
+  batch: number,
+  precision?: Precision,
+  tiles?: string,
+  pixels = false,
+): Row => {
   let r = rows.find(
-    (x) => x.kind === kind && x.batch === batch && x.precision === precision && x.tiles === tiles,
+    (x) =>
+      x.kind === kind &&
+      x.batch === batch &&
+      x.precision === precision &&
+      x.tiles === tiles &&
+      !!x.pixels === pixels,
   );
   if (!r) {
-    r = { kind, batch, torch: [], ...(precision ? { precision } : {}), ...(tiles ? { tiles } : {}) };
+    r = {
+      kind,
+      batch,
+      torch: [],
+      ...(precision ? { precision } : {}),
+      ...(tiles ? { tiles } : {}),
+      ...(pixels ? { pixels } : {}),
+    };
     rows.push(r);
   }
   return r;
@@ -346,6 +370,57 @@ async function inference(engine: WebGpuEngine, reference?: Float32Array, torchLo
 }
 
 /**
+ * Our inference rows on uint8 pixels (`pixels` plans): the upload is a quarter of the f32 rows', and the
+ * logits those of the same pixels normalised on the CPU.
+ */
+async function pixelInference(engine: WebGpuEngine) {
+  // ImageNet's mean and std (preprocess's default), on pixels of a fixed random image per batch.
+  const pixels = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+  for (const batch of pixelBatches) {
+    const r = row('infer', batch, undefined, undefined, true);
+    const what = `ours infer batch ${batch}, uint8 pixels`;
+    try {
+      const plan = engine.compile({ graph, weights }, { batch, height: size, width: size, pixels });
+      try {
+        const rand = seededRandom(2026);
+        const u8 = Uint8Array.from({ length: batch * 3 * size * size }, () => Math.floor(rand() * 256));
+        const out = new Float32Array(plan.outputShape.reduce((a, b) => a * b, 1));
+        // The first image against the f32 plan on the same pixels normalised here.
+        const f32 = engine.compile({ graph, weights }, { batch: 1, height: size, width: size });
+        try {
+          const plane = size * size;
+          const x = Float32Array.from({ length: 3 * plane }, (_, i) => {
+            const c = Math.floor(i / plane);
+            return (u8[i]! / 255 - pixels.mean[c]!) / pixels.std[c]!;
+          });
+          const e = relativeDiff((await plan.run(u8, out)).subarray(0, classes), await f32.run(x));
+          notes.push(
+            `batch ${batch} uint8 pixels, image 0's logits vs the f32 plan on them normalised on the CPU: ` +
+              `${e.toExponential(1)}${e <= TOLERANCE ? '' : ' **WRONG**'}`,
+          );
+          console.log(`  check: ${notes.at(-1)}`);
+        } finally {
+          f32.dispose();
+        }
+        const s = await time('ours', batch, () => plan.run(u8, out));
+        r.ours = { ...s, memory: `arena ${(plan.bytes.arena / 2 ** 20).toFixed(1)} MiB` };
+        r.oursResident = await time('ours', batch, () => plan.run(undefined, out));
+        console.log(
+          `  ${what}: median ${fmt(s.median)} ms, ${fmt(s.imagesPerSecond)} images/s; ` +
+            `pixels on the GPU: ${fmt(r.oursResident.median)} ms`,
+        );
+      } finally {
+        plan.dispose();
+      }
+    } catch (e) {
+      r.oursError = message(e);
+      console.log(`  ${what}: ${r.oursError}`);
+    }
+    saveJson();
+  }
+}
+
+/**
  * Our training rows: whole steps on the device, as the trainer runs them with SGD (forward with batch
  * statistics, softmax cross-entropy, backward, SGD in one submission; logits, losses and BN statistics read
  * back).
@@ -431,10 +506,11 @@ function section(): string {
     // An f16 row's peer is PyTorch in fp16 (--half-batches) where it ran, else PyTorch fp32 at that batch.
     const half = r.precision !== undefined && best(r.torch) !== undefined;
     // A training row of another tiling is compared with the first tiling's PyTorch numbers.
-    const other = r.tiles !== undefined && r.tiles !== tilingLabel(tilings[0]![0]);
+    const other = (r.tiles !== undefined && r.tiles !== tilingLabel(tilings[0]![0])) || !!r.pixels;
     const torch =
-      r.precision && !half
-        ? (rows.find((x) => x.kind === r.kind && x.batch === r.batch && !x.precision)?.torch ?? [])
+      (r.precision && !half) || r.pixels
+        ? (rows.find((x) => x.kind === r.kind && x.batch === r.batch && !x.precision && !x.pixels)?.torch ??
+          [])
         : other
           ? (rows.find(
               (x) => x.kind === r.kind && x.batch === r.batch && x.tiles === tilingLabel(tilings[0]![0]),
@@ -449,7 +525,8 @@ function section(): string {
     const ms = (s: Stats) => `${fmt(s.median)} (${fmt(s.min)}-${fmt(s.max)})`;
     return [
       r.kind === 'infer'
-        ? `inference${r.precision ? `, ${r.precision} activations (PyTorch: ${half ? 'fp16' : 'fp32'})` : ''}`
+        ? `inference${r.precision ? `, ${r.precision} activations (PyTorch: ${half ? 'fp16' : 'fp32'})` : ''}` +
+          (r.pixels ? ', uint8 pixels normalised on the GPU' : '')
         : `training step${r.tiles ? `, 1x1 tiles ${r.tiles}` : ''}`,
       String(r.batch),
       `${size}x${size}`,
@@ -530,6 +607,7 @@ async function main(): Promise<void> {
       adapter = engine.adapter;
       console.log(`WebGPU adapter: ${adapter}`);
       await inference(engine, reference, torchLogits);
+      await pixelInference(engine);
       await training(engine);
     } catch (e) {
       notes.push(`ours: ${message(e)}`);

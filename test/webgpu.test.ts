@@ -303,6 +303,61 @@ describe(`WebGPU inference (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
       await assert.rejects(plan.run(new Float32Array(3072)), /disposed/);
     });
 
+    it('uint8 pixels (compiled with pixels: mean, std) normalised on the GPU: the logits of the CPU-normalised input', async () => {
+      // Unlike channels' statistics, so that a pixel normalised as another channel's shows.
+      const norm = { mean: [0.1, 0.5, 0.9], std: [0.2, 0.5, 0.3] };
+      const m = preset('shufflenet_v1_g3_0.25x');
+      // 2 x 3 x 33 x 31 = 6138 bytes, not a whole number of words (the padded copy); 2 x 3 x 32 x 32 is.
+      for (const [h, w] of [
+        [33, 31],
+        [32, 32],
+      ] as const) {
+        const n = 2 * 3 * h * w;
+        const r = seededRandom(h);
+        const pixels = Uint8Array.from({ length: n }, () => Math.floor(r() * 256));
+        pixels[0] = 0;
+        pixels[n - 1] = 255; // the last byte of a partial word
+        const x = new Tensor([2, 3, h, w]);
+        for (let i = 0; i < n; i++) {
+          const c = Math.floor(i / (h * w)) % 3;
+          x.data[i] = (pixels[i]! / 255 - norm.mean[c]!) / norm.std[c]!;
+        }
+        const expected = execute(m.graph, m.weights, x);
+        for (const precision of ['f32', 'f16-rounded'] as const) {
+          const plan = engine.compile(m, { batch: 2, height: h, width: w, pixels: norm, precision });
+          const what = `pixels ${h}x${w} ${precision}`;
+          const y = await plan.run(pixels);
+          assertClose(what, y, expected, precision === 'f32' ? 1e-5 : 5e-3);
+          assert.deepEqual(await plan.run(undefined), y, `${what}: again on the pixels left on the device`);
+          plan.dispose();
+        }
+      }
+    });
+
+    it('refuses pixels of the wrong kind, size or normalisation, by name', async () => {
+      const m = preset('shufflenet_v1_g3_0.25x');
+      const pixels = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+      const plan = engine.compile(m, { height: 32, width: 32, pixels });
+      await assert.rejects(
+        plan.run(new Float32Array(3072)),
+        /compiled with pixels .* pass a Uint8Array of 3072/,
+      );
+      await assert.rejects(plan.run(new Uint8Array(3071)), /needs 3072 values, got 3071/);
+      plan.dispose();
+      const float = engine.compile(m, { height: 32, width: 32 });
+      await assert.rejects(float.run(new Uint8Array(3072)), /compile it with \{ pixels: \{ mean, std \} \}/);
+      float.dispose();
+      for (const bad of [
+        { mean: [0.5, 0.5], std: [0.25, 0.25, 0.25] },
+        { mean: [0.5, 0.5, 0.5], std: [0.25, 0, 0.25] },
+        { mean: [0.5, NaN, 0.5], std: [0.25, 0.25, 0.25] },
+      ])
+        assert.throws(
+          () => engine.compile(m, { height: 32, width: 32, pixels: bad }),
+          /pixels needs 3 finite means and 3 positive standard deviations/,
+        );
+    });
+
     it('reuses activation buffers: the arena is far smaller than all activations together', () => {
       const plan = engine.compile(preset('shufflenet_v1_g3_0.5x'));
       assert.ok(plan.bytes.arena * 4 < plan.bytes.unplanned, JSON.stringify(plan.bytes));

@@ -45,39 +45,48 @@ const STORAGE: Record<Precision, { enable: string; type: string; ld: string; st:
   },
 };
 
-const bodies = new WeakMap<Kernel, string>();
+/** A kernel's body and its binding 1 (the weights, or another read-only buffer). */
+const bodies = new WeakMap<Kernel, { body: string; binding1: string }>();
 const variants = new WeakMap<Kernel, Map<Precision, Kernel>>();
+const WEIGHTS = 'weights: array<f32>';
 
-function source(fields: readonly string[], body: string, precision: Precision): string {
+function source(fields: readonly string[], body: string, precision: Precision, binding1 = WEIGHTS): string {
   const s = STORAGE[precision];
   return `${s.enable}struct Params { ${fields.map((f) => `${f}: u32,`).join(' ')} }
 @group(0) @binding(0) var<storage, read_write> arena: array<${s.type}>;
-@group(0) @binding(1) var<storage, read> weights: array<f32>;
+@group(0) @binding(1) var<storage, read> ${binding1};
 @group(0) @binding(2) var<uniform> p: Params;
 fn ld(i: u32) -> f32 { return ${s.ld}; }
 fn st(i: u32, v: f32) { arena[i] = ${s.st}; }
 ${body}`;
 }
 
-/** An inference kernel with its uniform fields (u32) over the arena and weights buffers (f32 storage). */
-export function kernel(name: string, fields: readonly string[], body: string): Kernel {
-  const k = { name, fields, code: source(fields, body, 'f32') };
-  bodies.set(k, body);
+/**
+ * An inference kernel with its uniform fields (u32) over the arena and weights buffers (f32 storage), or
+ * over another read-only buffer at binding 1 (`binding1`: its WGSL declaration).
+ */
+export function kernel(name: string, fields: readonly string[], body: string, binding1 = WEIGHTS): Kernel {
+  const k = { name, fields, code: source(fields, body, 'f32', binding1) };
+  bodies.set(k, { body, binding1 });
   return k;
 }
 
 /** The kernel with its activations stored in `precision` (see Precision); the f32 kernel is itself. */
 export function withPrecision(k: Kernel, precision: Precision): Kernel {
-  const body = bodies.get(k);
+  const b = bodies.get(k);
   if (precision === 'f32') return k;
-  if (body === undefined) throw new Error(`kernel '${k.name}' has no ${precision} variant`);
+  if (b === undefined) throw new Error(`kernel '${k.name}' has no ${precision} variant`);
   let m = variants.get(k);
   if (!m) variants.set(k, (m = new Map()));
   let v = m.get(precision);
   if (!v)
     m.set(
       precision,
-      (v = { name: `${k.name} (${precision})`, fields: k.fields, code: source(k.fields, body, precision) }),
+      (v = {
+        name: `${k.name} (${precision})`,
+        fields: k.fields,
+        code: source(k.fields, b.body, precision, b.binding1),
+      }),
     );
   return v;
 }
@@ -517,4 +526,24 @@ export const RELU = kernel(
   st(p.y + (n * p.yC + p.yOff + c) * p.HW + px, max(ld(p.x + (n * p.xC + p.xOff + c) * p.HW + px), 0.0));`),
 );
 
-export const KERNELS = [POINTWISE, DEPTHWISE, CONV, POOL, GAP, LINEAR, AFFINE, ADD, RELU] as const;
+/**
+ * uint8 pixels into the input (plans compiled with `pixels`): binding 1 holds the pixels, 4 NCHW bytes a
+ * word (little-endian), then at `meanAt` the C means and C standard deviations (f32 bits), as the CPU's
+ * normalisation: x = (v / 255 - mean[c]) / std[c]. An invocation a word; a quarter of the f32 upload.
+ */
+export const PIXELS = kernel(
+  'pixels',
+  ['y', 'C', 'HW', 'count', 'meanAt', 'total'],
+  oneD(`
+  let word = pixels[i];
+  for (var j = 0u; j < 4u; j++) {
+    let e = i * 4u + j;
+    if (e >= p.count) { return; }
+    let c = (e / p.HW) % p.C;
+    let v = f32((word >> (8u * j)) & 255u);
+    st(p.y + e, (v / 255.0 - bitcast<f32>(pixels[p.meanAt + c])) / bitcast<f32>(pixels[p.meanAt + p.C + c]));
+  }`),
+  'pixels: array<u32>',
+);
+
+export const KERNELS = [POINTWISE, DEPTHWISE, CONV, POOL, GAP, LINEAR, AFFINE, ADD, RELU, PIXELS] as const;

@@ -1,3 +1,4 @@
+import type { Normalize } from '../../data/augment.js';
 import type { Graph, Node } from '../../graph/graph.js';
 import { OPS } from '../../ops/index.js';
 import { lower, type LOp, type Program, type Ref } from '../../runtime/lower.js';
@@ -14,6 +15,7 @@ import {
   DEPTHWISE,
   GAP,
   LINEAR,
+  PIXELS,
   POINTWISE,
   POOL,
   RELU,
@@ -29,6 +31,11 @@ import {
 export interface WebGpuPlanOptions extends PlanOptions {
   /** 'f16' needs the adapter's shader-f16 feature; 'f16-rounded' gives f16's numerics on f32 storage. */
   precision?: Precision;
+  /**
+   * Take the input as uint8 pixels (0-255, NCHW, a Uint8Array), normalised on the GPU with this mean and
+   * standard deviation per channel (on 0-1 pixels, as preprocess()): a quarter of the bytes to upload.
+   */
+  pixels?: Normalize;
 }
 
 /** GPUBufferUsage bits as numbers: Node's `webgpu` defines no globals (GPU* types: @webgpu/types). */
@@ -114,6 +121,8 @@ export class WebGpuPlan {
   private readonly inputKept: boolean;
   /** The next run's command buffer, encoded while the last run ran (plans without CPU steps). */
   private nextRun: GPUCommandBuffer | undefined;
+  /** uint8 input (options.pixels): the buffer the PIXELS kernel reads, and a padded copy when N % 4 != 0. */
+  private readonly pixels: { buffer: GPUBuffer; padded?: Uint8Array<ArrayBuffer> } | undefined;
   /** The input converted for an f16 or f16-rounded arena (writeInput). */
   private halfInput: Uint16Array | undefined;
   private roundedInput: Float32Array | undefined;
@@ -149,7 +158,8 @@ export class WebGpuPlan {
     const { device } = gpu;
     const limits = device.limits;
     const layout = arenaLayout(p, batch, { keepInput: true });
-    this.inputKept = !p.ops.some((op) => op.y.buf === 0); // no op writes over the input
+    // No op writes over the input (or the pixels, which stay in their own buffer, are unpacked each run).
+    this.inputKept = !!o.pixels || !p.ops.some((op) => op.y.buf === 0);
     this.at = layout.at;
     const steps = p.ops.map((op) => this.encode(op, batch));
     this.cpuNodes = steps.filter((s): s is CpuStep => 'graphNode' in s).map((s) => s.node);
@@ -258,8 +268,13 @@ export class WebGpuPlan {
     });
     let d = 0;
     this.schedule = steps.map((s) => ('kernel' in s ? dispatches[d++]! : s));
+    this.pixels = o.pixels && this.pixelInput(o.pixels, upload);
+    if (this.pixels) this.schedule.unshift(this.unpack(this.pixels.buffer, upload));
     const errors = [device.popErrorScope(), device.popErrorScope()].map((e) => e.then((x) => x?.message));
-    const kernels = new Set(gpuSteps.map((s) => withPrecision(s.kernel, this.precision)));
+    const kernels = new Set([
+      ...gpuSteps.map((s) => withPrecision(s.kernel, this.precision)),
+      ...(this.pixels ? [withPrecision(PIXELS, this.precision)] : []),
+    ]);
     this.created = Promise.all([...[...kernels].map((k) => gpu.pipelineError(k)), ...errors]).then(
       (e) => e.find((x) => x),
       (e: Error) => e.message,
@@ -281,14 +296,81 @@ export class WebGpuPlan {
     return (this.at[buf]! / 4) * this.elementBytes;
   }
 
+  /** The pixels' buffer (`options.pixels`): the pixel words, then the means and standard deviations. */
+  private pixelInput(
+    { mean, std }: Normalize,
+    upload: (usage: number, bytes: number, fill: (b: ArrayBuffer) => void, label: string) => GPUBuffer,
+  ): { buffer: GPUBuffer; padded?: Uint8Array<ArrayBuffer> } {
+    const C = this.inputShape[1]!;
+    const bad = (v: readonly number[], ok: (x: number) => boolean) =>
+      !Array.isArray(v) || v.length !== C || !v.every((x) => typeof x === 'number' && ok(x));
+    if (bad(mean, Number.isFinite) || bad(std, (x) => Number.isFinite(x) && x > 0))
+      throw new RangeError(
+        `${this.graph.name}: pixels needs ${C} finite means and ${C} positive standard deviations (one per ` +
+          `input channel), got mean ${JSON.stringify(mean)}, std ${JSON.stringify(std)}`,
+      );
+    const n = shapeSize(this.inputShape);
+    const words = Math.ceil(n / 4);
+    const b = upload(
+      USAGE.STORAGE | USAGE.COPY_DST,
+      (words + 2 * C) * 4,
+      (a) => new Float32Array(a, words * 4, 2 * C).set([...mean, ...std]),
+      `${this.graph.name} pixels`,
+    );
+    return { buffer: b, ...(n % 4 ? { padded: new Uint8Array(words * 4) } : {}) };
+  }
+
+  /** The dispatch that unpacks and normalises the pixels into the input (first in every run). */
+  private unpack(
+    pixels: GPUBuffer,
+    upload: (usage: number, bytes: number, fill: (b: ArrayBuffer) => void, label: string) => GPUBuffer,
+  ): Dispatch {
+    const [, C, H, W] = this.inputShape as number[];
+    const n = shapeSize(this.inputShape);
+    const words = Math.ceil(n / 4);
+    const values = [this.at[0]! / 4, C!, H! * W!, n, words, words];
+    const params = upload(
+      USAGE.UNIFORM,
+      alignUp(values.length * 4, 16),
+      (a) => new Uint32Array(a).set(values),
+      'pixel parameters',
+    );
+    const { device } = this.gpu;
+    return {
+      node: 'input',
+      kernel: PIXELS.name,
+      pipeline: this.gpu.pipeline(withPrecision(PIXELS, this.precision)),
+      bindGroup: device.createBindGroup({
+        label: 'input pixels',
+        layout: this.gpu.layout,
+        entries: [
+          { binding: 0, resource: { buffer: this.arena } },
+          { binding: 1, resource: { buffer: pixels } },
+          { binding: 2, resource: { buffer: params } },
+        ],
+      }),
+      grid: this.grid(PIXELS, 'input', words),
+    };
+  }
+
   /** The output's bytes in the arena, rounded up to the 4 that copies need (an f16 arena has room). */
   private get outputBytes(): number {
     return alignUp(shapeSize(this.outputShape) * this.elementBytes, 4);
   }
 
-  /** Writes an input into the arena in its storage type. */
-  private writeInput(input: Float32Array): void {
+  /** Writes an input into the arena in its storage type, or uint8 pixels into theirs (unpacked by the run). */
+  private writeInput(input: Float32Array | Uint8Array): void {
     const { queue } = this.gpu.device;
+    if (input instanceof Uint8Array) {
+      let data = input;
+      // writeBuffer copies whole words; a shared buffer (threaded WASM memory) crashes Node's webgpu.
+      if (this.pixels!.padded) (data = this.pixels!.padded).set(input);
+      else if (typeof SharedArrayBuffer !== 'undefined' && input.buffer instanceof SharedArrayBuffer)
+        data = input.slice();
+      queue.writeBuffer(this.pixels!.buffer, 0, data as Uint8Array<ArrayBuffer>);
+      this.hasInput = true;
+      return;
+    }
     // Node's webgpu crashes on views of a SharedArrayBuffer (threaded WASM memory): copy those first.
     const shared = typeof SharedArrayBuffer !== 'undefined' && input.buffer instanceof SharedArrayBuffer;
     let data: Float32Array | Uint16Array = shared ? input.slice() : input;
@@ -475,7 +557,7 @@ export class WebGpuPlan {
    * unless `out` is given). Without `input`, the last run's input, still on the device, is used again.
    * Runs on one plan are queued: they share its buffers.
    */
-  run(input: Float32Array | undefined, out?: Float32Array): Promise<Float32Array> {
+  run(input: Float32Array | Uint8Array | undefined, out?: Float32Array): Promise<Float32Array> {
     if (this.disposed) return Promise.reject(new Error('this plan was disposed'));
     const run = this.queue.then(() => this.runNow(input, out));
     this.queue = run.catch(() => undefined);
@@ -486,8 +568,9 @@ export class WebGpuPlan {
    * Each dispatch of a run on `input` timed alone (src/backends/webgpu/profile.ts): where the time goes.
    * Plans with CPU steps cannot be profiled.
    */
-  profile(input: Float32Array): Promise<DispatchTime[]> {
+  profile(input: Float32Array | Uint8Array): Promise<DispatchTime[]> {
     const run = this.queue.then(async () => {
+      this.checkInput(input);
       if (this.cpuNodes.length)
         throw new Error(`${this.graph.name}: a plan with CPU steps cannot be profiled`);
       const failed = await this.created;
@@ -499,18 +582,34 @@ export class WebGpuPlan {
     return run;
   }
 
-  private async runNow(input: Float32Array | undefined, out?: Float32Array): Promise<Float32Array> {
-    if (this.gpu.lost) throw new Error(`the WebGPU device was lost: ${this.gpu.lost}`);
+  /** An input of the plan's size and kind: uint8 pixels for a plan compiled with `pixels`, else floats. */
+  private checkInput(input: Float32Array | Uint8Array): void {
     const n = shapeSize(this.inputShape);
+    const shape = formatShape(this.inputShape);
+    if (this.pixels && !(input instanceof Uint8Array))
+      throw new TypeError(
+        `${this.graph.name}: this plan was compiled with pixels (uint8 input, normalised on the GPU): pass ` +
+          `a Uint8Array of ${n} pixels for input ${shape}, not a ${input.constructor.name}`,
+      );
+    if (!this.pixels && !(input instanceof Float32Array))
+      throw new TypeError(
+        `${this.graph.name}: this plan takes a Float32Array of normalised values; compile it with ` +
+          `{ pixels: { mean, std } } to pass uint8 pixels`,
+      );
+    if (input.length !== n)
+      throw new RangeError(`plan for input ${shape} needs ${n} values, got ${input.length}`);
+  }
+
+  private async runNow(
+    input: Float32Array | Uint8Array | undefined,
+    out?: Float32Array,
+  ): Promise<Float32Array> {
+    if (this.gpu.lost) throw new Error(`the WebGPU device was lost: ${this.gpu.lost}`);
     if (!input && !this.hasInput)
       throw new Error(`${this.graph.name}: a run without an input before any input`);
     if (!input && !this.inputKept)
       throw new Error(`${this.graph.name}: an op of the plan writes over its input: pass the input`);
-    if (input && input.length !== n) {
-      throw new RangeError(
-        `plan for input ${formatShape(this.inputShape)} needs ${n} values, got ${input.length}`,
-      );
-    }
+    if (input) this.checkInput(input);
     const failed = await this.created;
     if (failed) throw new Error(`WebGPU: compiling ${this.graph.name} failed: ${failed}`);
     const { device } = this.gpu;
@@ -533,7 +632,7 @@ export class WebGpuPlan {
   }
 
   /** Writes the input (if given), records every step and submits (once, unless CPU steps split the run). */
-  private async submit(input: Float32Array | undefined): Promise<void> {
+  private async submit(input: Float32Array | Uint8Array | undefined): Promise<void> {
     const { device } = this.gpu;
     if (input) this.writeInput(input);
     if (!this.cpuNodes.length) {
