@@ -215,6 +215,17 @@ async function time(name: string, batch: number, run: () => Promise<unknown>): P
   return summarize({ name, backend: 'webgpu', threads: 1, batch }, times);
 }
 
+/** One row's measurement: an error becomes the row's (reported; the other rows go on), then the JSON is saved. */
+async function measured(r: Row, what: string, f: () => Promise<void>): Promise<void> {
+  try {
+    await f();
+  } catch (e) {
+    r.oursError = message(e);
+    console.log(`  ${what}: ${r.oursError}`);
+  }
+  saveJson();
+}
+
 const ROOT_CANDIDATES = [
   process.cwd(),
   join(dirname(fileURLToPath(import.meta.url)), '..'),
@@ -320,7 +331,7 @@ async function inference(engine: WebGpuEngine, reference?: Float32Array, torchLo
   ];
   for (const [batch, precision] of runs) {
     const r = row('infer', batch, precision);
-    try {
+    await measured(r, `ours infer${precision ? ` ${precision}` : ''} batch ${batch}`, async () => {
       const plan = engine.compile({ graph, weights }, { batch, height: size, width: size, precision });
       try {
         const x = batch === 1 ? input1 : Tensor.random([batch, 3, size, size], seededRandom(2024));
@@ -361,11 +372,7 @@ async function inference(engine: WebGpuEngine, reference?: Float32Array, torchLo
       } finally {
         plan.dispose();
       }
-    } catch (e) {
-      r.oursError = message(e);
-      console.log(`  ours infer${precision ? ` ${precision}` : ''} batch ${batch}: ${r.oursError}`);
-    }
-    saveJson();
+    });
   }
 }
 
@@ -379,7 +386,7 @@ async function pixelInference(engine: WebGpuEngine) {
   for (const batch of pixelBatches) {
     const r = row('infer', batch, undefined, undefined, true);
     const what = `ours infer batch ${batch}, uint8 pixels`;
-    try {
+    await measured(r, what, async () => {
       const plan = engine.compile({ graph, weights }, { batch, height: size, width: size, pixels });
       try {
         const rand = seededRandom(2026);
@@ -412,11 +419,7 @@ async function pixelInference(engine: WebGpuEngine) {
       } finally {
         plan.dispose();
       }
-    } catch (e) {
-      r.oursError = message(e);
-      console.log(`  ${what}: ${r.oursError}`);
-    }
-    saveJson();
+    });
   }
 }
 
@@ -438,7 +441,7 @@ async function trainingRow(
 ) {
   const r = row('train', batch, undefined, tilingLabel(label));
   const what = `ours train batch ${batch}${r.tiles ? ` (tiles ${r.tiles})` : ''}`;
-  try {
+  await measured(r, what, async () => {
     const shape = [batch, 3, size, size];
     const plan = engine.compileTraining(graph, shape, { tiles });
     try {
@@ -466,11 +469,7 @@ async function trainingRow(
     } finally {
       plan.dispose();
     }
-  } catch (e) {
-    r.oursError = message(e);
-    console.log(`  ${what}: ${r.oursError}`);
-  }
-  saveJson();
+  });
 }
 
 function section(): string {
