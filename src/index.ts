@@ -102,6 +102,7 @@ export {
   NoWebGpuAdapterError,
   type WebGpuEngineOptions,
   type WebGpuPlanOptions,
+  type PixelInput,
   type Precision,
 } from './backends/webgpu/index.js';
 

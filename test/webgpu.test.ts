@@ -303,33 +303,39 @@ describe(`WebGPU inference (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
       await assert.rejects(plan.run(new Float32Array(3072)), /disposed/);
     });
 
-    it('uint8 pixels (compiled with pixels: mean, std) normalised on the GPU: the logits of the CPU-normalised input', async () => {
-      // Unlike channels' statistics, so that a pixel normalised as another channel's shows.
-      const norm = { mean: [0.1, 0.5, 0.9], std: [0.2, 0.5, 0.3] };
+    it('uint8 pixels (compiled with pixels) normalised on the GPU: the logits of the CPU-normalised input', async () => {
       const m = preset('shufflenet_v1_g3_0.25x');
+      // Unlike channels' statistics, so that a pixel normalised as another channel's shows; and the authors'
+      // preprocessing (BGR 0-255 as it is: scale 1, no mean or std).
+      const cases = [
+        { scale: 1 / 255, mean: [0.1, 0.5, 0.9], std: [0.2, 0.5, 0.3] },
+        { scale: 1, mean: [], std: [] },
+      ];
       // 2 x 3 x 33 x 31 = 6138 bytes, not a whole number of words (the padded copy); 2 x 3 x 32 x 32 is.
       for (const [h, w] of [
         [33, 31],
         [32, 32],
       ] as const) {
-        const n = 2 * 3 * h * w;
-        const r = seededRandom(h);
-        const pixels = Uint8Array.from({ length: n }, () => Math.floor(r() * 256));
-        pixels[0] = 0;
-        pixels[n - 1] = 255; // the last byte of a partial word
-        const x = new Tensor([2, 3, h, w]);
-        for (let i = 0; i < n; i++) {
-          const c = Math.floor(i / (h * w)) % 3;
-          x.data[i] = (pixels[i]! / 255 - norm.mean[c]!) / norm.std[c]!;
-        }
-        const expected = execute(m.graph, m.weights, x);
-        for (const precision of ['f32', 'f16-rounded'] as const) {
-          const plan = engine.compile(m, { batch: 2, height: h, width: w, pixels: norm, precision });
-          const what = `pixels ${h}x${w} ${precision}`;
-          const y = await plan.run(pixels);
-          assertClose(what, y, expected, precision === 'f32' ? 1e-5 : 5e-3);
-          assert.deepEqual(await plan.run(undefined), y, `${what}: again on the pixels left on the device`);
-          plan.dispose();
+        for (const norm of cases) {
+          const n = 2 * 3 * h * w;
+          const r = seededRandom(h);
+          const pixels = Uint8Array.from({ length: n }, () => Math.floor(r() * 256));
+          pixels[0] = 0;
+          pixels[n - 1] = 255; // the last byte of a partial word
+          const x = new Tensor([2, 3, h, w]);
+          for (let i = 0; i < n; i++) {
+            const c = Math.floor(i / (h * w)) % 3;
+            x.data[i] = (pixels[i]! * norm.scale - (norm.mean[c] ?? 0)) / (norm.std[c] ?? 1);
+          }
+          const expected = execute(m.graph, m.weights, x);
+          for (const precision of ['f32', 'f16-rounded'] as const) {
+            const plan = engine.compile(m, { batch: 2, height: h, width: w, pixels: norm, precision });
+            const what = `pixels ${h}x${w} scale ${norm.scale.toFixed(4)} ${precision}`;
+            const y = await plan.run(pixels);
+            assertClose(what, y, expected, precision === 'f32' ? 1e-5 : 5e-3);
+            assert.deepEqual(await plan.run(undefined), y, `${what}: again on the pixels left on the device`);
+            plan.dispose();
+          }
         }
       }
     });
@@ -345,16 +351,21 @@ describe(`WebGPU inference (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
       await assert.rejects(plan.run(new Uint8Array(3071)), /needs 3072 values, got 3071/);
       plan.dispose();
       const float = engine.compile(m, { height: 32, width: 32 });
-      await assert.rejects(float.run(new Uint8Array(3072)), /compile it with \{ pixels: \{ mean, std \} \}/);
+      await assert.rejects(
+        float.run(new Uint8Array(3072)),
+        /compile it with \{ pixels: \{ scale, mean, std \} \}/,
+      );
       float.dispose();
       for (const bad of [
         { mean: [0.5, 0.5], std: [0.25, 0.25, 0.25] },
         { mean: [0.5, 0.5, 0.5], std: [0.25, 0, 0.25] },
         { mean: [0.5, NaN, 0.5], std: [0.25, 0.25, 0.25] },
+        { scale: 0 },
+        { scale: -1 / 255 },
       ])
         assert.throws(
           () => engine.compile(m, { height: 32, width: 32, pixels: bad }),
-          /pixels needs 3 finite means and 3 positive standard deviations/,
+          /pixels needs a positive scale, 3 finite means and 3 positive standard deviations/,
         );
     });
 

@@ -6,6 +6,6 @@ export {
   NoWebGpuAdapterError,
   type WebGpuEngineOptions,
 } from './engine.js';
-export { WebGpuPlan, type WebGpuPlanOptions } from './plan.js';
+export { WebGpuPlan, type PixelInput, type WebGpuPlanOptions } from './plan.js';
 export { type Precision } from './kernels.js';
 export { WebGpuTrainPlan, webgpuTraining } from './train-plan.js';

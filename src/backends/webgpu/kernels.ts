@@ -528,20 +528,23 @@ export const RELU = kernel(
 
 /**
  * uint8 pixels into the input (plans compiled with `pixels`): binding 1 holds the pixels, 4 NCHW bytes a
- * word (little-endian), then at `meanAt` the C means and C standard deviations (f32 bits), as the CPU's
- * normalisation: x = (v / 255 - mean[c]) / std[c]. An invocation a word; a quarter of the f32 upload.
+ * word (little-endian), then at `scaleAt` the scale, the C means and the C standard deviations (f32 bits), as
+ * preprocess()'s toTensor: x = (v * scale - mean[c]) / std[c]. An invocation a word; a quarter of the f32
+ * upload.
  */
 export const PIXELS = kernel(
   'pixels',
-  ['y', 'C', 'HW', 'count', 'meanAt', 'total'],
+  ['y', 'C', 'HW', 'count', 'scaleAt', 'total'],
   oneD(`
   let word = pixels[i];
+  let scale = bitcast<f32>(pixels[p.scaleAt]);
   for (var j = 0u; j < 4u; j++) {
     let e = i * 4u + j;
     if (e >= p.count) { return; }
     let c = (e / p.HW) % p.C;
     let v = f32((word >> (8u * j)) & 255u);
-    st(p.y + e, (v / 255.0 - bitcast<f32>(pixels[p.meanAt + c])) / bitcast<f32>(pixels[p.meanAt + p.C + c]));
+    let mean = bitcast<f32>(pixels[p.scaleAt + 1u + c]);
+    st(p.y + e, (v * scale - mean) / bitcast<f32>(pixels[p.scaleAt + 1u + p.C + c]));
   }`),
   'pixels: array<u32>',
 );

@@ -1,4 +1,3 @@
-import type { Normalize } from '../../data/augment.js';
 import type { Graph, Node } from '../../graph/graph.js';
 import { OPS } from '../../ops/index.js';
 import { lower, type LOp, type Program, type Ref } from '../../runtime/lower.js';
@@ -31,11 +30,20 @@ import {
 export interface WebGpuPlanOptions extends PlanOptions {
   /** 'f16' needs the adapter's shader-f16 feature; 'f16-rounded' gives f16's numerics on f32 storage. */
   precision?: Precision;
-  /**
-   * Take the input as uint8 pixels (0-255, NCHW, a Uint8Array), normalised on the GPU with this mean and
-   * standard deviation per channel (on 0-1 pixels, as preprocess()): a quarter of the bytes to upload.
-   */
-  pixels?: Normalize;
+  /** Take the input as uint8 pixels, normalised on the GPU (PixelInput): a quarter of the bytes to upload. */
+  pixels?: PixelInput;
+}
+
+/**
+ * uint8 input (0-255, NCHW, a Uint8Array), normalised per channel c on the GPU as preprocess()'s toTensor
+ * does: (v * scale - mean[c]) / std[c]. scale defaults to 1 / 255 (torchvision's ToTensor, with the ImageNet
+ * mean and std: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }); the authors' weights take
+ * BGR 0-255 as it is: { scale: 1 }. mean defaults to 0, std to 1.
+ */
+export interface PixelInput {
+  scale?: number;
+  mean?: readonly number[];
+  std?: readonly number[];
 }
 
 /** GPUBufferUsage bits as numbers: Node's `webgpu` defines no globals (GPU* types: @webgpu/types). */
@@ -296,25 +304,33 @@ export class WebGpuPlan {
     return (this.at[buf]! / 4) * this.elementBytes;
   }
 
-  /** The pixels' buffer (`options.pixels`): the pixel words, then the means and standard deviations. */
+  /** The pixels' buffer (`options.pixels`): the pixel words, then the scale, the means and the std's. */
   private pixelInput(
-    { mean, std }: Normalize,
+    { scale = 1 / 255, mean = [], std = [] }: PixelInput,
     upload: (usage: number, bytes: number, fill: (b: ArrayBuffer) => void, label: string) => GPUBuffer,
   ): { buffer: GPUBuffer; padded?: Uint8Array<ArrayBuffer> } {
     const C = this.inputShape[1]!;
+    const [m, d] = [
+      mean.length ? mean : new Array<number>(C).fill(0),
+      std.length ? std : new Array<number>(C).fill(1),
+    ];
     const bad = (v: readonly number[], ok: (x: number) => boolean) =>
       !Array.isArray(v) || v.length !== C || !v.every((x) => typeof x === 'number' && ok(x));
-    if (bad(mean, Number.isFinite) || bad(std, (x) => Number.isFinite(x) && x > 0))
+    if (
+      bad(m, Number.isFinite) ||
+      bad(d, (x) => Number.isFinite(x) && x > 0) ||
+      !(Number.isFinite(scale) && scale > 0)
+    )
       throw new RangeError(
-        `${this.graph.name}: pixels needs ${C} finite means and ${C} positive standard deviations (one per ` +
-          `input channel), got mean ${JSON.stringify(mean)}, std ${JSON.stringify(std)}`,
+        `${this.graph.name}: pixels needs a positive scale, ${C} finite means and ${C} positive standard ` +
+          `deviations (one per input channel), got scale ${scale}, mean ${JSON.stringify(mean)}, std ${JSON.stringify(std)}`,
       );
     const n = shapeSize(this.inputShape);
     const words = Math.ceil(n / 4);
     const b = upload(
       USAGE.STORAGE | USAGE.COPY_DST,
-      (words + 2 * C) * 4,
-      (a) => new Float32Array(a, words * 4, 2 * C).set([...mean, ...std]),
+      (words + 1 + 2 * C) * 4,
+      (a) => new Float32Array(a, words * 4, 1 + 2 * C).set([scale, ...m, ...d]),
       `${this.graph.name} pixels`,
     );
     return { buffer: b, ...(n % 4 ? { padded: new Uint8Array(words * 4) } : {}) };
@@ -594,7 +610,7 @@ export class WebGpuPlan {
     if (!this.pixels && !(input instanceof Float32Array))
       throw new TypeError(
         `${this.graph.name}: this plan takes a Float32Array of normalised values; compile it with ` +
-          `{ pixels: { mean, std } } to pass uint8 pixels`,
+          `{ pixels: { scale, mean, std } } to pass uint8 pixels`,
       );
     if (input.length !== n)
       throw new RangeError(`plan for input ${shape} needs ${n} values, got ${input.length}`);
