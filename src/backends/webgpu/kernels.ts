@@ -3,7 +3,8 @@
  * the WASM kernels (assembly/). Every shader sees three bindings:
  * - `arena`: the plan's one activation buffer (NCHW values at element offsets, read with ld() and written with
  *   st(), which convert from and to the storage type: Precision);
- * - `weights`: this op's slice of the plan's weight buffer (weights, bias, channel maps stored as floats);
+ * - `weights`: this op's slice of the plan's weight buffer (weights, bias, channel maps stored as floats), or
+ *   another read-only buffer (PIXELS: the uint8 input);
  * - `p`: this op's parameters (u32 fields, in the order of `fields`).
  * A value is `C` channels at channel offset `off` of a buffer with `bufC` channels, so a kernel can read a
  * concat slice or write straight into one. 1-D kernels run 64 invocations per workgroup on a 2-D grid
