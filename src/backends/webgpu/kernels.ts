@@ -146,13 +146,19 @@ const io = ['x', 'xC', 'xOff', 'y', 'yC', 'yOff'];
 
 /**
  * A GEMM tile of the 1x1 convs: TM rows x TN columns per workgroup of 16 x 8 invocations, each summing
- * TM / 8 x TN / 16 outputs, TK deep. TM a multiple of 8, TN one of 16, 32, 64, 128, TK any.
+ * TM / 8 x TN / 16 outputs, TK deep. TM a multiple of 8, TN one of 16, 32, 64, 128, TK any. V: 4 reads the
+ * shared tiles as vec4 (4 rows and 4 columns a load: a quarter of the load instructions per multiply-add;
+ * TM a multiple of 32, TN 64 or 128), written TMxTNxTKv.
  */
 export interface GemmTile {
   TM: number;
   TN: number;
   TK: number;
+  V?: 4;
 }
+
+/** A GEMM tile as its spec: TMxTNxTK, with a v for the vec4 variant. */
+export const gemmKey = (t: GemmTile) => `${t.TM}x${t.TN}x${t.TK}${t.V ? 'v' : ''}`;
 
 /** WebGPU's default maxComputeWorkgroupStorageSize (bytes), which every adapter offers. */
 export const WORKGROUP_STORAGE = 16384;
@@ -183,12 +189,16 @@ export function checkGemmTile(t: GemmTile): void {
     t.TM >= 8 && t.TM % 8 === 0 && [16, 32, 64, 128].includes(t.TN) && Number.isInteger(t.TK) && t.TK >= 1;
   if (!ok)
     throw new RangeError(
-      `GEMM tile ${t.TM}x${t.TN}x${t.TK}: needs TM a multiple of 8, TN 16, 32, 64 or 128, and TK a positive integer`,
+      `GEMM tile ${gemmKey(t)}: needs TM a multiple of 8, TN 16, 32, 64 or 128, and TK a positive integer`,
     );
-  const bytes = (t.TM * (t.TK + 1) + t.TK * t.TN) * 4;
+  if (t.V !== undefined && !(t.V === 4 && t.TM % 32 === 0 && t.TN >= 64))
+    throw new RangeError(
+      `GEMM tile ${gemmKey(t)}: the vec4 variant needs TM a multiple of 32 and TN 64 or 128`,
+    );
+  const bytes = (t.V ? t.TK * (t.TM + 4) + t.TK * t.TN : t.TM * (t.TK + 1) + t.TK * t.TN) * 4;
   if (bytes > WORKGROUP_STORAGE)
     throw new RangeError(
-      `GEMM tile ${t.TM}x${t.TN}x${t.TK}: ${bytes} bytes of workgroup memory, above ${WORKGROUP_STORAGE}`,
+      `GEMM tile ${gemmKey(t)}: ${bytes} bytes of workgroup memory, above ${WORKGROUP_STORAGE}`,
     );
 }
 
@@ -206,8 +216,9 @@ export const gemm = (
   bAt: string,
   store: string,
   t: GemmTile = GEMM,
-) => {
+): string => {
   checkGemmTile(t);
+  if (t.V) return gemmVec4(rows, depth, bBase, a, bAt, store, t);
   const [RM, RN] = [t.TM / 8, t.TN / 16];
   // Loads in rounds of 128 (the workgroup); a last partial round is guarded.
   const [aLoads, bLoads] = [t.TM * t.TK, t.TK * t.TN];
@@ -290,6 +301,100 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   }
 }`;
 };
+
+/**
+ * gemm's vec4 variant (a tile with V: 4): the shared tiles are read 4 rows and 4 columns a load, so the
+ * inner loop issues RM / 4 + RN / 4 loads for RM x RN multiply-adds instead of RM + RN. An invocation owns
+ * rows 4 (lid.y + 8 u) + 0..3 and columns 4 (lid.x + 16 b) + 0..3. A is stored [k][r], rows TM + 4 apart
+ * (its stores, k fastest, meet at most two to a bank); B [k][q].
+ */
+function gemmVec4(
+  rows: string,
+  depth: string,
+  bBase: string,
+  a: string,
+  bAt: string,
+  store: string,
+  t: GemmTile,
+): string {
+  const [RM, RN] = [t.TM / 8, t.TN / 16];
+  const [aLoads, bLoads] = [t.TM * t.TK, t.TK * t.TN];
+  const aGuard = aLoads % 128 ? `e < ${aLoads}u` : '';
+  const bGuard = bLoads % 128 ? ` && k < TK` : '';
+  const xyzw = ['x', 'y', 'z', 'w'];
+  const loads = [
+    ...Array.from({ length: RM / 4 }, (_, u) => `let a${u} = As[k * AS + lid.y + ${8 * u}u];`),
+    ...Array.from({ length: RN / 4 }, (_, b) => `let b${b} = Bs[k * BS + lid.x + ${16 * b}u];`),
+  ];
+  const fmas = Array.from({ length: RM * RN }, (_, i) => {
+    const [u, b] = [Math.floor(i / RN), i % RN];
+    return `acc[${i}] += a${u >> 2}.${xyzw[u & 3]} * b${b >> 2}.${xyzw[b & 3]};`;
+  });
+  return `
+const TM = ${t.TM}u;
+const TN = ${t.TN}u;
+const TK = ${t.TK}u;
+const AS = ${t.TM / 4 + 1}u;
+const BS = ${t.TN / 4}u;
+var<workgroup> As: array<vec4f, ${t.TK * (t.TM / 4 + 1)}>; // [k][r / 4]
+var<workgroup> Bs: array<vec4f, ${(t.TK * t.TN) / 4}>; // [k][q / 4]
+
+@compute @workgroup_size(16, 8)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let g = wg.z;
+  let r0 = wg.y * TM;
+  let q0 = wg.x * TN;
+  let cols = p.N * p.HW;
+  // This invocation loads column j of B, rows li / TN + ${128 / t.TN}t.
+  let j = li % TN;
+  let lq = q0 + j;
+  let inCols = lq < cols;
+  let bBase = ${bBase.replaceAll('#n', '(lq / p.HW)').replaceAll('#px', '(lq % p.HW)')};
+  var acc: array<f32, ${RM * RN}>;
+  for (var k0 = 0u; k0 < ${depth}; k0 += TK) {
+    for (var t = 0u; t < ${Math.ceil(aLoads / 128)}u; t++) {
+      let e = li + 128u * t;
+      let r = e / TK;
+      let k = e % TK;
+      var v = 0.0;
+      if (r0 + r < ${rows} && k0 + k < ${depth}) { v = ${a.replaceAll('#r', '(r0 + r)').replaceAll('#k', '(k0 + k)')}; }
+      ${aGuard ? `if (${aGuard}) { As[k * AS + r / 4u][r % 4u] = v; }` : 'As[k * AS + r / 4u][r % 4u] = v;'}
+    }
+    for (var t = 0u; t < ${Math.ceil(bLoads / 128)}u; t++) {
+      let k = li / TN + ${128 / t.TN}u * t;
+      var v = 0.0;
+      if (inCols && k0 + k < ${depth}${bGuard}) { v = ld(${bAt.replaceAll('#k', '(k0 + k)')}); }
+      ${bGuard ? `if (k < TK) { Bs[k * BS + j / 4u][j % 4u] = v; }` : 'Bs[k * BS + j / 4u][j % 4u] = v;'}
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < TK; k++) {
+      ${loads.join('\n      ')}
+      ${fmas.join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  // Each output column's (image, pixel): two divisions a column, RN of them (not per output).
+  var cn: array<u32, ${RN}>;
+  var cp: array<u32, ${RN}>;
+  for (var b = 0u; b < ${RN}u; b++) {
+    let q = q0 + 4u * (lid.x + 16u * (b / 4u)) + b % 4u;
+    cn[b] = q / p.HW;
+    cp[b] = q % p.HW;
+  }
+  for (var u = 0u; u < ${RM}u; u++) {
+    let r = r0 + 4u * (lid.y + 8u * (u / 4u)) + u % 4u;
+    if (r >= ${rows}) { continue; }
+    for (var b = 0u; b < ${RN}u; b++) {
+      let q = q0 + 4u * (lid.x + 16u * (b / 4u)) + b % 4u;
+      if (q >= cols) { continue; }
+      let n = cn[b];
+      let px = cp[b];
+      let s = acc[u * ${RN}u + b];${store}
+    }
+  }
+}`;
+}
 
 /**
  * Grouped 1x1 conv as a tiled GEMM per group (gemm): Y[o, q] = sum_j W[o, j] X[map(g*cin + j), q] over

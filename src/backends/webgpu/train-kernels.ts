@@ -22,6 +22,7 @@ import {
   CONV_BLOCK,
   GEMM,
   gemm,
+  gemmKey,
   leastPadding,
   oneD,
   planeGrid,
@@ -198,13 +199,17 @@ ${blockedConv(
 );
 
 /** A kernel per tile, made once: `name` gets the tile unless it is the default. */
-function perTile<T extends object>(def: T, make: (t: T, name: (base: string) => string) => TrainKernel) {
+function perTile<T extends object>(
+  def: T,
+  make: (t: T, name: (base: string) => string) => TrainKernel,
+  keyOf: (t: T) => string = (t) => Object.values(t).join('x'),
+) {
   const made = new Map<string, TrainKernel>();
   return (t: T = def): TrainKernel => {
-    const key = Object.values(t).join('x');
+    const key = keyOf(t);
     let k = made.get(key);
     if (!k) {
-      const custom = key !== Object.values(def).join('x');
+      const custom = key !== keyOf(def);
       made.set(key, (k = make(t, (base) => (custom ? `${base} ${key}` : base))));
     }
     return k;
@@ -215,55 +220,61 @@ function perTile<T extends object>(def: T, make: (t: T, name: (base: string) => 
  * Grouped 1x1 conv forward (stride 1, no padding) as a tiled GEMM per group, reading its input through a
  * channel map, with the bias and ReLU fused: y[n][g*cout + m][px] = sum_k w[g*cout + m][k] x[n][map(g*cin + k)][px].
  */
-export const pwForward = perTile(GEMM, (t, name) =>
-  trainKernel(
-    name('train pointwise'),
-    ['x', 'w', 'b', 'hasBias', 'map', 'hasMap', 'y', 'relu', 'N', 'C', 'O', 'HW', 'cin', 'cout'],
-    gemm(
-      'p.cout',
-      'p.cin',
-      'p.x + #n * p.C * p.HW + #px',
-      'weights[p.w + (g * p.cout + #r) * p.cin + #k]',
-      'bBase + xrow(g * p.cin + #k) * p.HW',
-      `
+export const pwForward = perTile(
+  GEMM,
+  (t, name) =>
+    trainKernel(
+      name('train pointwise'),
+      ['x', 'w', 'b', 'hasBias', 'map', 'hasMap', 'y', 'relu', 'N', 'C', 'O', 'HW', 'cin', 'cout'],
+      gemm(
+        'p.cout',
+        'p.cin',
+        'p.x + #n * p.C * p.HW + #px',
+        'weights[p.w + (g * p.cout + #r) * p.cin + #k]',
+        'bBase + xrow(g * p.cin + #k) * p.HW',
+        `
       let o = g * p.cout + r;
       var v = s;
       if (p.hasBias != 0u) { v += weights[p.b + o]; }
       if (p.relu != 0u) { v = max(v, 0.0); }
       st(p.y + (n * p.O + o) * p.HW + px, v);`,
-      t,
-    ).replace(
-      '\n@compute',
-      `
+        t,
+      ).replace(
+        '\n@compute',
+        `
 fn xrow(c: u32) -> u32 {
   if (p.hasMap != 0u) { return u32(weights[p.map + c]); }
   return c;
 }
 @compute`,
+      ),
     ),
-  ),
+  gemmKey,
 );
 
 /**
  * dL/dx of a grouped 1x1 conv as a tiled GEMM per group: dx[n][map(g*cin + k)][px] = sum_m
  * w[g*cout + m][k] gy[n][g*cout + m][px], written or added as p.acc says (the map is a permutation).
  */
-export const pwBackwardInput = perTile(GEMM, (t, name) =>
-  trainKernel(
-    name('train pointwise backward input'),
-    ['gy', 'w', 'map', 'hasMap', 'gx', 'acc', 'N', 'C', 'O', 'HW', 'cin', 'cout'],
-    gemm(
-      'p.cin',
-      'p.cout',
-      'p.gy + (#n * p.O + g * p.cout) * p.HW + #px',
-      'weights[p.w + (g * p.cout + #k) * p.cin + #r]',
-      'bBase + #k * p.HW',
-      `
+export const pwBackwardInput = perTile(
+  GEMM,
+  (t, name) =>
+    trainKernel(
+      name('train pointwise backward input'),
+      ['gy', 'w', 'map', 'hasMap', 'gx', 'acc', 'N', 'C', 'O', 'HW', 'cin', 'cout'],
+      gemm(
+        'p.cin',
+        'p.cout',
+        'p.gy + (#n * p.O + g * p.cout) * p.HW + #px',
+        'weights[p.w + (g * p.cout + #k) * p.cin + #r]',
+        'bBase + #k * p.HW',
+        `
       let c = g * p.cin + r;${row}
       put(p.gx + (n * p.C + row) * p.HW + px, s, p.acc);`,
-      t,
+        t,
+      ),
     ),
-  ),
+  gemmKey,
 );
 
 /**

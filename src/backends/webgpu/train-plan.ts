@@ -124,17 +124,20 @@ export function parseTiles(spec: string): Tiles {
   return { gemm: gemmTile(g), ...(w === undefined ? {} : { wgrad: wgradTile(w) }) };
 }
 
-const dims = (what: string, t: string): [number, number, number] => {
-  const m = /^(\d+)x(\d+)x(\d+)$/.exec(t);
-  if (!m) throw new RangeError(`${what} tile '${t}': expected AxBxC or fit, e.g. 32x64x16`);
+const dims = (what: string, t: string, suffix = ''): [number, number, number] => {
+  const m = new RegExp(`^(\\d+)x(\\d+)x(\\d+)${suffix}$`).exec(t);
+  if (!m)
+    throw new RangeError(
+      `${what} tile '${t}': expected AxBxC${suffix ? ` (or AxBxCv: vec4 loads)` : ''} or fit, e.g. 32x64x16`,
+    );
   return [Number(m[1]), Number(m[2]), Number(m[3])];
 };
 
-/** A GEMM tile as TMxTNxTK, or 'fit'. */
+/** A GEMM tile as TMxTNxTK (TMxTNxTKv: the vec4 variant), or 'fit'. */
 export function gemmTile(t: string): GemmTile | 'fit' {
   if (t === 'fit') return t;
-  const [TM, TN, TK] = dims('GEMM', t);
-  const tile = { TM, TN, TK };
+  const [TM, TN, TK] = dims('GEMM', t, 'v?');
+  const tile: GemmTile = { TM, TN, TK, ...(t.endsWith('v') ? { V: 4 as const } : {}) };
   checkGemmTile(tile);
   return tile;
 }
