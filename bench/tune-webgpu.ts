@@ -11,6 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { gemmKey, type GemmTile } from '../src/backends/webgpu/kernels.js';
+import { wgradKey, type WgradTile } from '../src/backends/webgpu/train-kernels.js';
 import { gemmTile, type TrainPlanOptions, wgradTile } from '../src/backends/webgpu/train-plan.js';
 import { createNodeWebGpuEngine } from '../src/node/webgpu.js';
 import { writeFileAtomic } from '../src/node/files.js';
@@ -20,7 +21,7 @@ import { MODEL_OPTIONS, positiveFlag } from './harness.js';
 import { benchModel } from './models.js';
 
 const GEMMS = '32x64x16,fit,64x64x16,32x128x16,40x64x16,32x64x8,32x64x16v,64x64x16v,32x128x8v';
-const WGRADS = '32x32x32,fit,32x64x32,64x32x32,64x64x16,24x80x16';
+const WGRADS = '32x32x32,fit,32x64x32,64x32x32,64x64x16,24x80x16,32x64x32v,64x64x16v';
 const USAGE = `node dist/device/tune-webgpu.js [options]     (here: npx tsx bench/tune-webgpu.ts [options])
   --arch NAME         ShuffleNet v1 preset (default shufflenet_v1_g3_1.0x)
   --size N            input N x N (default 224); --small-input, --classes N as bench/gpu.ts
@@ -80,7 +81,7 @@ const x = Tensor.random(shape, seededRandom(2025));
 const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % classes);
 // A tile as train --gpu-tiles takes it back (GEMM tiles with their vec4 'v').
 const key = (t: object | string) =>
-  typeof t === 'string' ? t : 'TM' in t ? gemmKey(t as GemmTile) : Object.values(t).join('x');
+  typeof t === 'string' ? t : 'TM' in t ? gemmKey(t as GemmTile) : wgradKey(t as WgradTile);
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1]!;
 const started = performance.now();
 

@@ -173,8 +173,18 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
         [{ gemm: { TM: 24, TN: 32, TK: 3 }, wgrad: 'fit' }, '24x32x3', '24x32x3', '24x16x32'],
         [{ gemm: 'fit', wgrad: 'fit' }, '24x64x16', '16x64x8', '24x16x32'],
         // The vec4 variant: rows and columns past the shape, partial rounds of both tiles' loads.
-        [{ gemm: { TM: 32, TN: 64, TK: 5, V: 4 }, wgrad: 'fit' }, '32x64x5v', '32x64x5v', '24x16x32'],
-        [{ gemm: { TM: 64, TN: 128, TK: 3, V: 4 }, wgrad: 'fit' }, '64x128x3v', '64x128x3v', '24x16x32'],
+        [
+          { gemm: { TM: 32, TN: 64, TK: 5, V: 4 }, wgrad: { TR: 32, TC: 64, TQ: 32, V: 4 } },
+          '32x64x5v',
+          '32x64x5v',
+          '32x64x32v',
+        ],
+        [
+          { gemm: { TM: 64, TN: 128, TK: 3, V: 4 }, wgrad: { TR: 64, TC: 128, TQ: 16, V: 4 } },
+          '64x128x3v',
+          '64x128x3v',
+          '64x128x16v',
+        ],
       ];
       for (const [t, fwd, dx, dw] of tiles) {
         const what = `pw ${JSON.stringify(t)}`;
@@ -202,6 +212,13 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
             tiles: { gemm: { TM: 24, TN: 64, TK: 16, V: 4 } },
           }),
         /GEMM tile 24x64x16v: the vec4 variant needs TM a multiple of 32 and TN 64 or 128/,
+      );
+      assert.throws(
+        () =>
+          engine.compileTraining(grouped, [2, 36, 3, 7], {
+            tiles: { wgrad: { TR: 32, TC: 64, TQ: 64, V: 4 } },
+          }),
+        /weight-gradient tile 32x64x64v: the vec4 variant needs TR a multiple of 32, TC 64 or 128, and TQ 16 or 32/,
       );
       assert.throws(
         () =>

@@ -507,7 +507,7 @@ export function addTrainCommands(program: Command): Command {
     .option(
       '--gpu-tiles <tiles>',
       "WebGPU: the 1x1 convs' GEMM tile and weight-gradient tile, TMxTNxTK[/TRxTCxTQ], each or fit (per " +
-        'conv, the least padding; TMxTNxTKv: the GEMM with vec4 loads; default 32x64x16/32x32x32; ' +
+        'conv, the least padding; a trailing v: the vec4 variant; default 32x64x16/32x32x32; ' +
         'bench/tune-webgpu.ts times them)',
       (text: string) => {
         try {

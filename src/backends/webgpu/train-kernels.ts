@@ -279,13 +279,18 @@ export const pwBackwardInput = perTile(
 
 /**
  * The weight-gradient tile: TR output rows x TC input channels per workgroup of 16 x 8 invocations (each
- * TR / 8 x TC / 16), TQ columns deep. TR a multiple of 8, TC of 16, TQ one of 16, 32, 64, 128.
+ * TR / 8 x TC / 16), TQ columns deep. TR a multiple of 8, TC of 16, TQ one of 16, 32, 64, 128. V: 4 reads
+ * the shared tiles as vec4 (TR a multiple of 32, TC 64 or 128, TQ 16 or 32), written TRxTCxTQv.
  */
 export interface WgradTile {
   TR: number;
   TC: number;
   TQ: number;
+  V?: 4;
 }
+
+/** A weight-gradient tile as its spec: TRxTCxTQ, with a v for the vec4 variant. */
+export const wgradKey = (t: WgradTile) => `${t.TR}x${t.TC}x${t.TQ}${t.V ? 'v' : ''}`;
 export const WGRAD: WgradTile = { TR: 32, TC: 32, TQ: 32 };
 
 /** The weight-gradient tile that pads a gradient of `cout` x `cin` least (TQ 32 where it fits, else 16). */
@@ -300,12 +305,16 @@ export function checkWgradTile(t: WgradTile): void {
   const ok = t.TR >= 8 && t.TR % 8 === 0 && t.TC >= 16 && t.TC % 16 === 0 && [16, 32, 64, 128].includes(t.TQ);
   if (!ok)
     throw new RangeError(
-      `weight-gradient tile ${t.TR}x${t.TC}x${t.TQ}: needs TR a multiple of 8, TC of 16, and TQ 16, 32, 64 or 128`,
+      `weight-gradient tile ${wgradKey(t)}: needs TR a multiple of 8, TC of 16, and TQ 16, 32, 64 or 128`,
     );
-  const bytes = (t.TR + t.TC) * (t.TQ + 1) * 4;
+  if (t.V !== undefined && !(t.V === 4 && t.TR % 32 === 0 && t.TC % 64 === 0 && t.TC <= 128 && t.TQ <= 32))
+    throw new RangeError(
+      `weight-gradient tile ${wgradKey(t)}: the vec4 variant needs TR a multiple of 32, TC 64 or 128, and TQ 16 or 32`,
+    );
+  const bytes = (t.V ? (t.TR + t.TC + 8) * t.TQ : (t.TR + t.TC) * (t.TQ + 1)) * 4;
   if (bytes > WORKGROUP_STORAGE)
     throw new RangeError(
-      `weight-gradient tile ${t.TR}x${t.TC}x${t.TQ}: ${bytes} bytes of workgroup memory, above ${WORKGROUP_STORAGE}`,
+      `weight-gradient tile ${wgradKey(t)}: ${bytes} bytes of workgroup memory, above ${WORKGROUP_STORAGE}`,
     );
 }
 
@@ -314,17 +323,20 @@ export function checkWgradTile(t: WgradTile): void {
  * gy[n][g*cout + m][px] x[n][map(g*cin + k)][px] over the columns q = (n, px) of chunk s, into
  * part[((s * groups + g) * cout + m) * cin + k]; REDUCE adds the chunks into the gradient.
  */
-export const pwBackwardWeight = perTile(WGRAD, (t, name) => {
-  checkWgradTile(t);
-  const [RR, RC, step] = [t.TR / 8, t.TC / 16, 128 / t.TQ];
-  // Loads in rounds of 128 (the workgroup): rows li / TQ + step * t; a last partial round is guarded.
-  const [gRounds, xRounds] = [Math.ceil((t.TR * t.TQ) / 128), Math.ceil((t.TC * t.TQ) / 128)];
-  const gGuard = (t.TR * t.TQ) % 128 ? ' && r < TR' : '';
-  const xGuard = (t.TC * t.TQ) % 128 ? ' && r < TC' : '';
-  return trainKernel(
-    name('train pointwise backward weight'),
-    ['x', 'gy', 'map', 'hasMap', 'part', 'N', 'C', 'O', 'HW', 'cin', 'cout', 'groups', 'chunk'],
-    `
+export const pwBackwardWeight = perTile(
+  WGRAD,
+  (t, name) => {
+    checkWgradTile(t);
+    if (t.V) return trainKernel(name('train pointwise backward weight'), WGRAD_FIELDS, wgradVec4(t));
+    const [RR, RC, step] = [t.TR / 8, t.TC / 16, 128 / t.TQ];
+    // Loads in rounds of 128 (the workgroup): rows li / TQ + step * t; a last partial round is guarded.
+    const [gRounds, xRounds] = [Math.ceil((t.TR * t.TQ) / 128), Math.ceil((t.TC * t.TQ) / 128)];
+    const gGuard = (t.TR * t.TQ) % 128 ? ' && r < TR' : '';
+    const xGuard = (t.TC * t.TQ) % 128 ? ' && r < TC' : '';
+    return trainKernel(
+      name('train pointwise backward weight'),
+      WGRAD_FIELDS,
+      `
 const TR = ${t.TR}u;
 const TC = ${t.TC}u;
 const TQ = ${t.TQ}u;
@@ -395,8 +407,112 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
     }
   }
 }`,
-  );
-});
+    );
+  },
+  wgradKey,
+);
+
+const WGRAD_FIELDS = [
+  'x',
+  'gy',
+  'map',
+  'hasMap',
+  'part',
+  'N',
+  'C',
+  'O',
+  'HW',
+  'cin',
+  'cout',
+  'groups',
+  'chunk',
+];
+
+/**
+ * pwBackwardWeight's vec4 variant (a tile with V: 4): the tiles are stored [q][row], rows TR + 4 (TC + 4)
+ * apart, and read 4 rows a load, so the inner loop issues TR / 32 + TC / 64 loads for TR / 8 x TC / 16
+ * multiply-adds. A warp loads 8 columns of 4 rows (a 32-byte sector a row), so that its stores fall into 32
+ * distinct banks; an invocation keeps one load column, j. The same sums in the same order.
+ */
+function wgradVec4(t: WgradTile): string {
+  const [RR, RC, QH] = [t.TR / 8, t.TC / 16, t.TQ / 8];
+  const xyzw = ['x', 'y', 'z', 'w'];
+  const loads = [
+    ...Array.from({ length: RR / 4 }, (_, u) => `let g${u} = Gs[k * GS + lid.y + ${8 * u}u];`),
+    ...Array.from({ length: RC / 4 }, (_, b) => `let x${b} = Xs[k * XS + lid.x + ${16 * b}u];`),
+  ];
+  const fmas = Array.from({ length: RR * RC }, (_, i) => {
+    const [u, b] = [Math.floor(i / RC), i % RC];
+    return `acc[${i}] += g${u >> 2}.${xyzw[u & 3]} * x${b >> 2}.${xyzw[b & 3]};`;
+  });
+  return `
+const TR = ${t.TR}u;
+const TC = ${t.TC}u;
+const TQ = ${t.TQ}u;
+const GS = ${t.TR / 4 + 1}u;
+const XS = ${t.TC / 4 + 1}u;
+var<workgroup> Gs: array<vec4f, ${t.TQ * (t.TR / 4 + 1)}>; // [q][m / 4]
+var<workgroup> Xs: array<vec4f, ${t.TQ * (t.TC / 4 + 1)}>; // [q][k / 4]
+
+@compute @workgroup_size(16, 8)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let s = wg.x;
+  let g = wg.z;
+  let cTiles = (p.cin + TC - 1u) / TC;
+  let m0 = (wg.y / cTiles) * TR;
+  let k0 = (wg.y % cTiles) * TC;
+  let cols = p.N * p.HW;
+  let qa = s * p.chunk;
+  let qb = min(qa + p.chunk, cols);
+  // Loads: column j, rows 4 (li / ${32 * QH} + ${128 / (4 * QH)} t) + li / 8 % 4 (a warp: 8 columns x 4 rows).
+  let j = (li / 32u) % ${QH}u * 8u + li % 8u;
+  let r4 = li / ${32 * QH}u * 4u + (li / 8u) % 4u;
+  var acc: array<f32, ${RR * RC}>;
+  // Column q's (image, pixel), carried from one step to the next (TQ on) with adds, not two divisions.
+  let dn = TQ / p.HW;
+  let dp = TQ % p.HW;
+  var n = (qa + j) / p.HW;
+  var px = (qa + j) % p.HW;
+  for (var q0 = qa; q0 < qb; q0 += TQ) {
+    let q = q0 + j;
+    for (var t = 0u; t < ${(t.TR * t.TQ) / 128}u; t++) {
+      let r = r4 + ${128 / t.TQ}u * t;
+      var gv = 0.0;
+      if (q < qb && m0 + r < p.cout) { gv = ld(p.gy + (n * p.O + g * p.cout + m0 + r) * p.HW + px); }
+      Gs[j * GS + r / 4u][r % 4u] = gv;
+    }
+    for (var t = 0u; t < ${(t.TC * t.TQ) / 128}u; t++) {
+      let r = r4 + ${128 / t.TQ}u * t;
+      var xv = 0.0;
+      if (q < qb && k0 + r < p.cin) {
+        var c = g * p.cin + k0 + r;
+        if (p.hasMap != 0u) { c = u32(weights[p.map + c]); }
+        xv = ld(p.x + (n * p.C + c) * p.HW + px);
+      }
+      Xs[j * XS + r / 4u][r % 4u] = xv;
+    }
+    n += dn;
+    px += dp;
+    if (px >= p.HW) { px -= p.HW; n += 1u; }
+    workgroupBarrier();
+    for (var k = 0u; k < TQ; k++) {
+      ${loads.join('\n      ')}
+      ${fmas.join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  for (var u = 0u; u < ${RR}u; u++) {
+    let m = m0 + 4u * (lid.y + 8u * (u / 4u)) + u % 4u;
+    if (m >= p.cout) { continue; }
+    for (var b = 0u; b < ${RC}u; b++) {
+      let k = k0 + 4u * (lid.x + 16u * (b / 4u)) + b % 4u;
+      if (k >= p.cin) { continue; }
+      st(p.part + ((s * p.groups + g) * p.cout + m) * p.cin + k, acc[u * ${RC}u + b]);
+    }
+  }
+}`;
+}
 
 /**
  * A workgroup's strided loop over the output positions q = qa + li, qa + li + WORKGROUP, ... < qb of

@@ -142,11 +142,11 @@ export function gemmTile(t: string): GemmTile | 'fit' {
   return tile;
 }
 
-/** A weight-gradient tile as TRxTCxTQ, or 'fit'. */
+/** A weight-gradient tile as TRxTCxTQ (TRxTCxTQv: the vec4 variant), or 'fit'. */
 export function wgradTile(t: string): K.WgradTile | 'fit' {
   if (t === 'fit') return t;
-  const [TR, TC, TQ] = dims('weight-gradient', t);
-  const tile = { TR, TC, TQ };
+  const [TR, TC, TQ] = dims('weight-gradient', t, 'v?');
+  const tile: K.WgradTile = { TR, TC, TQ, ...(t.endsWith('v') ? { V: 4 as const } : {}) };
   K.checkWgradTile(tile);
   return tile;
 }
