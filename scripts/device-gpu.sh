@@ -53,9 +53,9 @@
 # The `run` tool's calls (the tracked tree travels too: ~4.2 MB; a call carries at most 64 MiB in all). A
 # session has 15 minutes of device time, a cold start included (~2 min), and one command runs 10 at most.
 # CIFAR-10 needs the most time, so it goes first, in a whole call, tuning the tiles at its own shape (32x32)
-# for ~30 s; the second call, issued as soon as the first returns (a warm machine waits ~30 s), gets the rest:
+# for ~40 s; the second call, issued as soon as the first returns (a warm machine waits ~30 s), gets the rest:
 #   carry: [".device", "dist/device", "dist/cifar10-pack"]     (~56 MB, with shared/ ~60 MB)
-#   A (timeout_s 600): DEVICE_BUDGET_S=575 GPU_TILES=auto TUNE_TIMEOUT=30 \
+#   A (timeout_s 600): DEVICE_BUDGET_S=575 GPU_TILES=auto TUNE_TIMEOUT=40 \
 #        TUNE_ARGS="--small-input --classes 10 --size 32 --rounds 1 --steps 8" \
 #        bash .device/on-device.sh bash scripts/device-gpu.sh tune cifar
 #   B (timeout_s T = budget_left_s - 20): DEVICE_BUDGET_S=T-10 GPU_TILES=auto BENCH_TILES=auto TUNE_TIMEOUT=50 \
