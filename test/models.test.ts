@@ -6,6 +6,7 @@ import {
   createModel,
   complexity,
   execute,
+  inferShapes,
   OpError,
   PRESET_NAMES,
   presetFamily,
@@ -186,6 +187,22 @@ describe('the ShuffleNet config table', () => {
     assert.throws(() => buildPreset('shufflenet_v1_g5_1.0x'), /g in \{1, 2, 3, 4, 8\}/);
     assert.throws(() => buildPreset('resnet50'), /valid presets: shufflenet_v1_g1_0.25x/);
     assert.throws(() => buildPreset('alexnet', { shuffle: false }), /applies to ShuffleNet models only/);
+    assert.throws(
+      () => buildPreset('alexnet', { smallInput: true }),
+      /option smallInput applies to ShuffleNet and MobileNet models only/,
+    );
+  });
+
+  it("MobileNet's small-input stem downsamples 8x, not 32x (4x4 before the pool at 32x32)", () => {
+    for (const [smallInput, side] of [
+      [false, 1],
+      [true, 4],
+    ] as const) {
+      const g = buildPreset('mobilenet_v1_0.25', { smallInput, inputSize: [32, 32], numClasses: 10 });
+      const pool = g.nodes.find((n) => n.name === 'pool')!;
+      const shapes = inferShapes(g, [1, 3, 32, 32]);
+      assert.deepEqual(shapes.get(pool.inputs[0]!), [1, 256, side, side]);
+    }
   });
 });
 

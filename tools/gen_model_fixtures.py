@@ -46,6 +46,8 @@ random_case('shufflenet_v1_g3_0.25x', {'shuffle': False}, ShuffleNetV1(W['g3_0.2
 random_case('shufflenet_v1_g3_0.5x', {'smallInput': True, 'inputChannels': 1, 'numClasses': 10},
             ShuffleNetV1(W['g3_0.5'], 3, n_class=10, in_channels=1, small_input=True), (2, 1, 28, 28))
 random_case('mobilenet_v1_0.25', {}, MobileNetV1(0.25), (1, 3, 64, 64))
+random_case('mobilenet_v1_0.25', {'smallInput': True, 'numClasses': 10}, MobileNetV1(0.25, n_class=10, small_input=True),
+            (2, 3, 32, 32))
 random_case('alexnet', {}, torchvision.models.alexnet(), (1, 3, 96, 96))
 
 # Table 4's presets: (stem, stage2, stage3, stage4) as src/models/registry.ts TABLE4 lists them. 10 classes and a

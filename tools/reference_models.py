@@ -181,12 +181,16 @@ MOBILENET_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] +
 
 
 class MobileNetV1(nn.Module):
-    def __init__(self, alpha, n_class=1000):
+    def __init__(self, alpha, n_class=1000, small_input=False):
         super().__init__()
         w = lambda c: int(c * alpha)
-        layers = [nn.Sequential(nn.Conv2d(3, w(32), 3, 2, 1, bias=False), nn.BatchNorm2d(w(32)), nn.ReLU(inplace=True))]
+        # small_input (CIFAR-10): the stem and the first stride-2 block at stride 1, 8x downsampling, not 32x.
+        layers = [nn.Sequential(nn.Conv2d(3, w(32), 3, 1 if small_input else 2, 1, bias=False), nn.BatchNorm2d(w(32)),
+                                nn.ReLU(inplace=True))]
         c = w(32)
-        for out, stride in MOBILENET_BLOCKS:
+        for i, (out, stride) in enumerate(MOBILENET_BLOCKS):
+            if small_input and i == 1:
+                stride = 1
             layers.append(nn.Sequential(
                 nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                 nn.Conv2d(c, w(out), 1, bias=False), nn.BatchNorm2d(w(out)), nn.ReLU(inplace=True)))

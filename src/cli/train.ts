@@ -57,8 +57,7 @@ export function modelOptionsFor(arch: string, set: ImageSet): ModelOptions {
     inputSize: [set.height, set.width],
   };
   const family = presetFamily(arch);
-  if ((family === 'shufflenet_v1' || family === 'table4') && Math.max(set.height, set.width) <= 64)
-    o.smallInput = true;
+  if (family !== 'alexnet' && Math.max(set.height, set.width) <= 64) o.smallInput = true;
   return o;
 }
 

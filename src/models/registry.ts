@@ -20,12 +20,9 @@ interface Preset {
   build(name: string, options: ModelOptions): Graph;
 }
 
-const SHUFFLE_ONLY: ReadonlyArray<keyof ModelOptions> = [
-  'shuffle',
-  'shuffleOrder',
-  'shufflePosition',
-  'smallInput',
-];
+const SHUFFLE_ONLY: ReadonlyArray<keyof ModelOptions> = ['shuffle', 'shuffleOrder', 'shufflePosition'];
+/** Options that only ShuffleNet, Table 4's nets and MobileNet take (AlexNet has no small-input stem). */
+const SMALL_INPUT: ReadonlySet<Family> = new Set(['shufflenet_v1', 'table4', 'mobilenet_v1']);
 
 const scaleName = (s: number) => s.toFixed(s === 0.25 ? 2 : 1);
 
@@ -104,7 +101,7 @@ function lookup(name: string): Preset {
   throw new ConfigError(`unknown model '${name}'; ${hint}`);
 }
 
-/** The graph of a preset; options change input, classes and (ShuffleNet only) the shuffle and stem. */
+/** The graph of a preset; options change input, classes, the shuffle (ShuffleNet) and the stem (not AlexNet). */
 export function buildPreset(name: string, options: ModelOptions = {}): Graph {
   const preset = lookup(name);
   if (preset.family !== 'shufflenet_v1' && preset.family !== 'table4') {
@@ -112,5 +109,7 @@ export function buildPreset(name: string, options: ModelOptions = {}): Graph {
     if (bad.length)
       throw new ConfigError(`${name}: option ${bad.join(', ')} applies to ShuffleNet models only`);
   }
+  if (options.smallInput !== undefined && !SMALL_INPUT.has(preset.family))
+    throw new ConfigError(`${name}: option smallInput applies to ShuffleNet and MobileNet models only`);
   return preset.build(name, options);
 }
