@@ -202,6 +202,10 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
           what,
         );
       }
+      // 98 columns: a 128-wide vec4 tile's second group of columns (each invocation's 4..7) holds outputs.
+      const wide = graphOf('pw wide', 8, [7, 7], (b, x) => b.conv('c', x, 40, 1, { groups: 2 }));
+      const v4 = { gemm: { TM: 32, TN: 128, TK: 8, V: 4 as const } };
+      assert.deepEqual(await check('pw wide v4', wide, [2, 8, 7, 7], { options: { tiles: v4 } }), []);
       assert.throws(
         () => engine.compileTraining(grouped, [2, 36, 3, 7], { tiles: { gemm: { TM: 12, TN: 64, TK: 16 } } }),
         /GEMM tile 12x64x16: needs TM a multiple of 8/,

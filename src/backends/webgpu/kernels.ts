@@ -203,6 +203,87 @@ export function checkGemmTile(t: GemmTile): void {
 }
 
 /**
+ * How a GEMM tile keeps its shared tiles: their declarations, the stores of A(r, k) and B(k, j) from `v`, the
+ * inner loop's body at depth k, and which rows and columns an invocation owns (acc[u * RN + b]: local row
+ * row(u), column col(b)); its columns come in groups of `group`, `within` apart, groups `between` apart.
+ */
+interface GemmLayout {
+  shared: string;
+  storeA: string;
+  storeB: string;
+  inner: string;
+  row: (u: string) => string;
+  col: (b: string) => string;
+  group: number;
+  within: number;
+  between: number;
+}
+
+/** Scalar loads: rows lid.y + 8u, columns lid.x + 16b; A stored [r][k] with rows TK + 1 apart. */
+const scalarGemm = (t: GemmTile, RM: number, RN: number): GemmLayout => ({
+  // A's rows are TK + 1 apart: its stores (k fastest) and its reads (a row per lid.y) hit distinct banks
+  // (with rows TM apart, 16 stores of a warp fell into one bank).
+  shared: `const AS = TK + 1u;
+var<workgroup> As: array<f32, ${t.TM * (t.TK + 1)}>; // [r][k]
+var<workgroup> Bs: array<f32, ${t.TK * t.TN}>; // [k][q]`,
+  storeA: 'As[r * AS + k] = v;',
+  storeB: 'Bs[k * TN + j] = v;',
+  inner: `
+      var av: array<f32, ${RM}>;
+      for (var u = 0u; u < ${RM}u; u++) { av[u] = As[(lid.y + 8u * u) * AS + k]; }
+      for (var b = 0u; b < ${RN}u; b++) {
+        let bv = Bs[k * TN + lid.x + 16u * b];
+        for (var u = 0u; u < ${RM}u; u++) { acc[u * ${RN}u + b] += av[u] * bv; }
+      }`,
+  row: (u) => `lid.y + 8u * ${u}`,
+  col: (b) => `lid.x + 16u * ${b}`,
+  group: 1,
+  within: 0,
+  between: 16,
+});
+
+/**
+ * vec4 loads (a tile with V: 4): the shared tiles are read 4 rows and 4 columns a load, so the inner loop
+ * issues RM / 4 + RN / 4 loads for RM x RN multiply-adds instead of RM + RN. An invocation owns rows
+ * 4 (lid.y + 8 u) + 0..3 and columns 4 (lid.x + 16 b) + 0..3. A is stored [k][r], rows TM + 4 apart (its
+ * stores, k fastest, meet at most two to a bank); B [k][q].
+ */
+/**
+ * A vec4 tile's inner-loop body at depth k: the loads of an invocation's rows (`rows` of them, 4 a load, from
+ * A[k * AS + lid.y + 8u]) and columns (from B[k * BS + lid.x + 16b]), then acc[u * cols + b] += row u x col b,
+ * unrolled. GEMMs and weight gradients share it.
+ */
+export function vec4Body(rows: number, cols: number, [A, AS]: [string, string], [B, BS]: [string, string]) {
+  const xyzw = ['x', 'y', 'z', 'w'];
+  const loads = [
+    ...Array.from({ length: rows / 4 }, (_, u) => `let a${u} = ${A}[k * ${AS} + lid.y + ${8 * u}u];`),
+    ...Array.from({ length: cols / 4 }, (_, b) => `let b${b} = ${B}[k * ${BS} + lid.x + ${16 * b}u];`),
+  ];
+  const fmas = Array.from({ length: rows * cols }, (_, i) => {
+    const [u, b] = [Math.floor(i / cols), i % cols];
+    return `acc[${i}] += a${u >> 2}.${xyzw[u & 3]} * b${b >> 2}.${xyzw[b & 3]};`;
+  });
+  return ['', ...loads, ...fmas].join('\n      ');
+}
+
+const vec4Gemm = (t: GemmTile, RM: number, RN: number): GemmLayout => {
+  return {
+    shared: `const AS = ${t.TM / 4 + 1}u;
+const BS = ${t.TN / 4}u;
+var<workgroup> As: array<vec4f, ${t.TK * (t.TM / 4 + 1)}>; // [k][r / 4]
+var<workgroup> Bs: array<vec4f, ${(t.TK * t.TN) / 4}>; // [k][q / 4]`,
+    storeA: 'As[k * AS + r / 4u][r % 4u] = v;',
+    storeB: 'Bs[k * BS + j / 4u][j % 4u] = v;',
+    inner: vec4Body(RM, RN, ['As', 'AS'], ['Bs', 'BS']),
+    row: (u) => `4u * (lid.y + 8u * (${u} / 4u)) + ${u} % 4u`,
+    col: (b) => `4u * (lid.x + 16u * (${b} / 4u)) + ${b} % 4u`,
+    group: 4,
+    within: 1,
+    between: 61,
+  };
+};
+
+/**
  * A grouped 1x1 conv's GEMM over columns q = (image, pixel): out[r][q] = sum_k A(r, k) B(k, q), workgroup
  * (column tile, row tile, group). `a(r, k)` reads the weights (#r, #k), `bBase` is the arena index of this
  * invocation's load column (#n, #px) and `bAt(k)` that of B(k, q) from it, read with ld(); `store` writes
@@ -218,8 +299,8 @@ export const gemm = (
   t: GemmTile = GEMM,
 ): string => {
   checkGemmTile(t);
-  if (t.V) return gemmVec4(rows, depth, bBase, a, bAt, store, t);
   const [RM, RN] = [t.TM / 8, t.TN / 16];
+  const L = (t.V ? vec4Gemm : scalarGemm)(t, RM, RN);
   // Loads in rounds of 128 (the workgroup); a last partial round is guarded.
   const [aLoads, bLoads] = [t.TM * t.TK, t.TK * t.TN];
   const aGuard = aLoads % 128 ? `e < ${aLoads}u` : '';
@@ -228,11 +309,7 @@ export const gemm = (
 const TM = ${t.TM}u;
 const TN = ${t.TN}u;
 const TK = ${t.TK}u;
-// A's rows are TK + 1 apart: its stores (k fastest) and its reads (a row per lid.y) hit distinct banks
-// (with rows TM apart, 16 stores of a warp fell into one bank).
-const AS = TK + 1u;
-var<workgroup> As: array<f32, ${t.TM * (t.TK + 1)}>; // [r][k]
-var<workgroup> Bs: array<f32, ${t.TK * t.TN}>; // [k][q]
+${L.shared}
 
 @compute @workgroup_size(16, 8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
@@ -254,45 +331,46 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       let k = e % TK;
       var v = 0.0;
       if (r0 + r < ${rows} && k0 + k < ${depth}) { v = ${a.replaceAll('#r', '(r0 + r)').replaceAll('#k', '(k0 + k)')}; }
-      ${aGuard ? `if (${aGuard}) { As[r * AS + k] = v; }` : 'As[r * AS + k] = v;'}
+      ${aGuard ? `if (${aGuard}) { ${L.storeA} }` : L.storeA}
     }
     for (var t = 0u; t < ${Math.ceil(bLoads / 128)}u; t++) {
       let k = li / TN + ${128 / t.TN}u * t;
       var v = 0.0;
       if (inCols && k0 + k < ${depth}${bGuard}) { v = ld(${bAt.replaceAll('#k', '(k0 + k)')}); }
-      ${bGuard ? `if (k < TK) { Bs[k * TN + j] = v; }` : 'Bs[k * TN + j] = v;'}
+      ${bGuard ? `if (k < TK) { ${L.storeB} }` : L.storeB}
     }
     workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      var av: array<f32, ${RM}>;
-      for (var u = 0u; u < ${RM}u; u++) { av[u] = As[(lid.y + 8u * u) * AS + k]; }
-      for (var b = 0u; b < ${RN}u; b++) {
-        let bv = Bs[k * TN + lid.x + 16u * b];
-        for (var u = 0u; u < ${RM}u; u++) { acc[u * ${RN}u + b] += av[u] * bv; }
-      }
+    for (var k = 0u; k < TK; k++) {${L.inner}
     }
     workgroupBarrier();
   }
-  // The (image, pixel) of this invocation's output columns, 16 apart: carried from one to the next with adds
-  // (two integer divisions per output cost more than a shallow GEMM's sums).
+  // The (image, pixel) of this invocation's output columns: carried from one to the next with adds (two
+  // integer divisions per output cost more than a shallow GEMM's sums).
   var cn: array<u32, ${RN}>;
   var cp: array<u32, ${RN}>;
-  let dn = 16u / p.HW;
-  let dp = 16u % p.HW;
-  var n0 = (q0 + lid.x) / p.HW;
-  var p0 = (q0 + lid.x) % p.HW;
+  let wn = ${L.within}u / p.HW;
+  let wp = ${L.within}u % p.HW;
+  let bn = ${L.between}u / p.HW;
+  let bp = ${L.between}u % p.HW;
+  var n0 = (q0 + ${L.col('0u')}) / p.HW;
+  var p0 = (q0 + ${L.col('0u')}) % p.HW;
   for (var b = 0u; b < ${RN}u; b++) {
     cn[b] = n0;
     cp[b] = p0;
-    n0 += dn;
-    p0 += dp;
+    if (b % ${L.group}u == ${L.group - 1}u) {
+      n0 += bn;
+      p0 += bp;
+    } else {
+      n0 += wn;
+      p0 += wp;
+    }
     if (p0 >= p.HW) { p0 -= p.HW; n0 += 1u; }
   }
   for (var u = 0u; u < ${RM}u; u++) {
-    let r = r0 + lid.y + 8u * u;
+    let r = r0 + ${L.row('u')};
     if (r >= ${rows}) { continue; }
     for (var b = 0u; b < ${RN}u; b++) {
-      let q = q0 + lid.x + 16u * b;
+      let q = q0 + ${L.col('b')};
       if (q >= cols) { continue; }
       let n = cn[b];
       let px = cp[b];
@@ -301,100 +379,6 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   }
 }`;
 };
-
-/**
- * gemm's vec4 variant (a tile with V: 4): the shared tiles are read 4 rows and 4 columns a load, so the
- * inner loop issues RM / 4 + RN / 4 loads for RM x RN multiply-adds instead of RM + RN. An invocation owns
- * rows 4 (lid.y + 8 u) + 0..3 and columns 4 (lid.x + 16 b) + 0..3. A is stored [k][r], rows TM + 4 apart
- * (its stores, k fastest, meet at most two to a bank); B [k][q].
- */
-function gemmVec4(
-  rows: string,
-  depth: string,
-  bBase: string,
-  a: string,
-  bAt: string,
-  store: string,
-  t: GemmTile,
-): string {
-  const [RM, RN] = [t.TM / 8, t.TN / 16];
-  const [aLoads, bLoads] = [t.TM * t.TK, t.TK * t.TN];
-  const aGuard = aLoads % 128 ? `e < ${aLoads}u` : '';
-  const bGuard = bLoads % 128 ? ` && k < TK` : '';
-  const xyzw = ['x', 'y', 'z', 'w'];
-  const loads = [
-    ...Array.from({ length: RM / 4 }, (_, u) => `let a${u} = As[k * AS + lid.y + ${8 * u}u];`),
-    ...Array.from({ length: RN / 4 }, (_, b) => `let b${b} = Bs[k * BS + lid.x + ${16 * b}u];`),
-  ];
-  const fmas = Array.from({ length: RM * RN }, (_, i) => {
-    const [u, b] = [Math.floor(i / RN), i % RN];
-    return `acc[${i}] += a${u >> 2}.${xyzw[u & 3]} * b${b >> 2}.${xyzw[b & 3]};`;
-  });
-  return `
-const TM = ${t.TM}u;
-const TN = ${t.TN}u;
-const TK = ${t.TK}u;
-const AS = ${t.TM / 4 + 1}u;
-const BS = ${t.TN / 4}u;
-var<workgroup> As: array<vec4f, ${t.TK * (t.TM / 4 + 1)}>; // [k][r / 4]
-var<workgroup> Bs: array<vec4f, ${(t.TK * t.TN) / 4}>; // [k][q / 4]
-
-@compute @workgroup_size(16, 8)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
-        @builtin(local_invocation_index) li: u32) {
-  let g = wg.z;
-  let r0 = wg.y * TM;
-  let q0 = wg.x * TN;
-  let cols = p.N * p.HW;
-  // This invocation loads column j of B, rows li / TN + ${128 / t.TN}t.
-  let j = li % TN;
-  let lq = q0 + j;
-  let inCols = lq < cols;
-  let bBase = ${bBase.replaceAll('#n', '(lq / p.HW)').replaceAll('#px', '(lq % p.HW)')};
-  var acc: array<f32, ${RM * RN}>;
-  for (var k0 = 0u; k0 < ${depth}; k0 += TK) {
-    for (var t = 0u; t < ${Math.ceil(aLoads / 128)}u; t++) {
-      let e = li + 128u * t;
-      let r = e / TK;
-      let k = e % TK;
-      var v = 0.0;
-      if (r0 + r < ${rows} && k0 + k < ${depth}) { v = ${a.replaceAll('#r', '(r0 + r)').replaceAll('#k', '(k0 + k)')}; }
-      ${aGuard ? `if (${aGuard}) { As[k * AS + r / 4u][r % 4u] = v; }` : 'As[k * AS + r / 4u][r % 4u] = v;'}
-    }
-    for (var t = 0u; t < ${Math.ceil(bLoads / 128)}u; t++) {
-      let k = li / TN + ${128 / t.TN}u * t;
-      var v = 0.0;
-      if (inCols && k0 + k < ${depth}${bGuard}) { v = ld(${bAt.replaceAll('#k', '(k0 + k)')}); }
-      ${bGuard ? `if (k < TK) { Bs[k * BS + j / 4u][j % 4u] = v; }` : 'Bs[k * BS + j / 4u][j % 4u] = v;'}
-    }
-    workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      ${loads.join('\n      ')}
-      ${fmas.join('\n      ')}
-    }
-    workgroupBarrier();
-  }
-  // Each output column's (image, pixel): two divisions a column, RN of them (not per output).
-  var cn: array<u32, ${RN}>;
-  var cp: array<u32, ${RN}>;
-  for (var b = 0u; b < ${RN}u; b++) {
-    let q = q0 + 4u * (lid.x + 16u * (b / 4u)) + b % 4u;
-    cn[b] = q / p.HW;
-    cp[b] = q % p.HW;
-  }
-  for (var u = 0u; u < ${RM}u; u++) {
-    let r = r0 + 4u * (lid.y + 8u * (u / 4u)) + u % 4u;
-    if (r >= ${rows}) { continue; }
-    for (var b = 0u; b < ${RN}u; b++) {
-      let q = q0 + 4u * (lid.x + 16u * (b / 4u)) + b % 4u;
-      if (q >= cols) { continue; }
-      let n = cn[b];
-      let px = cp[b];
-      let s = acc[u * ${RN}u + b];${store}
-    }
-  }
-}`;
-}
 
 /**
  * Grouped 1x1 conv as a tiled GEMM per group (gemm): Y[o, q] = sum_j W[o, j] X[map(g*cin + j), q] over

@@ -23,6 +23,7 @@ import {
   GEMM,
   gemm,
   gemmKey,
+  vec4Body,
   leastPadding,
   oneD,
   planeGrid,
@@ -319,32 +320,93 @@ export function checkWgradTile(t: WgradTile): void {
 }
 
 /**
+ * How a weight-gradient tile keeps its shared tiles: their declarations, this invocation's load column `j`
+ * and the row it loads in round t (`pre` declares what they need), the stores of G(r, j) from gv and X(r, j)
+ * from xv, the inner loop's body at column k, and which rows (m) and columns (k) an invocation owns.
+ */
+interface WgradLayout {
+  shared: string;
+  pre: string;
+  row: string;
+  storeG: string;
+  storeX: string;
+  inner: string;
+  m: (u: string) => string;
+  k: (b: string) => string;
+}
+
+/** Scalar loads: column li % TQ, rows li / TQ + (128 / TQ) t; owned rows lid.y + 8u, columns lid.x + 16b. */
+const scalarWgrad = (t: WgradTile, RR: number, RC: number): WgradLayout => ({
+  // Rows TQ + 1 apart: a warp's stores (q fastest) and reads (rows by lid.y, lid.x) hit distinct banks (with
+  // the columns TR apart, every store of a warp fell into one bank: 32 at a time).
+  shared: `const QS = TQ + 1u;
+var<workgroup> Gs: array<f32, ${t.TR * (t.TQ + 1)}>; // [m][q]
+var<workgroup> Xs: array<f32, ${t.TC * (t.TQ + 1)}>; // [k][q]`,
+  pre: `
+  let j = li % TQ;
+  let r0 = li / TQ;`,
+  row: 'r0',
+  storeG: 'Gs[r * QS + j] = gv;',
+  storeX: 'Xs[r * QS + j] = xv;',
+  inner: `
+      var xr: array<f32, ${RC}>;
+      for (var b = 0u; b < ${RC}u; b++) { xr[b] = Xs[(lid.x + 16u * b) * QS + k]; }
+      for (var u = 0u; u < ${RR}u; u++) {
+        let gv = Gs[(lid.y + 8u * u) * QS + k];
+        for (var b = 0u; b < ${RC}u; b++) { acc[u * ${RC}u + b] += gv * xr[b]; }
+      }`,
+  m: (u) => `lid.y + 8u * ${u}`,
+  k: (b) => `lid.x + 16u * ${b}`,
+});
+
+/**
+ * vec4 loads (a tile with V: 4): the tiles are stored [q][row], rows TR + 4 (TC + 4) apart, and read 4 rows
+ * a load, so the inner loop issues TR / 32 + TC / 64 loads for TR / 8 x TC / 16 multiply-adds. A warp loads
+ * 8 columns of 4 rows (a 32-byte sector a row), so that its stores fall into 32 distinct banks.
+ */
+const vec4Wgrad = (t: WgradTile, RR: number, RC: number): WgradLayout => {
+  const QH = t.TQ / 8;
+  return {
+    shared: `const GS = ${t.TR / 4 + 1}u;
+const XS = ${t.TC / 4 + 1}u;
+var<workgroup> Gs: array<vec4f, ${t.TQ * (t.TR / 4 + 1)}>; // [q][m / 4]
+var<workgroup> Xs: array<vec4f, ${t.TQ * (t.TC / 4 + 1)}>; // [q][k / 4]`,
+    pre: `
+  let j = (li / 32u) % ${QH}u * 8u + li % 8u;
+  let r0 = li / ${32 * QH}u * 4u + (li / 8u) % 4u;`,
+    row: 'r0',
+    storeG: 'Gs[j * GS + r / 4u][r % 4u] = gv;',
+    storeX: 'Xs[j * XS + r / 4u][r % 4u] = xv;',
+    inner: vec4Body(RR, RC, ['Gs', 'GS'], ['Xs', 'XS']),
+    m: (u) => `4u * (lid.y + 8u * (${u} / 4u)) + ${u} % 4u`,
+    k: (b) => `4u * (lid.x + 16u * (${b} / 4u)) + ${b} % 4u`,
+  };
+};
+
+/**
  * dL/dw of a grouped 1x1 conv, partial sums: workgroup (chunk s, row tile * column tile, group) sums
  * gy[n][g*cout + m][px] x[n][map(g*cin + k)][px] over the columns q = (n, px) of chunk s, into
- * part[((s * groups + g) * cout + m) * cin + k]; REDUCE adds the chunks into the gradient.
+ * part[((s * groups + g) * cout + m) * cin + k]; REDUCE adds the chunks into the gradient. The vec4 variant
+ * sums in the same order.
  */
 export const pwBackwardWeight = perTile(
   WGRAD,
   (t, name) => {
     checkWgradTile(t);
-    if (t.V) return trainKernel(name('train pointwise backward weight'), WGRAD_FIELDS, wgradVec4(t));
     const [RR, RC, step] = [t.TR / 8, t.TC / 16, 128 / t.TQ];
-    // Loads in rounds of 128 (the workgroup): rows li / TQ + step * t; a last partial round is guarded.
+    const L = (t.V ? vec4Wgrad : scalarWgrad)(t, RR, RC);
+    // Loads in rounds of 128 (the workgroup): rows row + step * t; a last partial round is guarded.
     const [gRounds, xRounds] = [Math.ceil((t.TR * t.TQ) / 128), Math.ceil((t.TC * t.TQ) / 128)];
     const gGuard = (t.TR * t.TQ) % 128 ? ' && r < TR' : '';
     const xGuard = (t.TC * t.TQ) % 128 ? ' && r < TC' : '';
     return trainKernel(
       name('train pointwise backward weight'),
-      WGRAD_FIELDS,
+      ['x', 'gy', 'map', 'hasMap', 'part', 'N', 'C', 'O', 'HW', 'cin', 'cout', 'groups', 'chunk'],
       `
 const TR = ${t.TR}u;
 const TC = ${t.TC}u;
 const TQ = ${t.TQ}u;
-// Rows TQ + 1 apart: a warp's stores (q fastest) and reads (rows by lid.y, lid.x) hit distinct banks (with
-// the columns TR apart, every store of a warp fell into one bank: 32 at a time).
-const QS = TQ + 1u;
-var<workgroup> Gs: array<f32, ${t.TR * (t.TQ + 1)}>; // [m][q]
-var<workgroup> Xs: array<f32, ${t.TC * (t.TQ + 1)}>; // [k][q]
+${L.shared}
 
 @compute @workgroup_size(16, 8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
@@ -357,8 +419,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   let cols = p.N * p.HW;
   let qa = s * p.chunk;
   let qb = min(qa + p.chunk, cols);
-  // Loads: column li % TQ, rows li / TQ + ${step}t.
-  let j = li % TQ;
+  // Loads: column j, rows ${L.row} + ${step}t.${L.pre}
   var acc: array<f32, ${RR * RC}>;
   // Column q's (image, pixel), carried from one step to the next (TQ on) with adds, not two divisions.
   let dn = TQ / p.HW;
@@ -368,40 +429,34 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   for (var q0 = qa; q0 < qb; q0 += TQ) {
     let q = q0 + j;
     for (var t = 0u; t < ${gRounds}u; t++) {
-      let r = li / TQ + ${step}u * t;
+      let r = ${L.row} + ${step}u * t;
       var gv = 0.0;
       if (q < qb && m0 + r < p.cout${gGuard}) { gv = ld(p.gy + (n * p.O + g * p.cout + m0 + r) * p.HW + px); }
-      ${gGuard ? `if (r < TR) { Gs[r * QS + j] = gv; }` : 'Gs[r * QS + j] = gv;'}
+      ${gGuard ? `if (r < TR) { ${L.storeG} }` : L.storeG}
     }
     for (var t = 0u; t < ${xRounds}u; t++) {
-      let r = li / TQ + ${step}u * t;
+      let r = ${L.row} + ${step}u * t;
       var xv = 0.0;
       if (q < qb && k0 + r < p.cin${xGuard}) {
         var c = g * p.cin + k0 + r;
         if (p.hasMap != 0u) { c = u32(weights[p.map + c]); }
         xv = ld(p.x + (n * p.C + c) * p.HW + px);
       }
-      ${xGuard ? `if (r < TC) { Xs[r * QS + j] = xv; }` : 'Xs[r * QS + j] = xv;'}
+      ${xGuard ? `if (r < TC) { ${L.storeX} }` : L.storeX}
     }
     n += dn;
     px += dp;
     if (px >= p.HW) { px -= p.HW; n += 1u; }
     workgroupBarrier();
-    for (var k = 0u; k < TQ; k++) {
-      var xr: array<f32, ${RC}>;
-      for (var b = 0u; b < ${RC}u; b++) { xr[b] = Xs[(lid.x + 16u * b) * QS + k]; }
-      for (var u = 0u; u < ${RR}u; u++) {
-        let gv = Gs[(lid.y + 8u * u) * QS + k];
-        for (var b = 0u; b < ${RC}u; b++) { acc[u * ${RC}u + b] += gv * xr[b]; }
-      }
+    for (var k = 0u; k < TQ; k++) {${L.inner}
     }
     workgroupBarrier();
   }
   for (var u = 0u; u < ${RR}u; u++) {
-    let m = m0 + lid.y + 8u * u;
+    let m = m0 + ${L.m('u')};
     if (m >= p.cout) { continue; }
     for (var b = 0u; b < ${RC}u; b++) {
-      let k = k0 + lid.x + 16u * b;
+      let k = k0 + ${L.k('b')};
       if (k >= p.cin) { continue; }
       st(p.part + ((s * p.groups + g) * p.cout + m) * p.cin + k, acc[u * ${RC}u + b]);
     }
@@ -411,108 +466,6 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   },
   wgradKey,
 );
-
-const WGRAD_FIELDS = [
-  'x',
-  'gy',
-  'map',
-  'hasMap',
-  'part',
-  'N',
-  'C',
-  'O',
-  'HW',
-  'cin',
-  'cout',
-  'groups',
-  'chunk',
-];
-
-/**
- * pwBackwardWeight's vec4 variant (a tile with V: 4): the tiles are stored [q][row], rows TR + 4 (TC + 4)
- * apart, and read 4 rows a load, so the inner loop issues TR / 32 + TC / 64 loads for TR / 8 x TC / 16
- * multiply-adds. A warp loads 8 columns of 4 rows (a 32-byte sector a row), so that its stores fall into 32
- * distinct banks; an invocation keeps one load column, j. The same sums in the same order.
- */
-function wgradVec4(t: WgradTile): string {
-  const [RR, RC, QH] = [t.TR / 8, t.TC / 16, t.TQ / 8];
-  const xyzw = ['x', 'y', 'z', 'w'];
-  const loads = [
-    ...Array.from({ length: RR / 4 }, (_, u) => `let g${u} = Gs[k * GS + lid.y + ${8 * u}u];`),
-    ...Array.from({ length: RC / 4 }, (_, b) => `let x${b} = Xs[k * XS + lid.x + ${16 * b}u];`),
-  ];
-  const fmas = Array.from({ length: RR * RC }, (_, i) => {
-    const [u, b] = [Math.floor(i / RC), i % RC];
-    return `acc[${i}] += g${u >> 2}.${xyzw[u & 3]} * x${b >> 2}.${xyzw[b & 3]};`;
-  });
-  return `
-const TR = ${t.TR}u;
-const TC = ${t.TC}u;
-const TQ = ${t.TQ}u;
-const GS = ${t.TR / 4 + 1}u;
-const XS = ${t.TC / 4 + 1}u;
-var<workgroup> Gs: array<vec4f, ${t.TQ * (t.TR / 4 + 1)}>; // [q][m / 4]
-var<workgroup> Xs: array<vec4f, ${t.TQ * (t.TC / 4 + 1)}>; // [q][k / 4]
-
-@compute @workgroup_size(16, 8)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
-        @builtin(local_invocation_index) li: u32) {
-  let s = wg.x;
-  let g = wg.z;
-  let cTiles = (p.cin + TC - 1u) / TC;
-  let m0 = (wg.y / cTiles) * TR;
-  let k0 = (wg.y % cTiles) * TC;
-  let cols = p.N * p.HW;
-  let qa = s * p.chunk;
-  let qb = min(qa + p.chunk, cols);
-  // Loads: column j, rows 4 (li / ${32 * QH} + ${128 / (4 * QH)} t) + li / 8 % 4 (a warp: 8 columns x 4 rows).
-  let j = (li / 32u) % ${QH}u * 8u + li % 8u;
-  let r4 = li / ${32 * QH}u * 4u + (li / 8u) % 4u;
-  var acc: array<f32, ${RR * RC}>;
-  // Column q's (image, pixel), carried from one step to the next (TQ on) with adds, not two divisions.
-  let dn = TQ / p.HW;
-  let dp = TQ % p.HW;
-  var n = (qa + j) / p.HW;
-  var px = (qa + j) % p.HW;
-  for (var q0 = qa; q0 < qb; q0 += TQ) {
-    let q = q0 + j;
-    for (var t = 0u; t < ${(t.TR * t.TQ) / 128}u; t++) {
-      let r = r4 + ${128 / t.TQ}u * t;
-      var gv = 0.0;
-      if (q < qb && m0 + r < p.cout) { gv = ld(p.gy + (n * p.O + g * p.cout + m0 + r) * p.HW + px); }
-      Gs[j * GS + r / 4u][r % 4u] = gv;
-    }
-    for (var t = 0u; t < ${(t.TC * t.TQ) / 128}u; t++) {
-      let r = r4 + ${128 / t.TQ}u * t;
-      var xv = 0.0;
-      if (q < qb && k0 + r < p.cin) {
-        var c = g * p.cin + k0 + r;
-        if (p.hasMap != 0u) { c = u32(weights[p.map + c]); }
-        xv = ld(p.x + (n * p.C + c) * p.HW + px);
-      }
-      Xs[j * XS + r / 4u][r % 4u] = xv;
-    }
-    n += dn;
-    px += dp;
-    if (px >= p.HW) { px -= p.HW; n += 1u; }
-    workgroupBarrier();
-    for (var k = 0u; k < TQ; k++) {
-      ${loads.join('\n      ')}
-      ${fmas.join('\n      ')}
-    }
-    workgroupBarrier();
-  }
-  for (var u = 0u; u < ${RR}u; u++) {
-    let m = m0 + 4u * (lid.y + 8u * (u / 4u)) + u % 4u;
-    if (m >= p.cout) { continue; }
-    for (var b = 0u; b < ${RC}u; b++) {
-      let k = k0 + 4u * (lid.x + 16u * (b / 4u)) + b % 4u;
-      if (k >= p.cin) { continue; }
-      st(p.part + ((s * p.groups + g) * p.cout + m) * p.cin + k, acc[u * ${RC}u + b]);
-    }
-  }
-}`;
-}
 
 /**
  * A workgroup's strided loop over the output positions q = qa + li, qa + li + WORKGROUP, ... < qb of
