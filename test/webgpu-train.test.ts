@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { backward, forwardWithTape } from '../src/autograd/tape.js';
 import type { WebGpuEngine } from '../src/backends/webgpu/index.js';
 import {
+  parseTiles,
   webgpuTraining,
   type TrainPlanOptions,
   type WebGpuTrainPlan,
@@ -228,6 +229,17 @@ describe(`WebGPU training (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
         () =>
           engine.compileTraining(grouped, [2, 36, 3, 7], { tiles: { wgrad: { TR: 16, TC: 16, TQ: 128 } } }),
         /weight-gradient tile 16x16x128: 16512 bytes of workgroup memory, above 16384/,
+      );
+      // Specs as --gpu-tiles takes them: a trailing v is the vec4 variant; anything else is refused by name.
+      assert.deepEqual(parseTiles('32x64x16v/32x64x32v'), {
+        gemm: { TM: 32, TN: 64, TK: 16, V: 4 },
+        wgrad: { TR: 32, TC: 64, TQ: 32, V: 4 },
+      });
+      assert.deepEqual(parseTiles('32x64x16/fit'), { gemm: { TM: 32, TN: 64, TK: 16 }, wgrad: 'fit' });
+      assert.throws(() => parseTiles('32x64x16w'), /GEMM tile '32x64x16w': expected AxBxC \(or AxBxCv/);
+      assert.throws(
+        () => parseTiles('24x64x16v'),
+        /GEMM tile 24x64x16v: the vec4 variant needs TM a multiple of 32/,
       );
     });
 

@@ -8,7 +8,7 @@ import { makeBatch, Rng, streamSeed, type AugmentOptions } from '../data/augment
 import { sampleSet, type ImageSet } from '../data/datasets.js';
 import { ConfigError } from '../errors.js';
 import { exportSafetensors } from '../io/checkpoint.js';
-import { buildPreset, presetFamily, type ModelOptions } from '../models/registry.js';
+import { buildPreset, hasSmallInputStem, presetFamily, type ModelOptions } from '../models/registry.js';
 import { initWeights } from '../nn/init.js';
 import { hasTestSplit, loadDataset, type FolderOptions, type LoadedDataset } from '../node/datasets.js';
 import { createNodeEngine } from '../node/engine.js';
@@ -57,7 +57,7 @@ export function modelOptionsFor(arch: string, set: ImageSet): ModelOptions {
     inputSize: [set.height, set.width],
   };
   const family = presetFamily(arch);
-  if (family !== 'alexnet' && Math.max(set.height, set.width) <= 64) o.smallInput = true;
+  if (hasSmallInputStem(family) && Math.max(set.height, set.width) <= 64) o.smallInput = true;
   return o;
 }
 

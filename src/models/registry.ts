@@ -21,8 +21,9 @@ interface Preset {
 }
 
 const SHUFFLE_ONLY: ReadonlyArray<keyof ModelOptions> = ['shuffle', 'shuffleOrder', 'shufflePosition'];
-/** Options that only ShuffleNet, Table 4's nets and MobileNet take (AlexNet has no small-input stem). */
+/** The families with a small-input stem (ShuffleNet, Table 4's nets and MobileNet; not AlexNet). */
 const SMALL_INPUT: ReadonlySet<Family> = new Set(['shufflenet_v1', 'table4', 'mobilenet_v1']);
+export const hasSmallInputStem = (family: Family) => SMALL_INPUT.has(family);
 
 const scaleName = (s: number) => s.toFixed(s === 0.25 ? 2 : 1);
 
@@ -109,7 +110,7 @@ export function buildPreset(name: string, options: ModelOptions = {}): Graph {
     if (bad.length)
       throw new ConfigError(`${name}: option ${bad.join(', ')} applies to ShuffleNet models only`);
   }
-  if (options.smallInput !== undefined && !SMALL_INPUT.has(preset.family))
+  if (options.smallInput !== undefined && !hasSmallInputStem(preset.family))
     throw new ConfigError(`${name}: option smallInput applies to ShuffleNet and MobileNet models only`);
   return preset.build(name, options);
 }

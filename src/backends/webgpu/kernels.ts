@@ -243,12 +243,6 @@ var<workgroup> Bs: array<f32, ${t.TK * t.TN}>; // [k][q]`,
 });
 
 /**
- * vec4 loads (a tile with V: 4): the shared tiles are read 4 rows and 4 columns a load, so the inner loop
- * issues RM / 4 + RN / 4 loads for RM x RN multiply-adds instead of RM + RN. An invocation owns rows
- * 4 (lid.y + 8 u) + 0..3 and columns 4 (lid.x + 16 b) + 0..3. A is stored [k][r], rows TM + 4 apart (its
- * stores, k fastest, meet at most two to a bank); B [k][q].
- */
-/**
  * A vec4 tile's inner-loop body at depth k: the loads of an invocation's rows (`rows` of them, 4 a load, from
  * A[k * AS + lid.y + 8u]) and columns (from B[k * BS + lid.x + 16b]), then acc[u * cols + b] += row u x col b,
  * unrolled. GEMMs and weight gradients share it.
@@ -266,22 +260,26 @@ export function vec4Body(rows: number, cols: number, [A, AS]: [string, string], 
   return ['', ...loads, ...fmas].join('\n      ');
 }
 
-const vec4Gemm = (t: GemmTile, RM: number, RN: number): GemmLayout => {
-  return {
-    shared: `const AS = ${t.TM / 4 + 1}u;
+/**
+ * vec4 loads (a tile with V: 4): the shared tiles are read 4 rows and 4 columns a load, so the inner loop
+ * issues RM / 4 + RN / 4 loads for RM x RN multiply-adds instead of RM + RN. An invocation owns rows
+ * 4 (lid.y + 8 u) + 0..3 and columns 4 (lid.x + 16 b) + 0..3. A is stored [k][r], rows TM + 4 apart (its
+ * stores, k fastest, meet at most two to a bank); B [k][q].
+ */
+const vec4Gemm = (t: GemmTile, RM: number, RN: number): GemmLayout => ({
+  shared: `const AS = ${t.TM / 4 + 1}u;
 const BS = ${t.TN / 4}u;
 var<workgroup> As: array<vec4f, ${t.TK * (t.TM / 4 + 1)}>; // [k][r / 4]
 var<workgroup> Bs: array<vec4f, ${(t.TK * t.TN) / 4}>; // [k][q / 4]`,
-    storeA: 'As[k * AS + r / 4u][r % 4u] = v;',
-    storeB: 'Bs[k * BS + j / 4u][j % 4u] = v;',
-    inner: vec4Body(RM, RN, ['As', 'AS'], ['Bs', 'BS']),
-    row: (u) => `4u * (lid.y + 8u * (${u} / 4u)) + ${u} % 4u`,
-    col: (b) => `4u * (lid.x + 16u * (${b} / 4u)) + ${b} % 4u`,
-    group: 4,
-    within: 1,
-    between: 61,
-  };
-};
+  storeA: 'As[k * AS + r / 4u][r % 4u] = v;',
+  storeB: 'Bs[k * BS + j / 4u][j % 4u] = v;',
+  inner: vec4Body(RM, RN, ['As', 'AS'], ['Bs', 'BS']),
+  row: (u) => `4u * (lid.y + 8u * (${u} / 4u)) + ${u} % 4u`,
+  col: (b) => `4u * (lid.x + 16u * (${b} / 4u)) + ${b} % 4u`,
+  group: 4,
+  within: 1,
+  between: 61,
+});
 
 /**
  * A grouped 1x1 conv's GEMM over columns q = (image, pixel): out[r][q] = sum_k A(r, k) B(k, q), workgroup

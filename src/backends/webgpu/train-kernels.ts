@@ -203,7 +203,7 @@ ${blockedConv(
 function perTile<T extends object>(
   def: T,
   make: (t: T, name: (base: string) => string) => TrainKernel,
-  keyOf: (t: T) => string = (t) => Object.values(t).join('x'),
+  keyOf: (t: T) => string,
 ) {
   const made = new Map<string, TrainKernel>();
   return (t: T = def): TrainKernel => {

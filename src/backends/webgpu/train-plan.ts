@@ -124,20 +124,19 @@ export function parseTiles(spec: string): Tiles {
   return { gemm: gemmTile(g), ...(w === undefined ? {} : { wgrad: wgradTile(w) }) };
 }
 
-const dims = (what: string, t: string, suffix = ''): [number, number, number] => {
-  const m = new RegExp(`^(\\d+)x(\\d+)x(\\d+)${suffix}$`).exec(t);
+/** AxBxC, or AxBxCv for the vec4 variant: the three sizes and { V: 4 } when vec4. */
+const dims = (what: string, t: string): [number, number, number, { V?: 4 }] => {
+  const m = /^(\d+)x(\d+)x(\d+)(v?)$/.exec(t);
   if (!m)
-    throw new RangeError(
-      `${what} tile '${t}': expected AxBxC${suffix ? ` (or AxBxCv: vec4 loads)` : ''} or fit, e.g. 32x64x16`,
-    );
-  return [Number(m[1]), Number(m[2]), Number(m[3])];
+    throw new RangeError(`${what} tile '${t}': expected AxBxC (or AxBxCv: vec4 loads) or fit, e.g. 32x64x16`);
+  return [Number(m[1]), Number(m[2]), Number(m[3]), m[4] ? { V: 4 } : {}];
 };
 
 /** A GEMM tile as TMxTNxTK (TMxTNxTKv: the vec4 variant), or 'fit'. */
 export function gemmTile(t: string): GemmTile | 'fit' {
   if (t === 'fit') return t;
-  const [TM, TN, TK] = dims('GEMM', t, 'v?');
-  const tile: GemmTile = { TM, TN, TK, ...(t.endsWith('v') ? { V: 4 as const } : {}) };
+  const [TM, TN, TK, v] = dims('GEMM', t);
+  const tile: GemmTile = { TM, TN, TK, ...v };
   checkGemmTile(tile);
   return tile;
 }
@@ -145,8 +144,8 @@ export function gemmTile(t: string): GemmTile | 'fit' {
 /** A weight-gradient tile as TRxTCxTQ (TRxTCxTQv: the vec4 variant), or 'fit'. */
 export function wgradTile(t: string): K.WgradTile | 'fit' {
   if (t === 'fit') return t;
-  const [TR, TC, TQ] = dims('weight-gradient', t, 'v?');
-  const tile: K.WgradTile = { TR, TC, TQ, ...(t.endsWith('v') ? { V: 4 as const } : {}) };
+  const [TR, TC, TQ, v] = dims('weight-gradient', t);
+  const tile: K.WgradTile = { TR, TC, TQ, ...v };
   K.checkWgradTile(tile);
   return tile;
 }
