@@ -550,14 +550,16 @@ function section(): string {
     `## GPU: ${arch}${smallInput ? ' (small-input stem)' : ''} at ${size}x${size} on WebGPU, side by side with PyTorch`,
     '',
     `- Date: ${started.toISOString()}`,
-    `- Machine: ${String(ti.gpu ?? 'no CUDA GPU')}; ${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ` +
+    `- Machine: ${String(ti.gpu ?? (torchInfo ? 'no CUDA GPU' : 'GPU: the adapter below'))}; ${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ` +
       `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`,
     `- Command: \`${command}\` (scripts/device-gpu.sh bench)`,
     `- Ours: shufflenet.ts WebGPU engine on Dawn (npm webgpu), adapter: ${adapter}` +
       `${memory ? `; ${memory}` : ''}`,
-    `- PyTorch: ${String(ti.torch ?? 'not run')} (Python ${String(ti.python ?? '?')}), ${gpu}, ` +
-      `${String(ti.precision ?? 'fp32')} (${String(ti.precision_setting ?? '')}), cudnn.benchmark on, ` +
-      'tools/torch_gpu_bench.py, model from tools/reference_models.py',
+    torchInfo
+      ? `- PyTorch: ${String(ti.torch)} (Python ${String(ti.python ?? '?')}), ${gpu}, ` +
+        `${String(ti.precision ?? 'fp32')} (${String(ti.precision_setting ?? '')}), cudnn.benchmark on, ` +
+        'tools/torch_gpu_bench.py, model from tools/reference_models.py'
+      : '- PyTorch: not run',
     `- Same model: ShuffleNet v1 widths ${widths.join('/')}, g=${groups}, ${classes} classes` +
       `${smallInput ? ', the small-input stem (3x3 stride 1, no max pool)' : ''}, the same weights ` +
       '(createModel seed 0, BN statistics calibrated; PyTorch loads ours) and the same batch-1 input ' +
