@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -98,12 +98,12 @@ describe("tools/ablations.ts: the paper's Tables 2-5 as training runs", () => {
           process.execPath,
           [
             '--import',
-            'tsx',
-            'tools/ablations.ts',
+            import.meta.resolve('tsx'),
+            join(root, 'tools/ablations.ts'),
             '--dataset',
             'fashion-mnist',
             '--out',
-            out,
+            'runs', // relative to the caller's directory, for the tool and its train runs alike
             '--tables',
             '3',
             '--scales',
@@ -112,7 +112,7 @@ describe("tools/ablations.ts: the paper's Tables 2-5 as training runs", () => {
             'g3_0.25x_noshuffle',
             ...extra,
           ],
-          { cwd: root, encoding: 'utf8', env: { ...process.env, SHUFFLENET_HOME: join(out, 'home') } },
+          { cwd: out, encoding: 'utf8', env: { ...process.env, SHUFFLENET_HOME: join(out, 'home') } },
         );
       const flags = [
         '--',
@@ -129,17 +129,18 @@ describe("tools/ablations.ts: the paper's Tables 2-5 as training runs", () => {
       ];
       const r = tool(...flags);
       assert.equal(r.status, 0, r.stderr);
-      const json = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+      const runs = join(out, 'runs');
+      const json = JSON.parse(readFileSync(join(runs, 'results.json'), 'utf8'));
       const run = json.runs['shufflenet_v1_g3_0.25x_noshuffle'];
       assert.equal(run.finished, true);
       assert.ok(run.top1 >= 0 && run.top1 <= 1);
-      const md = readFileSync(join(out, 'results.md'), 'utf8');
+      const md = readFileSync(join(runs, 'results.md'), 'utf8');
       assert.match(
         md,
         new RegExp(`0.25x g = 3, no shuffle \\| 13 \\| 56\\.3 \\| ${((1 - run.top1) * 100).toFixed(2)} \\|`),
       );
       assert.match(md, /0.25x g = 3, shuffle \| 13 \| 55\.0 \| not run/);
-      const meta = readFileSync(join(out, 'shufflenet_v1_g3_0.25x_noshuffle', 'model.safetensors'));
+      const meta = readFileSync(join(runs, 'shufflenet_v1_g3_0.25x_noshuffle', 'model.safetensors'));
       assert.match(meta.subarray(0, 4000).toString('latin1'), /\\"shuffle\\":false/);
       const again = tool(...flags);
       assert.equal(again.status, 0, again.stderr);
@@ -147,6 +148,65 @@ describe("tools/ablations.ts: the paper's Tables 2-5 as training runs", () => {
       const bad = tool('--', '--no-shuffle');
       assert.equal(bad.status, 2);
       assert.match(bad.stderr, /--no-shuffle is the tool's to set/);
+    },
+  );
+
+  it(
+    'stops on Ctrl-C with the tables written, and a rerun resumes the stopped run',
+    { skip: !haveData && 'no Fashion-MNIST' },
+    async () => {
+      const out = mkdtempSync(join(tmpdir(), 'ablations-int-'));
+      after(() => rmSync(out, { recursive: true, force: true }));
+      const root = fileURLToPath(new URL('..', import.meta.url));
+      const args = (only: string) => [
+        ...['--import', import.meta.resolve('tsx'), join(root, 'tools/ablations.ts')],
+        ...['--dataset', 'fashion-mnist', '--out', out, '--tables', '3', '--scales', '0.25', '--only', only],
+        ...[
+          '--',
+          '--epochs',
+          '1',
+          '--batch-size',
+          '16',
+          '--limit',
+          '3200',
+          '--test-limit',
+          '40',
+          '--threads',
+          '1',
+        ],
+      ];
+      const env = { ...process.env, SHUFFLENET_HOME: join(out, 'home') };
+      // Its own process group, as a shell's Ctrl-C or `timeout -s INT` signals the tool and its train run.
+      const child = spawn(process.execPath, args('g3_0.25x'), {
+        env,
+        detached: true,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      let sent = false;
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (/step \d+\/200/.test(stderr) && !sent) {
+          sent = true;
+          process.kill(-child.pid!, 'SIGINT');
+        }
+      });
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      assert.equal(code, 130, stderr);
+      assert.match(stderr, /\[1\/2\] shufflenet_v1_g3_0.25x_noshuffle: stopped: a rerun resumes it/);
+      assert.doesNotMatch(stderr, /\[2\/2\]/);
+      const md = readFileSync(join(out, 'results.md'), 'utf8');
+      assert.match(md, /0.25x g = 3, no shuffle \| 13 \| 56\.3 \| stopped: a rerun resumes it \|/);
+      const again = spawnSync(process.execPath, args('g3_0.25x_noshuffle$'), {
+        env,
+        encoding: 'utf8',
+      });
+      assert.equal(again.status, 0, again.stderr);
+      assert.match(again.stderr, /resuming in .*shufflenet_v1_g3_0.25x_noshuffle/);
+      assert.match(
+        readFileSync(join(out, 'results.md'), 'utf8'),
+        /0.25x g = 3, no shuffle \| 13 \| 56\.3 \| \d/,
+      );
     },
   );
 });

@@ -16,7 +16,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { complexity } from '../src/graph/complexity.js';
@@ -250,7 +250,9 @@ export function formatTables(
       const ours = e
         ? `${pct(e.mean)}${e.std !== undefined ? ` ± ${pct(e.std)}` : ''}${r.n < seeds.length ? ` (${r.n} of ${seeds.length} seeds)` : ''}`
         : r.failure
-          ? `failed (${r.failure})`
+          ? r.failure.startsWith('stopped')
+            ? r.failure
+            : `failed (${r.failure})`
           : 'not run';
       out.push(
         `| ${row.label} | ${cost(row.run)} | ${row.paper?.toFixed(1) ?? '-'} | ${ours} | ` +
@@ -326,8 +328,7 @@ function main(): number {
   const runs = seeds.flatMap((seed) =>
     [...models.values()].map((run) => ({ run, seed, key: runKey(run.name, seed) })),
   );
-  const root = fileURLToPath(new URL('..', import.meta.url));
-  const cli = [process.execPath, '--import', 'tsx', join(root, 'src/cli/main.ts')];
+  const cli = shufflenetCommand();
   const results = new Map<string, Result>();
   const about = { dataset: a.dataset, flags: trainFlags, seeds };
   const save = () => {
@@ -339,6 +340,10 @@ function main(): number {
   };
   if (!a['dry-run']) mkdirSync(a.out, { recursive: true });
   let failed = 0;
+  // Ctrl-C (or `timeout -s INT`) reaches the whole process group: the train run in flight stops after its
+  // step with a checkpoint (exit 0, unfinished), and this process, instead of dying at once (spawnSync holds
+  // the event loop, so the handler itself runs too late to tell), writes the tables and stops after it.
+  process.on('SIGINT', () => {});
   let i = 0;
   for (const { run: r, seed, key } of runs) {
     i++;
@@ -368,17 +373,20 @@ function main(): number {
       results.set(key, before);
     } else {
       console.error(`${what}: ${before.started ? 'resuming' : 'training'} in ${dir}`);
-      const p = spawnSync(cli[0]!, [...cli.slice(1), ...args], {
-        cwd: root,
-        stdio: ['ignore', 'inherit', 'inherit'],
-      });
+      // The caller's directory: --dataset and --out are relative to it here and in the child alike.
+      const p = spawnSync(cli[0]!, [...cli.slice(1), ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
       const after = readRun(dir);
       if (p.status !== 0 || !after.finished) {
         failed++;
-        const error = p.signal ? `stopped by ${p.signal}` : `train exited ${p.status}`;
+        const stopped = p.signal === 'SIGINT' || (p.status === 0 && !after.finished);
+        const error = stopped
+          ? 'stopped: a rerun resumes it'
+          : p.signal
+            ? `stopped by ${p.signal}`
+            : `train exited ${p.status}`;
         results.set(key, { ...after, error });
         console.error(`${what}: ${error}`);
-        if (p.signal === 'SIGINT') {
+        if (stopped) {
           save();
           return 130;
         }
@@ -391,6 +399,22 @@ function main(): number {
     console.log(formatTables(tables, results, about));
   }
   return failed ? 1 : 0;
+}
+
+/**
+ * How to run `shufflenet`: the bundle beside this file when there is one (dist/device/ablations.js runs
+ * dist/device/cli.js on the GPU machine, which has no tsx), else the sources through tsx.
+ */
+function shufflenetCommand(): string[] {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const bundled = join(here, 'cli.js');
+  if (existsSync(bundled)) return [process.execPath, bundled];
+  return [
+    process.execPath,
+    '--import',
+    import.meta.resolve('tsx'),
+    join(here, '..', 'src', 'cli', 'main.ts'),
+  ];
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) process.exitCode = main();
