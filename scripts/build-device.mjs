@@ -21,6 +21,7 @@ const entries = {
   'bench-gpu': 'bench/gpu.ts',
   'profile-webgpu': 'bench/profile-webgpu.ts',
   'tune-webgpu': 'bench/tune-webgpu.ts',
+  ablations: 'tools/ablations.ts',
   'webgpu.test': 'test/webgpu.test.ts',
   'webgpu-train.test': 'test/webgpu-train.test.ts',
 };

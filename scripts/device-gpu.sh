@@ -2,7 +2,8 @@
 # The GPU machine's checks (issue 8), run there from the project root through .device/on-device.sh (Node 20 and
 # the `webgpu` package on Vulkan; see ../shared/device/README.md and README.md, "GPU machine"):
 #
-#   bash .device/on-device.sh bash scripts/device-gpu.sh PHASE...   PHASE: all | tune | check | bench | bench-cifar | profile | cifar
+#   bash .device/on-device.sh bash scripts/device-gpu.sh PHASE...
+#   PHASE: all | tune | check | bench | bench-cifar | profile | cifar | ablations
 #
 #   all      check, bench, cifar and profile in one call, inside DEVICE_BUDGET_S seconds (default 540). cifar
 #            leaves RESERVE_S (80 s) to the profiles after it.
@@ -26,6 +27,13 @@
 #            eval and RESERVE_S), else 420 s. The trainer measures its second epoch and cuts the epochs (at most
 #            CIFAR_EPOCHS, else CIFAR_MAX_EPOCHS, 150) to what fits in CAP, so that the cosine schedule ends
 #            inside it (a run cut short never anneals); SIGINT 20 s after CAP is the backstop.
+#   ablations  tools/ablations.ts (dist/device/ablations.js): the paper's Tables 2-5 trained on WebGPU on the
+#            packed CIFAR-10, one `train --backend webgpu` per model, until ABL_TIMEOUT or the budget (SIGINT):
+#            $OUT/ablations/results.md (the tables beside the paper's), results.json, ablations.log and each
+#            run's metrics.jsonl.gz. ABL_TABLES (2,3,4,5), ABL_SCALES (1.0,0.5,0.25), ABL_ONLY (a regex of run
+#            names), ABL_SEEDS (0), ABL_ARGS (the CPU runs' recipe: --epochs 10 --batch-size 256 --lr 0.2
+#            --schedule cosine --nesterov --weight-decay 5e-4). The runs stay in /tmp/device-gpu-ablations, so
+#            a later call on the same warm machine skips the finished ones and resumes the one stopped.
 # Each phase runs under `timeout`, cut to what DEVICE_BUDGET_S leaves when it is set. Settings (environment):
 # SHUFFLENET_WEBGPU_BACKEND (default vulkan; opengles runs it here on llvmpipe), BENCH_ARGS and BENCH_CIFAR_ARGS
 # (replace bench-gpu's arguments of the two runs: sizes, batches, iterations; BENCH_ARGS defaults to --host-io
@@ -260,7 +268,34 @@ phase_cifar() {
   [ "$rc" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 130 ]
 }
 
-[ $# -gt 0 ] || { echo "usage: bash scripts/device-gpu.sh all|tune|check|bench|bench-cifar|profile|cifar ..." >&2; exit 2; }
+# The paper's ablations (tools/ablations.ts: Tables 2-5) trained on WebGPU, into /tmp/device-gpu-ablations
+# (a finished run is skipped and a stopped one resumes when a later call on the same warm machine runs the
+# phase again), stopped with SIGINT when the budget runs out (the run in flight checkpoints). $OUT/ablations/:
+# results.md, results.json, the log, and each run's metrics.jsonl.gz.
+phase_ablations() {
+  need "$BUNDLE/ablations.js" "$BUNDLE/cli.js" || return 1
+  local data=${CIFAR_DATA:-dist/cifar10-pack} runs=/tmp/device-gpu-ablations out="$OUT/ablations" t
+  mkdir -p "$out"
+  t=$(limit "${ABL_TIMEOUT:-3600}")
+  if [ "$t" -lt 30 ]; then
+    echo "device-gpu.sh: ${t} s left for ablations: too little" >&2
+    return 1
+  fi
+  echo "== ablations: tables ${ABL_TABLES:-2,3,4,5} on webgpu, for at most ${t} s"
+  # shellcheck disable=SC2086 # ABL_ARGS is a list of arguments
+  timeout -s INT -k 30 "$t" node "$BUNDLE/ablations.js" --dataset "cifar10:$data" --out "$runs" \
+    --tables "${ABL_TABLES:-2,3,4,5}" --scales "${ABL_SCALES:-1.0,0.5,0.25}" --seeds "${ABL_SEEDS:-0}" \
+    ${ABL_ONLY:+--only "$ABL_ONLY"} -- ${ABL_ARGS:---epochs 10 --batch-size 256 --lr 0.2 --schedule cosine --nesterov --weight-decay 5e-4} \
+    --backend webgpu --cache-dir /tmp/device-gpu-cache 2>&1 | tee "$out/ablations.log"
+  local rc=${PIPESTATUS[0]}
+  for f in results.md results.json; do [ -f "$runs/$f" ] && cp "$runs/$f" "$out/"; done
+  for d in "$runs"/*/; do
+    [ -f "$d/metrics.jsonl" ] && gzip -c "$d/metrics.jsonl" > "$out/$(basename "$d").metrics.jsonl.gz"
+  done
+  [ "$rc" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 130 ]
+}
+
+[ $# -gt 0 ] || { echo "usage: bash scripts/device-gpu.sh all|tune|check|bench|bench-cifar|profile|cifar|ablations ..." >&2; exit 2; }
 phases=()
 for phase in "$@"; do
   case "$phase" in
@@ -270,9 +305,9 @@ for phase in "$@"; do
       phases+=(check bench cifar profile)
       RESERVE_S=${RESERVE_S:-80}
       ;;
-    tune | check | bench | bench-cifar | profile | cifar) phases+=("$phase") ;;
+    tune | check | bench | bench-cifar | profile | cifar | ablations) phases+=("$phase") ;;
     *)
-      echo "device-gpu.sh: unknown phase '$phase' (all, tune, check, bench, bench-cifar, profile, cifar)" >&2
+      echo "device-gpu.sh: unknown phase '$phase' (all, tune, check, bench, bench-cifar, profile, cifar, ablations)" >&2
       exit 2
       ;;
   esac
@@ -283,7 +318,7 @@ for phase in "${phases[@]}"; do
 done
 # The last lines of output come back even when files do not: the results again, at the end.
 echo "== summary"
-for f in "$OUT/tune.md" "$OUT/bench.md" "$OUT/cifar/summary.md"; do [ -f "$f" ] && cat "$f"; done
+for f in "$OUT/tune.md" "$OUT/bench.md" "$OUT/cifar/summary.md" "$OUT/ablations/results.md"; do [ -f "$f" ] && cat "$f"; done
 grep -h '^time budget' "$OUT/cifar/train.log" 2> /dev/null
 # The run tool brings back at most 8 files: past that, the small ones go into one archive, and the model and
 # checkpoint stay beside it.
