@@ -1,7 +1,8 @@
 /**
  * Where a WebGPU plan's time goes: each dispatch of an inference run or a whole training step timed alone
- * (src/backends/webgpu/profile.ts), summed by kernel and listed by node. One launch and round trip per
- * dispatch inflate the total: read the large kernels' shares. On the GPU machine (scripts/device-gpu.sh
+ * (src/backends/webgpu/profile.ts: the GPU's timestamps where the adapter has timestamp-query, else the
+ * host's clock, whose launch and round trip per dispatch inflate the total), summed by kernel and listed by
+ * node. On the GPU machine (scripts/device-gpu.sh
  * bench) it runs from dist/device/profile-webgpu.js.
  *   npx tsx bench/profile-webgpu.ts [--arch NAME] [--size N] [--batch N] [--small-input] [--classes N]
  *                                   [--train] [--runs N] [--top N]
@@ -65,9 +66,11 @@ const total = (t: DispatchTime[]) => t.reduce((s, d) => s + d.ms, 0);
 all.sort((p, q) => total(p) - total(q));
 const times = all[Math.floor(all.length / 2)]!;
 const ms = (v: number) => v.toFixed(3);
-console.log(
-  `\n${times.length} dispatches, ${ms(total(times))} ms timed one by one (median of ${runs} runs)\n`,
-);
+const clock =
+  times[0]?.clock === 'gpu'
+    ? "on the GPU's clock (timestamp-query: each dispatch in a pass of its own, one submission)"
+    : 'timed one by one on the host (no timestamp-query: a launch and a round trip each)';
+console.log(`\n${times.length} dispatches, ${ms(total(times))} ms ${clock}, median of ${runs} runs\n`);
 console.log('| kernel | dispatches | ms | share |\n| --- | --- | --- | --- |');
 for (const k of byKernel(times))
   console.log(`| ${k.kernel} | ${k.count} | ${ms(k.ms)} | ${(k.share * 100).toFixed(1)}% |`);

@@ -190,7 +190,7 @@ phase_profile() {
   for kind in ${PROFILE_KINDS:-train infer}; do
     # shellcheck disable=SC2046,SC2086 # PROFILE_ARGS is a list of arguments
     run_for "$(limit "${PROFILE_TIMEOUT:-60}")" node "$BUNDLE/profile-webgpu.js" \
-      $([ "$kind" = train ] && echo --train ${t:+--tiles "$t"}) ${PROFILE_ARGS---runs 1} 2>&1 |
+      $([ "$kind" = train ] && echo --train ${t:+--tiles "$t"}) ${PROFILE_ARGS---runs 3} 2>&1 |
       tee "$OUT/profile-$kind.md" || rc=1
   done
   return $rc

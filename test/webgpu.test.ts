@@ -369,6 +369,26 @@ describe(`WebGPU inference (Dawn's ${BACKEND} backend)`, { skip: dawn }, () => {
         );
     });
 
+    it("profiles a run: a time per dispatch, on the GPU's clock where the adapter has timestamp-query", async () => {
+      const model = preset('shufflenet_v1_g3_0.25x');
+      const plan = engine.compile(model, { batch: 2, height: 32, width: 32 });
+      const x = Tensor.random([2, 3, 32, 32], seededRandom(4)).data;
+      const first = await plan.run(x);
+      const times = await plan.profile(x);
+      const clock = engine.device.features.has('timestamp-query') ? 'gpu' : 'host';
+      const nodes = new Set(model.graph.nodes.map((n) => n.name));
+      // A dispatch per lowered op: convs (BN folded, ReLU fused), pools, the classifier; no shuffle copies.
+      assert.ok(times.length > 40 && times.length < model.graph.nodes.length, String(times.length));
+      for (const t of times) {
+        assert.ok(nodes.has(t.node), t.node);
+        assert.ok(Number.isFinite(t.ms) && t.ms >= 0, JSON.stringify(t));
+        assert.equal(t.clock, clock);
+      }
+      assert.ok(times.some((t) => t.kernel === 'pointwise' && t.ms > 0));
+      assert.deepEqual(await plan.run(x), first);
+      plan.dispose();
+    });
+
     it('reuses activation buffers: the arena is far smaller than all activations together', () => {
       const plan = engine.compile(preset('shufflenet_v1_g3_0.5x'));
       assert.ok(plan.bytes.arena * 4 < plan.bytes.unplanned, JSON.stringify(plan.bytes));

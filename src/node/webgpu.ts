@@ -46,7 +46,9 @@ export async function createNodeWebGpuEngine(o: NodeWebGpuOptions = {}): Promise
   for (const backend of backends) {
     const gl = backend === 'opengles' || backend === 'opengl';
     if (gl) process.env.EGL_PLATFORM ??= 'surfaceless';
-    let gpu: GPU | undefined = dawn.create(backend ? [`backend=${backend}`] : []);
+    // Dawn rounds timestamps (to blunt timing attacks in browsers): profiles here want them exact.
+    const flags = ['disable-dawn-features=timestamp_quantization'];
+    let gpu: GPU | undefined = dawn.create(backend ? [`backend=${backend}`, ...flags] : flags);
     try {
       const engine = await requestWebGpuEngine(
         gpu,

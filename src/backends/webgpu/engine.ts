@@ -171,8 +171,8 @@ export async function requestWebGpuEngine(
   const { maxStorageBufferBindingSize, maxBufferSize, maxStorageBuffersPerShaderStage } = adapter.limits;
   const device = await adapter.requestDevice({
     label: 'shufflenet',
-    // f16 activations where the adapter has them (WebGpuPlanOptions.precision).
-    requiredFeatures: adapter.features.has('shader-f16') ? ['shader-f16'] : [],
+    // f16 activations where the adapter has them (WebGpuPlanOptions.precision); GPU clocks for profiles.
+    requiredFeatures: (['shader-f16', 'timestamp-query'] as const).filter((f) => adapter.features.has(f)),
     // Large buffers, and up to 8 arena segments plus the weights for training plans.
     requiredLimits: { maxStorageBufferBindingSize, maxBufferSize, maxStorageBuffersPerShaderStage },
   });
