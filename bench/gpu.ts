@@ -544,7 +544,10 @@ function section(): string {
   const command = `node dist/device/bench-gpu.js ${process.argv.slice(2).join(' ')}`.trim();
   const memory = rows
     .filter((r) => r.ours?.memory)
-    .map((r) => `${r.kind} batch ${r.batch}${r.tiles ? ` (${r.tiles})` : ''}: ${r.ours!.memory}`)
+    .map(
+      (r) =>
+        `${r.kind} batch ${r.batch}${r.pixels ? ' (uint8 pixels)' : ''}${r.tiles ? ` (${r.tiles})` : ''}: ${r.ours!.memory}`,
+    )
     .join('; ');
   return [
     `## GPU: ${arch}${smallInput ? ' (small-input stem)' : ''} at ${size}x${size} on WebGPU, side by side with PyTorch`,

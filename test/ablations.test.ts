@@ -86,48 +86,32 @@ describe("tools/ablations.ts: the paper's Tables 2-5 as training runs", () => {
   });
 
   const haveData = existsSync(join(FASHION_MNIST_DIR, 'train-images-idx3-ubyte.gz'));
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  /** The tool on Fashion-MNIST, Table 3 at 0.25x: the runs that `only` matches, `train` after `--`. */
+  const toolArgs = (outDir: string, only: string, train: string[]) => [
+    ...['--import', import.meta.resolve('tsx'), join(root, 'tools/ablations.ts')],
+    ...`--dataset fashion-mnist --tables 3 --scales 0.25 --only ${only} --out`.split(' '),
+    ...[outDir, '--', ...train],
+  ];
+  /** Tiny training runs: one epoch of `limit` images, batch 16, one thread. */
+  const tiny = (limit: number) =>
+    `--epochs 1 --batch-size 16 --limit ${limit} --test-limit 40 --threads 1`.split(' ');
+
   it(
     'trains, tabulates, and skips what is done on a rerun',
     { skip: !haveData && 'no Fashion-MNIST' },
     () => {
       const out = mkdtempSync(join(tmpdir(), 'ablations-'));
       after(() => rmSync(out, { recursive: true, force: true }));
-      const root = fileURLToPath(new URL('..', import.meta.url));
-      const tool = (...extra: string[]) =>
-        spawnSync(
-          process.execPath,
-          [
-            '--import',
-            import.meta.resolve('tsx'),
-            join(root, 'tools/ablations.ts'),
-            '--dataset',
-            'fashion-mnist',
-            '--out',
-            'runs', // relative to the caller's directory, for the tool and its train runs alike
-            '--tables',
-            '3',
-            '--scales',
-            '0.25',
-            '--only',
-            'g3_0.25x_noshuffle',
-            ...extra,
-          ],
-          { cwd: out, encoding: 'utf8', env: { ...process.env, SHUFFLENET_HOME: join(out, 'home') } },
-        );
-      const flags = [
-        '--',
-        '--epochs',
-        '1',
-        '--batch-size',
-        '16',
-        '--limit',
-        '32',
-        '--test-limit',
-        '40',
-        '--threads',
-        '1',
-      ];
-      const r = tool(...flags);
+      const tool = (train: string[]) =>
+        spawnSync(process.execPath, toolArgs('runs', 'g3_0.25x_noshuffle', train), {
+          // --out relative to the caller's directory, for the tool and its train runs alike
+          cwd: out,
+          encoding: 'utf8',
+          env: { ...process.env, SHUFFLENET_HOME: join(out, 'home') },
+        });
+      const flags = tiny(32);
+      const r = tool(flags);
       assert.equal(r.status, 0, r.stderr);
       const runs = join(out, 'runs');
       const json = JSON.parse(readFileSync(join(runs, 'results.json'), 'utf8'));
@@ -142,10 +126,10 @@ describe("tools/ablations.ts: the paper's Tables 2-5 as training runs", () => {
       assert.match(md, /0.25x g = 3, shuffle \| 13 \| 55\.0 \| not run/);
       const meta = readFileSync(join(runs, 'shufflenet_v1_g3_0.25x_noshuffle', 'model.safetensors'));
       assert.match(meta.subarray(0, 4000).toString('latin1'), /\\"shuffle\\":false/);
-      const again = tool(...flags);
+      const again = tool(flags);
       assert.equal(again.status, 0, again.stderr);
       assert.match(again.stderr, /done already/);
-      const bad = tool('--', '--no-shuffle');
+      const bad = tool(['--no-shuffle']);
       assert.equal(bad.status, 2);
       assert.match(bad.stderr, /--no-shuffle is the tool's to set/);
     },
@@ -157,24 +141,7 @@ describe("tools/ablations.ts: the paper's Tables 2-5 as training runs", () => {
     async () => {
       const out = mkdtempSync(join(tmpdir(), 'ablations-int-'));
       after(() => rmSync(out, { recursive: true, force: true }));
-      const root = fileURLToPath(new URL('..', import.meta.url));
-      const args = (only: string) => [
-        ...['--import', import.meta.resolve('tsx'), join(root, 'tools/ablations.ts')],
-        ...['--dataset', 'fashion-mnist', '--out', out, '--tables', '3', '--scales', '0.25', '--only', only],
-        ...[
-          '--',
-          '--epochs',
-          '1',
-          '--batch-size',
-          '16',
-          '--limit',
-          '3200',
-          '--test-limit',
-          '40',
-          '--threads',
-          '1',
-        ],
-      ];
+      const args = (only: string) => toolArgs(out, only, tiny(3200));
       const env = { ...process.env, SHUFFLENET_HOME: join(out, 'home') };
       // Its own process group, as a shell's Ctrl-C or `timeout -s INT` signals the tool and its train run.
       const child = spawn(process.execPath, args('g3_0.25x'), {
