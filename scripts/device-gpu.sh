@@ -70,6 +70,10 @@
 #        bash .device/on-device.sh bash scripts/device-gpu.sh tune bench check
 #        (bench: the default tiles and the tuned ones, a training row each; check gets what is left)
 # or one call of 600 s: bash .device/on-device.sh bash scripts/device-gpu.sh all
+# That plan met issue 8's last bars (2026-11-27: 90.26%, a training step at 0.65x PyTorch). The next session:
+#   A (timeout_s 180): DEVICE_BUDGET_S=170 bash .device/on-device.sh bash scripts/device-gpu.sh profile bench
+#   B (timeout_s T = budget_left_s - 20): DEVICE_BUDGET_S=T-10 ABL_TABLES=2,3 ABL_SCALES=0.5,0.25 \
+#        bash .device/on-device.sh bash scripts/device-gpu.sh ablations
 # A later session with a GPU can give CIFAR-10 the whole call (`cifar` alone, CIFAR_CAP_S=500, CIFAR_RESUME to
 # go on from a resume.tar carried back), or rerun `bench` alone after a kernel change.
 # If a pack outgrew a call (another dataset, --no-gzip), cut it with `tools/pack-images.ts --part-mib N` and
