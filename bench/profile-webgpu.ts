@@ -2,8 +2,7 @@
  * Where a WebGPU plan's time goes: each dispatch of an inference run or a whole training step timed alone
  * (src/backends/webgpu/profile.ts: the GPU's timestamps where the adapter has timestamp-query, else the
  * host's clock, whose launch and round trip per dispatch inflate the total), summed by kernel and listed by
- * node. On the GPU machine (scripts/device-gpu.sh
- * bench) it runs from dist/device/profile-webgpu.js.
+ * node. On the GPU machine (scripts/device-gpu.sh profile) it runs from dist/device/profile-webgpu.js.
  *   npx tsx bench/profile-webgpu.ts [--arch NAME] [--size N] [--batch N] [--small-input] [--classes N]
  *                                   [--train] [--runs N] [--top N]
  */
